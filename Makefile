@@ -1,0 +1,48 @@
+# pfx build and test entry points.  See README.md.
+
+PYTHON   ?= python3.11
+VENV     := .venv
+VPY      := $(VENV)/bin/python
+STAMP    := $(VENV)/.installed
+# Debian packages the build and the tests need (libcap-dev for python-prctl).
+DEB_PKGS := libcap-dev gcc python3-dev python3-venv
+
+.PHONY: all deps venv test run bench man clean
+
+all: venv
+
+# System packages: installed only when missing, and only when we are root.
+deps:
+	@missing=""; for p in $(DEB_PKGS); do \
+	    dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	    if [ "$$(id -u)" = 0 ]; then \
+	        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	    else echo "make: please install:$$missing" >&2; exit 1; fi; \
+	fi
+
+$(STAMP): pyproject.toml
+	$(MAKE) deps
+	command -v $(PYTHON) >/dev/null 2>&1 || { echo "make: $(PYTHON) not found" >&2; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip
+	$(VPY) -m pip install -q --config-settings editable_mode=compat -e '.[test]'
+	touch $@
+
+venv: $(STAMP)
+
+test: $(STAMP)
+	$(VPY) -m pytest -n auto -q tests
+
+# A self-contained instance under ./run/ (configuration, queue and tables).
+run: $(STAMP)
+	$(VPY) -m tools.runinstance $(CURDIR)/run
+
+bench: $(STAMP)
+	$(VPY) bench/run.py
+
+man: $(STAMP)
+	$(VPY) -m tools.mkman man
+
+clean:
+	rm -rf $(VENV) build *.egg-info man

@@ -1,0 +1,1 @@
+"""pfx server programs, one module per Postfix daemon."""

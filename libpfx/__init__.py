@@ -1,0 +1,1 @@
+"""pfx shared library: the equivalent of Postfix's util/ and global/ code."""

@@ -1,0 +1,250 @@
+"""main.cf: parsing, parameter lookup, ``$name`` expansion and typed values.
+
+A Config is one instance's view of its configuration: the parameters in
+``config_dir/main.cf``, the service overrides a daemon got from master.cf
+(``-o name=value``), and the defaults of the parameter registry
+(libpfx.params).  Values are expanded lazily and cached; typed getters
+check the value against the parameter's declared type and end the process
+with a message naming the file, the line and the parameter when it does
+not fit.
+
+main.cf syntax, as Postfix reads it (postconf(5)):
+
+* a logical line starts in column 1 as ``name = value``; white space
+  around ``=`` and at the end of the value is ignored;
+* a line that starts with white space continues the previous logical line;
+* a line whose first non-blank character is ``#`` is a comment, and so is
+  a blank line; neither ends a logical line; ``#`` elsewhere is literal;
+* quotes have no special meaning; a later assignment replaces an earlier;
+* a carriage return (a file saved with CRLF line ends) is an error.
+
+The configuration directory is the ``-c`` argument, else ``$MAIL_CONFIG``,
+else /etc/postfix.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Iterable, NamedTuple, NoReturn
+
+from libpfx import msg, params
+from libpfx.expand import Expander, MacroError
+
+DEFAULT_CONFIG_DIR = "/etc/postfix"
+
+
+class ConfigError(Exception):
+    """A malformed configuration file; str() is a complete message."""
+
+
+class Entry(NamedTuple):
+    name: str
+    value: str
+    lineno: int
+
+
+def config_dir_from(arg: str | None = None) -> str:
+    """The configuration directory: ``-c`` argument, MAIL_CONFIG, default."""
+    return arg or os.environ.get("MAIL_CONFIG") or DEFAULT_CONFIG_DIR
+
+
+def logical_lines(text: str, path: str) -> Iterable[tuple[int, str]]:
+    """Yield (first line number, logical line) with continuations joined."""
+    if "\r" in text:
+        line = text.count("\n", 0, text.index("\r")) + 1
+        raise ConfigError(f"{path}, line {line}: carriage return in configuration "
+                          "file (convert CRLF line ends with dos2unix)")
+    if "\0" in text:
+        line = text.count("\n", 0, text.index("\0")) + 1
+        raise ConfigError(f"{path}, line {line}: NUL character in configuration file")
+    start, parts = 0, []
+    for lineno, line in enumerate(text.split("\n"), 1):
+        stripped = line.lstrip()
+        if not stripped or stripped[0] == "#":
+            continue
+        if line[0].isspace():
+            if parts:
+                parts.append(line)
+                continue
+            raise ConfigError(f"{path}, line {lineno}: "
+                              f'continuation line without preceding text: "{stripped}"')
+        if parts:
+            yield start, "".join(parts)
+        start, parts = lineno, [line]
+    if parts:
+        yield start, "".join(parts)
+
+
+def parse_main_cf(text: str, path: str) -> list[Entry]:
+    """Parse main.cf text into entries, in file order."""
+    entries = []
+    for lineno, line in logical_lines(text, path):
+        name, eq, value = line.partition("=")
+        name = name.rstrip()
+        if not eq or not name:
+            raise ConfigError(f"{path}, line {lineno}: missing '=' after attribute "
+                              f'name: "{line.strip()}"')
+        if any(c.isspace() for c in name):
+            raise ConfigError(f"{path}, line {lineno}: "
+                              f'white space in parameter name: "{name}"')
+        entries.append(Entry(name, value.strip(), lineno))
+    return entries
+
+
+def read_file(path: str) -> str:
+    """Read a configuration file as text, with errors as ConfigError."""
+    try:
+        with open(path, "rb") as fp:
+            data = fp.read()
+    except OSError as err:
+        raise ConfigError(f"open {path}: {err.strerror}") from None
+    return data.decode("utf-8", "surrogateescape")
+
+
+class Config:
+    """Parameters of one instance: overrides, then main.cf, then defaults."""
+
+    def __init__(self, config_dir: str, entries: Iterable[Entry] = (),
+                 overrides: dict[str, str] | None = None) -> None:
+        self.config_dir = config_dir
+        self.path = os.path.join(config_dir, "main.cf")
+        self.entries: dict[str, Entry] = {e.name: e for e in entries}
+        self.overrides = dict(overrides or {})
+        self.services: set[str] = set()      # master.cf names, for families
+        self._cache: dict[str, str] = {}
+        self._undefined: list[str] = []
+        self._expander = Expander(self.raw, self._undefined.append)
+
+    @classmethod
+    def load(cls, config_dir: str | None = None,
+             overrides: dict[str, str] | None = None) -> "Config":
+        """Read ``config_dir/main.cf``; a missing or bad file is fatal."""
+        cdir = config_dir_from(config_dir)
+        path = os.path.join(cdir, "main.cf")
+        try:
+            entries = parse_main_cf(read_file(path), path)
+        except ConfigError as err:
+            msg.fatal(str(err))
+        return cls(cdir, entries, overrides)
+
+    # Raw values.
+
+    def explicit(self, name: str) -> str | None:
+        """The value set by an override or main.cf, unexpanded, or None."""
+        if name in self.overrides:
+            return self.overrides[name]
+        entry = self.entries.get(name)
+        return entry.value if entry else None
+
+    def raw(self, name: str) -> str | None:
+        """The unexpanded value: explicit, else default; None if unknown."""
+        value = self.explicit(name)
+        if value is not None:
+            return value
+        if name == "config_directory":
+            return self.config_dir
+        return params.default(name, self.services)
+
+    def where(self, name: str) -> str:
+        """``main.cf, line N`` (or the override) for messages about name."""
+        if name in self.overrides:
+            return f"{self.path}: service override -o {name}"
+        entry = self.entries.get(name)
+        return f"{self.path}, line {entry.lineno}" if entry else self.path
+
+    # Expansion.
+
+    def expand(self, text: str) -> str:
+        """Expand ``$name`` forms in text; malformed macros are fatal."""
+        try:
+            return self._expander.expand(text)
+        except MacroError as err:
+            msg.warn(str(err))
+            msg.fatal("macro processing error")
+
+    def get(self, name: str) -> str:
+        """The expanded value of name; unknown parameters give ''."""
+        value = self._cache.get(name)
+        if value is None:
+            raw = self.raw(name)
+            value = "" if raw is None else self.expand(raw)
+            self._cache[name] = value
+        return value
+
+    # Typed values.
+
+    def _bad(self, name: str, value: str, what: str) -> NoReturn:
+        msg.fatal(f"{self.where(name)}: bad {what} configuration: {name} = {value}")
+
+    def get_bool(self, name: str) -> bool:
+        value = self.get(name)
+        low = value.lower()
+        if low == "yes":
+            return True
+        if low == "no":
+            return False
+        self._bad(name, value, "boolean")
+
+    def get_int(self, name: str) -> int:
+        value = self.get(name)
+        try:
+            number = int(value, 10)
+        except ValueError:
+            self._bad(name, value, "numerical")
+        self._check_range(name, number)
+        return number
+
+    def get_time(self, name: str) -> int:
+        """A time value in seconds; a bare number takes the default unit."""
+        value = self.get(name)
+        p = params.find(name, self.services)
+        unit = p.unit if p and p.unit else "s"
+        seconds = parse_time(value, unit)
+        if seconds is None:
+            self._bad(name, value, "time")
+        self._check_range(name, seconds)
+        return seconds
+
+    def get_list(self, name: str) -> list[str]:
+        """A list value split on white space and commas."""
+        return split_list(self.get(name))
+
+    def _check_range(self, name: str, number: int) -> None:
+        p = params.find(name, self.services)
+        if p is None:
+            return
+        if p.min is not None and number < p.min:
+            msg.fatal(f"{self.where(name)}: invalid {name} parameter value "
+                      f"{number} < {p.min}")
+        if p.max is not None and number > p.max:
+            msg.fatal(f"{self.where(name)}: invalid {name} parameter value "
+                      f"{number} > {p.max}")
+
+
+_TIME_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_time(value: str, default_unit: str = "s") -> int | None:
+    """Seconds for a Postfix time value such as ``300s``, ``5d`` or ``1h30m``."""
+    value = value.strip()
+    if not value:
+        return None
+    if value.isdigit():
+        return int(value) * _TIME_UNITS[default_unit]
+    total, digits = 0, ""
+    for c in value:
+        if c.isdigit():
+            digits += c
+        elif c.lower() in _TIME_UNITS and digits:
+            total += int(digits) * _TIME_UNITS[c.lower()]
+            digits = ""
+        else:
+            return None
+    if digits:
+        return None
+    return total
+
+
+def split_list(value: str) -> list[str]:
+    """Split a list value on white space and commas, dropping empties."""
+    return value.replace(",", " ").split()

@@ -1,0 +1,1 @@
+"""pfx command-line programs, one module per Postfix command."""
