@@ -112,6 +112,7 @@ class Config:
         self.overrides = dict(overrides or {})
         self.services: set[str] = set()      # master.cf names, for families
         self._cache: dict[str, str] = {}
+        self._labels: dict[str, str] | None = None
         self._undefined: list[str] = []
         self._expander = Expander(self.raw, self._undefined.append)
 
@@ -143,7 +144,18 @@ class Config:
             return value
         if name == "config_directory":
             return self.config_dir
-        return params.default(name, self.services)
+        return params.default(name, self.services, self.get, self.dbms_labels)
+
+    def dbms_labels(self) -> dict[str, str]:
+        """Labels of tables configured in main.cf (``ldap:label``), for
+        the ``label_server_host`` style parameters."""
+        if self._labels is None:
+            self._labels = {}       # lookups made during the scan see none
+            known = (params.BUILTIN, params.SERVICE)
+            values = [self.get(n) for n in {**self.entries, **self.overrides}
+                      if (p := params.find(n, self.services)) and p.origin in known]
+            self._labels = params.dbms_labels(values)
+        return self._labels
 
     def where(self, name: str) -> str:
         """``main.cf, line N`` (or the override) for messages about name."""
