@@ -16,13 +16,24 @@ there is one, the line.
 Table types are implemented in one module each beside this one and
 imported only when a table of that type is opened, so that a program pays
 only for the types it uses.
+
+Beyond lookup(), a type may support update(), delete() and sequence()
+(``open_dict(spec, flags, write=True)`` opens it for change), and bulk
+creation from source text: create_table() returns a Builder whose
+append() stores entries and whose commit() makes the new table visible to
+readers at once (see lmdb_table).  Every table opened here is remembered,
+so that a daemon can ask changed_table() whether one of its tables was
+rebuilt and it should restart.
 """
 
 from __future__ import annotations
 
 import importlib
 import os
+import weakref
 from typing import Iterator
+
+from libpfx import msg
 
 # Flags, as Postfix's DICT_FLAG_*: what a caller asks of a table.
 FOLD_FIX = 0x1          # fold fixed-string keys to lower case
@@ -47,7 +58,11 @@ class DictError(Exception):
 
 
 class DictRetry(Exception):
-    """A temporary lookup failure: the caller must defer, not reject."""
+    """A temporary lookup failure: the caller must defer, not reject.
+    str() is the reason, for ``table TYPE:NAME: query error: REASON``."""
+
+    def __init__(self, reason: str = "Application error") -> None:
+        super().__init__(reason)
 
 
 class Dict:
@@ -68,13 +83,15 @@ class Dict:
         raise NotImplementedError
 
     def update(self, key: str, value: str) -> None:
-        raise DictError(f"{self.spec}: table does not support update")
+        raise DictError(f"table {self.spec}: update operation is not supported")
 
     def delete(self, key: str) -> bool:
-        raise DictError(f"{self.spec}: table does not support delete")
+        """Remove key; False when it was not there."""
+        raise DictError(f"table {self.spec}: delete operation is not supported")
 
     def sequence(self) -> Iterator[tuple[str, str]]:
-        raise DictError(f"{self.spec}: table does not support iteration")
+        """All (key, value) pairs, in the table's own order."""
+        raise DictError(f"table {self.spec}: sequence operation is not supported")
 
     def close(self) -> None:
         pass
@@ -101,7 +118,42 @@ class Dict:
 
     def fold(self, key: str) -> str:
         """The key as the table stores it (lower case for FOLD_FIX)."""
-        return key.lower() if self.flags & FOLD_FIX else key
+        return fold_case(key, self.flags) if self.flags & FOLD_FIX else key
+
+    @classmethod
+    def create(cls, name: str, flags: int, dtype: str, **kwargs: object) -> "Builder":
+        """Start building a table from source text (postmap, postalias):
+        from scratch, or with ``incremental=True`` by changing it in place."""
+        raise DictError(f"unsupported dictionary type: {dtype} does not support "
+                        "bulk-mode creation.")
+
+
+class Builder:
+    """A table being built: append() entries, then commit() or abort()."""
+
+    dict: Dict
+
+    def append(self, key: str, value: str) -> None:
+        raise NotImplementedError
+
+    def commit(self) -> None:
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        raise NotImplementedError
+
+
+_ASCII_LOWER = {c: c + 32 for c in range(ord("A"), ord("Z") + 1)}
+
+
+def fold_case(text: str, flags: int = 0) -> str:
+    """Lower case as Postfix folds lookup keys: full Unicode case folding
+    when UTF-8 is on (flag UTF8), otherwise ASCII letters only."""
+    if text.isascii():
+        return text.lower()
+    if flags & UTF8:
+        return text.casefold()
+    return text.translate(_ASCII_LOWER)
 
 
 # type -> "module:Class"; the module is imported on first use.
@@ -124,19 +176,69 @@ DICT_TYPES: dict[str, str] = {
 def split_spec(spec: str) -> tuple[str, str]:
     """Split ``type:name``; a spec without a type is an error."""
     dtype, colon, name = spec.partition(":")
-    if not colon or not dtype:
-        raise DictError(f'table "{spec}": need "type:name" form')
+    if not colon or not dtype or not name:
+        raise DictError(f'open dictionary: expecting "type:name" form instead of "{spec}"')
     return dtype, name
 
 
-def open_dict(spec: str, flags: int = DEFAULT_FLAGS, **kwargs: object) -> Dict:
-    """Open the table named by ``type:name``."""
-    dtype, name = split_spec(spec)
+def dict_class(dtype: str) -> type[Dict]:
+    """The class implementing a table type; DictError for unknown types."""
     where = DICT_TYPES.get(dtype)
     if where is None:
-        raise DictError(f'unsupported dictionary type: {dtype}; '
-                        f'supported types: {", ".join(sorted(DICT_TYPES))}')
+        raise DictError(f"unsupported dictionary type: {dtype}")
     modname, _, clsname = where.partition(":")
-    cls = getattr(importlib.import_module(modname), clsname)
-    d: Dict = cls(name, flags, dtype=dtype, **kwargs)
+    cls: type[Dict] = getattr(importlib.import_module(modname), clsname)
+    return cls
+
+
+# Every table opened by this process, for changed_table().
+_opened: "weakref.WeakSet[Dict]" = weakref.WeakSet()
+
+
+def open_dict(spec: str, flags: int = DEFAULT_FLAGS, **kwargs: object) -> Dict:
+    """Open the table named by ``type:name``.  ``write=True`` opens it for
+    update() and delete(); other keyword arguments go to the type."""
+    dtype, name = split_spec(spec)
+    d: Dict = dict_class(dtype)(name, flags, dtype=dtype, **kwargs)
+    _opened.add(d)
     return d
+
+
+def create_table(spec: str, flags: int = DEFAULT_FLAGS, **kwargs: object) -> Builder:
+    """Start building table ``type:name``; see Dict.create() and Builder."""
+    dtype, name = split_spec(spec)
+    return dict_class(dtype).create(name, flags, dtype=dtype, **kwargs)
+
+
+def changed_table() -> str | None:
+    """``type:name`` of the first open table whose files changed since it
+    was opened, or None.  A daemon that gets a name logs ``table NAME has
+    changed -- restarting`` and exits once idle, to reopen its tables."""
+    for d in list(_opened):
+        if d.changed():
+            return d.spec
+    return None
+
+
+class SurrogateDict(Dict):
+    """Stands in for a table that could not be opened: every lookup is a
+    temporary failure, so that a daemon defers mail instead of dying."""
+
+    def __init__(self, spec: str, flags: int, reason: str) -> None:
+        dtype, _, name = spec.partition(":")
+        super().__init__(name, flags)
+        self.type = dtype
+        self.reason = reason
+
+    def lookup(self, key: str) -> str | None:
+        raise DictRetry(self.reason)
+
+
+def open_dict_or_surrogate(spec: str, flags: int = DEFAULT_FLAGS, **kwargs: object) -> Dict:
+    """open_dict() for daemons: a table that cannot be opened is logged
+    (``TYPE:NAME is unavailable. REASON``) and its lookups fail softly."""
+    try:
+        return open_dict(spec, flags, **kwargs)
+    except DictError as err:
+        msg.warn(f"{spec} is unavailable. {err}")
+        return SurrogateDict(spec, flags, str(err))
