@@ -7,7 +7,7 @@ interfaces that are up count.  The order is the one the system reports
 them in (by interface, IPv6 global addresses before link-local ones),
 because mynetworks and inet_interfaces keep that order.
 
-The result is computed once per process; callers get a copy-free tuple.
+The list is read once per process and kept.
 """
 
 from __future__ import annotations

@@ -1138,6 +1138,19 @@ def find(name: str, services: Mapping[str, str] | Collection[str] = (),
     return p
 
 
+def service_names(services: Mapping[str, str] | Collection[str]) -> list[str]:
+    """The per-service parameters of these services that are not built in,
+    sorted; services as for find()."""
+    found = []
+    for service in services:
+        program = services[service] if isinstance(services, Mapping) else None
+        for suffix, (_, programs) in _SERVICE_SUFFIXES.items():
+            name = service + suffix
+            if (program is None or program in programs) and name not in _load():
+                found.append(name)
+    return sorted(found)
+
+
 def _service_param(name: str, services: Mapping[str, str] | Collection[str]) -> Param | None:
     if not services:
         return None

@@ -397,3 +397,23 @@ def test_defaults_match_postfix(instance: Path) -> None:
     assert not wrong, "\n".join(wrong)
     for name in ("myhostname", "mydomain", "mynetworks"):
         assert params.default(name) == want[name], name
+
+
+@needs_postfix
+def test_service_parameters_match_postfix(instance: Path) -> None:
+    services = {"mysmtp": "smtp", "mypipe": "pipe", "myspawn": "spawn", "myq": "qmgr",
+                "local": "local", "relay": "smtp"}
+    (instance / "master.cf").write_text("".join(
+        f"{name} unix - n n - - {program}\n" for name, program in services.items()))
+    result = subprocess.run(["/usr/sbin/postconf", "-c", str(instance), "-d"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    want = {}
+    for line in result.stdout.splitlines():
+        name, _, value = line.partition(" =")
+        if name not in params.names():
+            want[name] = value[1:]
+    got = params.service_names(services)
+    assert got == sorted(want), f"got {got}, want {sorted(want)}"
+    wrong = [n for n in got if params.default(n, services) != want[n]]
+    assert not wrong, wrong
