@@ -39,15 +39,17 @@ Besides the parameters ``postconf -d`` lists (names()), find() knows:
 * service families: ``<service>_destination_concurrency_limit`` and the
   other suffixes of _SERVICE_SUFFIXES, for a master.cf service that runs
   one of the programs listed there, with ``$<generic parameter>`` as
-  default;
+  default and the generic parameter's kind and bounds (service_names()
+  lists them for ``postconf -d``);
 * database labels: with ``alias_maps = ldap:ldapsource`` (a table named
   without a slash, configured in main.cf), ``ldapsource_server_host`` and
   the other ldap_table(5) parameters; likewise for mysql, pgsql, sqlite
   and memcache (_DBMS).  dbms_labels() finds the labels in parameter
-  values.
+  values.  Postfix lists these only when main.cf sets them.
 
-The tables are parsed on first use, so that importing this module stays
-cheap for commands that never look at defaults.
+Param.origin tells which of these a declaration is: BUILTIN, LEGACY,
+SERVICE or DBMS.  The tables are parsed on first use, so that importing
+this module stays cheap for commands that never look at defaults.
 """
 
 from __future__ import annotations
