@@ -12,10 +12,14 @@ main.cf syntax, as Postfix reads it (postconf(5)):
 
 * a logical line starts in column 1 as ``name = value``; white space
   around ``=`` and at the end of the value is ignored;
-* a line that starts with white space continues the previous logical line;
+* a line that starts with white space continues the previous logical line
+  (the pieces are joined as they are, leading white space included); one
+  with nothing to continue is ignored with a warning;
 * a line whose first non-blank character is ``#`` is a comment, and so is
   a blank line; neither ends a logical line; ``#`` elsewhere is literal;
-* quotes have no special meaning; a later assignment replaces an earlier;
+* text after a NUL byte is ignored with a warning;
+* a later assignment replaces an earlier one, with a warning;
+* quotes have no special meaning;
 * a carriage return (a file saved with CRLF line ends) is an error.
 
 The configuration directory is the ``-c`` argument, else ``$MAIL_CONFIG``,
@@ -25,7 +29,7 @@ else /etc/postfix.
 from __future__ import annotations
 
 import os
-from typing import Iterable, NamedTuple, NoReturn
+from typing import Callable, Iterable, Iterator, NamedTuple, NoReturn
 
 from libpfx import msg, params
 from libpfx.expand import Expander, MacroError
@@ -48,46 +52,77 @@ def config_dir_from(arg: str | None = None) -> str:
     return arg or os.environ.get("MAIL_CONFIG") or DEFAULT_CONFIG_DIR
 
 
-def logical_lines(text: str, path: str) -> Iterable[tuple[int, str]]:
-    """Yield (first line number, logical line) with continuations joined."""
+SPACE = " \t\n\v\f\r"        # white space as Postfix's ISSPACE sees it
+
+Warn = Callable[[str], None]
+
+
+def logical_lines(text: str, path: str,
+                  warn: Warn = msg.warn) -> Iterator[tuple[int, str]]:
+    """Yield (first line number, logical line) with continuations joined.
+
+    Text after a NUL byte in a logical line is dropped with a warning, and
+    a continuation line with nothing to continue is skipped with one, as
+    Postfix does; a carriage return is an error.
+    """
     if "\r" in text:
         line = text.count("\n", 0, text.index("\r")) + 1
         raise ConfigError(f"{path}, line {line}: carriage return in configuration "
                           "file (convert CRLF line ends with dos2unix)")
-    if "\0" in text:
-        line = text.count("\n", 0, text.index("\0")) + 1
-        raise ConfigError(f"{path}, line {line}: NUL character in configuration file")
     start, parts = 0, []
-    for lineno, line in enumerate(text.split("\n"), 1):
-        stripped = line.lstrip()
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    for lineno, line in enumerate(lines, 1):
+        stripped = line.lstrip(SPACE)
         if not stripped or stripped[0] == "#":
             continue
-        if line[0].isspace():
-            if parts:
-                parts.append(line)
-                continue
-            raise ConfigError(f"{path}, line {lineno}: "
-                              f'continuation line without preceding text: "{stripped}"')
+        if line[0] in SPACE and parts:
+            parts.append(line)
+            continue
         if parts:
-            yield start, "".join(parts)
+            yield from _logical(start, lineno - 1, parts, path, warn)
         start, parts = lineno, [line]
     if parts:
-        yield start, "".join(parts)
+        yield from _logical(start, len(lines), parts, path, warn)
 
 
-def parse_main_cf(text: str, path: str) -> list[Entry]:
+def _logical(first: int, last: int, parts: list[str], path: str,
+             warn: Warn) -> Iterator[tuple[int, str]]:
+    line = "".join(parts)
+    if "\0" in line:
+        where = f"line {first}" if first == last else f"line {first}-{last}"
+        warn(f"{path}, {where}: text after null byte may be ignored")
+        line = line[:line.index("\0")]
+    if line and line[0] in SPACE:
+        more = "..." if len(line) > 30 else ""
+        warn(f'{path}: logical line must not start with whitespace: "{line[:30]}{more}"')
+        return
+    yield first, line
+
+
+def split_nameval(line: str) -> tuple[str, str] | str:
+    """``name = value`` as (name, value), or the reason it is malformed."""
+    text = line.lstrip(SPACE)
+    if not text or text[0] == "=":
+        return "missing attribute name"
+    end = 0
+    while end < len(text) and text[end] not in SPACE and text[end] != "=":
+        end += 1
+    rest = text[end:].lstrip(SPACE)
+    if not rest.startswith("="):
+        return "missing '=' after attribute name"
+    return text[:end], rest[1:].strip(SPACE)
+
+
+def parse_main_cf(text: str, path: str, warn: Warn = msg.warn) -> list[Entry]:
     """Parse main.cf text into entries, in file order."""
     entries = []
-    for lineno, line in logical_lines(text, path):
-        name, eq, value = line.partition("=")
-        name = name.rstrip()
-        if not eq or not name:
-            raise ConfigError(f"{path}, line {lineno}: missing '=' after attribute "
-                              f'name: "{line.strip()}"')
-        if any(c.isspace() for c in name):
-            raise ConfigError(f"{path}, line {lineno}: "
-                              f'white space in parameter name: "{name}"')
-        entries.append(Entry(name, value.strip(), lineno))
+    for lineno, line in logical_lines(text, path, warn):
+        parsed = split_nameval(line)
+        if isinstance(parsed, str):
+            raise ConfigError(f'{path}, line {lineno}: {parsed}: "{line}"')
+        entries.append(Entry(parsed[0], parsed[1], lineno))
     return entries
 
 
@@ -107,10 +142,16 @@ class Config:
     def __init__(self, config_dir: str, entries: Iterable[Entry] = (),
                  overrides: dict[str, str] | None = None) -> None:
         self.config_dir = config_dir
-        self.path = os.path.join(config_dir, "main.cf")
-        self.entries: dict[str, Entry] = {e.name: e for e in entries}
+        self.path = f"{config_dir}/main.cf"
+        self.entries: dict[str, Entry] = {}
+        for e in entries:
+            old = self.entries.get(e.name)
+            if old is not None:
+                msg.warn(f"{self.path}, line {e.lineno}: overriding earlier entry: "
+                         f"{old.name}={old.value}")
+            self.entries[e.name] = e
         self.overrides = dict(overrides or {})
-        self.services: set[str] = set()      # master.cf names, for families
+        self.services: dict[str, str] | set[str] = set()   # master.cf, for families
         self._cache: dict[str, str] = {}
         self._labels: dict[str, str] | None = None
         self._undefined: list[str] = []
@@ -121,12 +162,21 @@ class Config:
              overrides: dict[str, str] | None = None) -> "Config":
         """Read ``config_dir/main.cf``; a missing or bad file is fatal."""
         cdir = config_dir_from(config_dir)
-        path = os.path.join(cdir, "main.cf")
+        path = f"{cdir}/main.cf"
         try:
             entries = parse_main_cf(read_file(path), path)
         except ConfigError as err:
             msg.fatal(str(err))
+        if config_dir or "MAIL_CONFIG" in os.environ:
+            # As in Postfix, a chosen directory counts as an explicit setting.
+            entries.insert(0, Entry("config_directory", cdir, 0))
         return cls(cdir, entries, overrides)
+
+    def set_services(self, services: dict[str, str]) -> None:
+        """Record the master.cf services, name to program: they define the
+        per-service parameter families."""
+        self.services = services
+        self._cache.clear()
 
     # Raw values.
 
