@@ -139,9 +139,10 @@ from typing import BinaryIO, Callable, Iterable, Iterator, NoReturn
 from libpfx import msg
 from libpfx.config import Config, config_dir_from
 from libpfx.maps import (DUP_IGNORE, DUP_REPLACE, DUP_WARN, FOLD_FIX, LOCK, SRC_RHS_IS_FILE,
-                         TRY0NULL, TRY1NULL, UTF8, Builder, Dict, DictError, DictRetry,
+                         TRY0NULL, TRY1NULL, UTF8, Builder, BuildRestart, Dict, DictError,
+                         DictRetry,
                          create_table, open_dict)
-from libpfx.maps.source import Entry, decode, encode, table_entries
+from libpfx.maps.source import decode, encode, table_entries
 
 AS_OWNER = 1        # build as the owner of the source file
 SAVE_PERM = 2       # new table gets the source file's read permissions
@@ -156,7 +157,7 @@ class Program:
     name: str
     optstring: str
     usage: str
-    entries: Callable[..., Iterator[Entry]]
+    entries: Callable[..., Iterator[tuple[int, str, str]]]
     pair_format: str            # -q - and -s output: "{k}\t{v}" or "{k}:\t{v}"
     finish: Callable[[Builder, bool, Config], None] = lambda b, inc, cfg: None
     owner_warning: bool = field(default=False)
@@ -464,6 +465,19 @@ def _files_to_base64(value: str) -> str:
     return base64.b64encode(b"\n".join(parts)).decode("ascii")
 
 
+def _feed(prog: Program, builder: Builder, fp: BinaryIO, source: str, flags: int) -> None:
+    """Append the entries of a source file to a table being built."""
+    append = builder.append
+    for lineno, key, value in prog.entries(fp, source, utf8=bool(flags & UTF8)):
+        if flags & SRC_RHS_IS_FILE:
+            try:
+                value = _files_to_base64(value)
+            except ValueError as err:
+                msg.warn(f"{source}, line {lineno}: {err}: skipping this entry")
+                continue
+        append(key, value)
+
+
 def build(prog: Program, o: Options, cfg: Config, spec: str) -> None:
     """Build one table from its source file (or stdin with -i)."""
     dtype, _, path = spec.partition(":")
@@ -494,16 +508,14 @@ def build(prog: Program, o: Options, cfg: Config, spec: str) -> None:
                            size_hint=st.st_size if stat.S_ISREG(st.st_mode) else 0,
                            map_size=map_size)
     try:
-        for lineno, key, value in prog.entries(fp, source, utf8=bool(flags & UTF8)):
-            if flags & SRC_RHS_IS_FILE:
-                try:
-                    value = _files_to_base64(value)
-                except ValueError as err:
-                    msg.warn(f"{source}, line {lineno}: {err}: skipping this entry")
-                    continue
-            builder.append(key, value)
-        prog.finish(builder, o.incremental, cfg)
-        builder.commit()
+        while True:
+            try:
+                _feed(prog, builder, fp, source, flags)
+                prog.finish(builder, o.incremental, cfg)
+                builder.commit()
+                break
+            except BuildRestart:
+                fp.seek(0)
     except OSError as err:
         builder.abort()
         msg.fatal(f"read {source}: {err.strerror}")

@@ -39,9 +39,11 @@ A process that still has the old file open keeps reading the old table;
 changed() reports the replacement, so that a daemon restarts and reopens.
 
 Large tables: the memory map starts at lmdb_map_size (or an estimate from
-the source file size) and doubles whenever a write finds it full.  Writes
-go in transactions of a bounded number of changes, so that a full map
-costs only a replay of the current chunk.
+the source file size) and doubles whenever a write finds it full.  A build
+writes its new file in one transaction, and starts over with a larger map
+in the rare case that the estimate was too small (BuildRestart).  In-place
+changes go in transactions of a bounded number of changes, so that a full
+map costs only a replay of the current chunk.
 """
 
 from __future__ import annotations
@@ -49,13 +51,13 @@ from __future__ import annotations
 import fcntl
 import os
 import time
-from typing import Iterator
+from typing import Iterator, NoReturn
 
 import lmdb
 
 from libpfx import msg
 from libpfx.maps import (DUP_IGNORE, DUP_REPLACE, DUP_WARN, FIXED, LOCK, TRY0NULL,
-                         TRY1NULL, Builder, Dict, DictError)
+                         TRY1NULL, Builder, BuildRestart, Dict, DictError)
 from libpfx.maps.source import decode, encode
 
 SUFFIX = {"lmdb": ".lmdb", "hash": ".db", "btree": ".db"}
@@ -249,13 +251,16 @@ class LmdbDict(Dict):
         nul = self._nul()
         k, v = encode(folded) + nul, encode(value) + nul
         if not self._change(k, v, bool(self.flags & DUP_REPLACE)):
-            text = f'{self._dup_name()}: duplicate entry: "{folded}"'
-            if self.flags & DUP_IGNORE:
-                pass
-            elif self.flags & DUP_WARN:
-                msg.warn(text)
-            else:
-                raise DictError(text)
+            self._duplicate(folded)
+
+    def _duplicate(self, folded: str) -> None:
+        """A key that is already there was not replaced: say so as asked."""
+        text = f'{self._dup_name()}: duplicate entry: "{folded}"'
+        if self.flags & DUP_IGNORE:
+            return
+        if not self.flags & DUP_WARN:
+            raise DictError(text)
+        msg.warn(text)
 
     def delete(self, key: str) -> bool:
         if not self._write:
@@ -364,33 +369,42 @@ class LmdbBuilder(Builder):
     """A new table written beside the live one and renamed into place, or
     (incremental) the live table changed in place under an exclusive lock.
 
+    A new table is written in one transaction.  Its memory map starts at
+    the larger of map_size and an estimate from size_hint (the source file
+    size); should it still fill up, the builder doubles it, starts the file
+    afresh and raises BuildRestart, and the caller feeds all entries again.
+
     mode is the access mode for a table that does not exist yet; a table
-    that exists keeps its mode and, when we may, its owner.  size_hint (the
-    source file size) sizes the initial memory map."""
+    that exists keeps its mode and, when we may, its owner."""
 
     def __init__(self, name: str, flags: int, dtype: str, *, mode: int = 0o644,
                  size_hint: int = 0, map_size: int = MAP_SIZE,
                  incremental: bool = False) -> None:
         self.path = name + SUFFIX[dtype]
         self.incremental = incremental
+        self._txn: lmdb.Transaction | None = None
         if incremental:
             self.dict = LmdbDict(name, flags, dtype, write=True, bulk=True, mode=mode,
                                  map_size=map_size)
             return
+        self._args = (name, flags, dtype)
+        self._map_size = max(map_size, 6 * size_hint + (1 << 20))
         self.tmp = f"{self.path}.tmp-{os.getpid()}"
         try:
             old = os.stat(self.path)
             mode, self._owner = old.st_mode & 0o7777, (old.st_uid, old.st_gid)
         except OSError:
             self._owner = None
-        try:
-            os.unlink(self.tmp)
-        except OSError:
-            pass
+        self._mode = mode
+        self._start()
+
+    def _start(self) -> None:
+        """Create an empty temporary table and begin writing it."""
+        self._remove_tmp()
         try:
             fd = os.open(self.tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
             try:
-                os.fchmod(fd, mode)
+                os.fchmod(fd, self._mode)
                 if self._owner and os.geteuid() == 0:
                     os.fchown(fd, *self._owner)
             finally:
@@ -398,14 +412,39 @@ class LmdbBuilder(Builder):
         except OSError as err:
             raise DictError(f"open database {self.path}: {err.strerror}") from None
         try:
+            name, flags, dtype = self._args
             self.dict = LmdbDict(name, flags, dtype, write=True, bulk=True, file=self.tmp,
-                                 map_size=max(map_size, 3 * size_hint + (1 << 20)))
+                                 map_size=self._map_size)
+            self._txn = self.dict._env_.begin(write=True)
         except BaseException:
             self._remove_tmp()
             raise
 
     def append(self, key: str, value: str) -> None:
-        self.dict.update(key, value)
+        d = self.dict
+        if self._txn is None:
+            d.update(key, value)
+            return
+        folded = d.fold(key)
+        nul = d._nul()
+        try:
+            added = self._txn.put(encode(folded) + nul, encode(value) + nul,
+                                  overwrite=bool(d.flags & DUP_REPLACE))
+        except lmdb.MapFullError:
+            self._restart()
+        except lmdb.Error as err:
+            raise DictError(f"error updating {d.spec}: {_reason(err)}") from None
+        if not added:
+            d._duplicate(folded)
+
+    def _restart(self) -> NoReturn:
+        self.abort()
+        self._map_size *= 2
+        if self._map_size > MAP_SIZE_MAX:
+            raise DictError(f"error updating {self.dict.spec}: table too large")
+        msg.debug(1, f"{self.dict.spec}: restarting with map size {self._map_size}")
+        self._start()
+        raise BuildRestart()
 
     def commit(self) -> None:
         """Sync the new table and rename it over the old one."""
@@ -413,11 +452,20 @@ class LmdbBuilder(Builder):
             self.dict.close()
             return
         try:
-            self.dict.sync()
+            assert self._txn is not None
+            try:
+                self._txn.commit()
+            except lmdb.MapFullError:
+                self._restart()
+            except lmdb.Error as err:
+                raise DictError(f"error updating {self.dict.spec}: {_reason(err)}") from None
+            self._txn = None
             self.dict.close()
             self._replace()
+        except BuildRestart:
+            raise
         except BaseException:
-            self._remove_tmp()
+            self.abort()
             raise
 
     def _replace(self) -> None:
@@ -439,6 +487,9 @@ class LmdbBuilder(Builder):
         if self.incremental:
             self.dict.close()
             return
+        if self._txn is not None:
+            self._txn.abort()
+            self._txn = None
         self.dict._close_env()
         self._remove_tmp()
 

@@ -24,7 +24,7 @@ from typing import Iterator
 
 from libpfx import msg
 from libpfx.maps import (DUP_IGNORE, DUP_REPLACE, DUP_WARN, FIXED, UTF8, Dict, DictError,
-                         DictRetry)
+                         DictRetry, split_maps)
 from libpfx.maps.source import WS, table_entries
 
 
@@ -95,28 +95,6 @@ def _balanced(text: str) -> int:
     return 0
 
 
-def _split_list(text: str) -> Iterator[str]:
-    """Comma or white space separated items; {...} groups stay whole."""
-    sep = ", \t\r\n"
-    i, n = 0, len(text)
-    while True:
-        while i < n and text[i] in sep:
-            i += 1
-        if i >= n:
-            return
-        start, level = i, 0
-        while i < n:
-            c = text[i]
-            if c == "{":
-                level += 1
-            elif level and c == "}":
-                level -= 1
-            elif not level and c in sep:
-                break
-            i += 1
-        yield text[start:i]
-
-
 def _unbrace(item: str) -> str:
     """The text inside {...}, trimmed; ValueError with the reason if bad."""
     length = _balanced(item)
@@ -163,7 +141,7 @@ class InlineDict(_MemoryDict):
         if not name.startswith("{") or _balanced(name) != len(name) or len(name) < 3:
             raise DictError(f'bad syntax: "{dtype}:{name}"; {need}')
         try:
-            for item in _split_list(name[1:-1]):
+            for item in split_maps(name[1:-1]):
                 key, value = _split_name_value(_unbrace(item) if item[0] == "{" else item)
                 self.entries[self.fold(key)] = value
         except ValueError as err:

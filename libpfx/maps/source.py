@@ -32,6 +32,7 @@ with value ``a, b``.
 
 from __future__ import annotations
 
+import re
 from typing import BinaryIO, Iterable, Iterator, NamedTuple
 
 from libpfx import msg
@@ -65,37 +66,53 @@ def valid_utf8(text: str) -> bool:
     return True
 
 
+_WSB = frozenset(b" \t\n\v\f\r")
+_FIRST_WS = re.compile(r"[ \t\n\v\f\r]")
+
+
 def logical_lines(fp: BinaryIO | Iterable[bytes], path: str) -> Iterator[tuple[int, str]]:
     """Yield (line number of first line, logical line) from a table source."""
     lineno = first = 0
     parts: list[bytes] = []
-
-    def finish() -> Iterator[tuple[int, str]]:
-        text = decode(b"".join(parts).split(b"\0", 1)[0])
-        if text and text[0] in WS:
-            more = "..." if len(text) > 30 else ""
-            msg.warn(f'{path}: logical line must not start with whitespace: "{text[:30]}{more}"')
-        elif text:
-            yield first, text
-
     for raw in fp:
         lineno += 1
-        line = raw[:-1] if raw.endswith(b"\n") else raw
+        line = raw[:-1] if raw[-1:] == b"\n" else raw
+        if line and line[0] not in _WSB and line[0] != 35:      # 35: "#"
+            if len(parts) == 1 and 0 not in parts[0] and parts[0][0] not in _WSB:
+                yield first, decode(parts[0])       # the common case, made quick
+            elif parts:
+                yield from _finish(parts, first, path)
+            parts, first = [line], lineno
+            continue
         stripped = line.lstrip()
-        if not stripped or stripped[:1] == b"#":
+        if not stripped or stripped[0] == 35:
             continue
-        if parts and line[:1].isspace():
-            parts.append(line)
-            continue
-        if parts:
-            yield from finish()
-        parts, first = [line], lineno
+        if not parts:
+            first = lineno
+        parts.append(line)
     if parts:
-        yield from finish()
+        yield from _finish(parts, first, path)
+
+
+def _finish(parts: list[bytes], first: int, path: str) -> Iterator[tuple[int, str]]:
+    data = parts[0] if len(parts) == 1 else b"".join(parts)
+    if 0 in data:
+        data = data[:data.index(0)]
+    text = decode(data)
+    if text and text[0] in WS:
+        more = "..." if len(text) > 30 else ""
+        msg.warn(f'{path}: logical line must not start with whitespace: "{text[:30]}{more}"')
+    elif text:
+        yield first, text
 
 
 def split_key_value(line: str) -> tuple[str, str] | None:
     """Split ``key whitespace value``; None when a quote is left open."""
+    if '"' not in line and "\\" not in line:
+        m = _FIRST_WS.search(line)
+        if m is None:
+            return line, ""
+        return line[:m.start()], line[m.end():].strip(WS)
     in_quotes = False
     i, n = 0, len(line)
     while i < n:
@@ -114,26 +131,35 @@ def split_key_value(line: str) -> tuple[str, str] | None:
 
 
 def table_entries(fp: BinaryIO | Iterable[bytes], path: str, *, utf8: bool = False,
-                  suffix: str = "") -> Iterator[Entry]:
-    """Yield the ``key value`` entries of a table source, warning about bad
-    lines by file and line number; suffix ends the format warning (texthash
-    says `` -- ignoring this line``)."""
+                  suffix: str = "") -> Iterator[tuple[int, str, str]]:
+    """Yield (line number, key, value) for the entries of a table source,
+    warning about bad lines by file and line number; suffix ends the format
+    warning (texthash says `` -- ignoring this line``)."""
+    search = _FIRST_WS.search
     for lineno, line in logical_lines(fp, path):
-        if utf8 and not valid_utf8(line):
+        if utf8 and not line.isascii() and not valid_utf8(line):
             msg.warn(f'{path}, line {lineno}: non-UTF-8 input "{line}" -- ignoring this line')
             continue
-        split = split_key_value(line)
-        if split is None:
-            msg.warn(f"{path}, line {lineno}: unbalanced '\"' in '{line}' -- ignoring this line")
-            continue
-        key, value = split
-        if not key or not value:
+        if '"' not in line and "\\" not in line:
+            m = search(line)        # the common case, made quick
+            if m is None:
+                key, value = line, ""
+            else:
+                key, value = line[:m.start()], line[m.end():].strip(WS)
+        else:
+            split = split_key_value(line)
+            if split is None:
+                msg.warn(f"{path}, line {lineno}: unbalanced '\"' in '{line}' "
+                         "-- ignoring this line")
+                continue
+            key, value = split
+        if not value:
             msg.warn(f"{path}, line {lineno}: expected format: key whitespace value{suffix}")
             continue
-        if key.endswith(":"):
+        if key[-1] == ":":
             msg.warn(f'{path}, line {lineno}: record is in "key: value" format; '
                      'is this an alias file?')
-        yield Entry(lineno, key, value)
+        yield lineno, key, value
 
 
 # RFC 822 tokens, as Postfix's alias parser sees them.  Operators include
