@@ -1,0 +1,189 @@
+"""postconf: showing, editing and listing, as a user runs it."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from conftest import command, needs_postfix, run
+from tools.postconf import edit_main_cf, fold_line
+
+
+def postconf(cdir: Path, *args: str):
+    return run("postconf", "-c", str(cdir), *args)
+
+
+def test_named_and_unknown(instance: Path) -> None:
+    (instance / "main.cf").write_text("myorigin = $mydomain\nmydomain = example.com\n")
+    got = postconf(instance, "myorigin", "nosuch", "mydomain")
+    assert got.returncode == 0
+    assert got.stdout == "myorigin = $mydomain\nmydomain = example.com\n"
+    assert got.stderr == "postconf: warning: nosuch: unknown parameter\n"
+    assert postconf(instance, "-x", "myorigin").stdout == "myorigin = example.com\n"
+    assert postconf(instance, "-h", "myorigin").stdout == "$mydomain\n"
+    assert postconf(instance, "-H", "myorigin").stdout == "myorigin\n"
+
+
+def test_common_defaults(instance: Path) -> None:
+    got = postconf(instance, "-d", "default_database_type", "queue_directory", "mail_version")
+    assert got.stdout == ("default_database_type = hash\nqueue_directory = /var/spool/postfix\n"
+                          "mail_version = 3.7.11\n")
+    assert postconf(instance, "-h", "queue_directory").stdout == "/var/spool/postfix\n"
+
+
+def test_all_sorted(instance: Path) -> None:
+    got = postconf(instance)
+    names = [line.split(" = ")[0] for line in got.stdout.splitlines()]
+    assert got.returncode == 0 and len(names) > 700
+    assert names == sorted(names)
+
+
+def test_n_and_unused(instance: Path) -> None:
+    (instance / "main.cf").write_text(
+        "relayhost =\nfoo = bar\nx = $y\nmine = 1\nmyorigin = $mine\n")
+    got = postconf(instance, "-n")
+    assert got.stdout == (f"config_directory = {instance}\nmine = 1\n"
+                          "myorigin = $mine\nrelayhost =\n")
+    lines = got.stderr.splitlines()
+    assert lines[0] == f"postconf: warning: {instance}/main.cf: undefined parameter: y"
+    assert sorted(lines[1:]) == [
+        f"postconf: warning: {instance}/main.cf: unused parameter: foo=bar",
+        f"postconf: warning: {instance}/main.cf: unused parameter: x=$y"]
+
+
+def test_fold(instance: Path) -> None:
+    words = ("aaaaaaaaaa bbbbbbbbbbbbbbbbb, ccccccccccccccccc dddddddddddddddddddddd "
+             "eeeeeeeeeeeeeeeeeeeeee fffff ggggggg " + "h" * 88 + " iii")
+    (instance / "main.cf").write_text(f"mydestination = {words}\n")
+    assert postconf(instance, "-nf", "mydestination").stdout == (
+        "mydestination = aaaaaaaaaa bbbbbbbbbbbbbbbbb, ccccccccccccccccc\n"
+        "    dddddddddddddddddddddd eeeeeeeeeeeeeeeeeeeeee fffff ggggggg\n"
+        "    " + "h" * 88 + "\n    iii\n")
+    assert postconf(instance, "mydestination").stdout == f"mydestination = {words}\n"
+
+
+@pytest.mark.parametrize("text,fold,want", [
+    ("a  b\tc", False, "a b c\n"),
+    ("", False, "\n"),
+    ("x = " + "y " * 40, True, "x = " + "y " * 37 + "y\n    y y\n"),
+])
+def test_fold_line(text: str, fold: bool, want: str) -> None:
+    assert fold_line(text, fold) == want
+
+
+def test_edit(instance: Path) -> None:
+    main = instance / "main.cf"
+    main.write_text("# head\nmyorigin = a\n  b\n\n  # c\n  d\nrelayhost = x\nfoo = 1\n")
+    main.chmod(0o640)
+    got = postconf(instance, "-e", "myorigin = new value", "relayhost=", "mydomain=ex.com")
+    assert got.returncode == 0 and got.stderr == ""
+    assert main.read_text() == ("# head\nmyorigin = new value\n\n  # c\nrelayhost = \n"
+                                "foo = 1\nmydomain = ex.com\n")
+    assert stat.S_IMODE(main.stat().st_mode) == 0o640
+    assert postconf(instance, "mydomain=example.org").returncode == 0      # -e implied
+    assert postconf(instance, "-h", "mydomain").stdout == "example.org\n"
+    postconf(instance, "-X", "relayhost", "nosuch")
+    postconf(instance, "-#", "myorigin")
+    assert main.read_text() == ("# head\n#myorigin = new value\n\n  # c\n"
+                                "foo = 1\nmydomain = example.org\n")
+    assert not (instance / "main.cf.tmp").exists()
+
+
+@pytest.mark.parametrize("args,want", [
+    (["-e", "foo"], "postconf: fatal: missing '=' after attribute name: \"foo\"\n"),
+    (["-e", "=x"], "postconf: fatal: missing attribute name: \"=x\"\n"),
+    (["-e"], "postconf: fatal: -e requires name=value argument\n"),
+    (["-X", "a=b"], "postconf: fatal: specify one of -e -X\n"),
+    (["-e", "-n"], "postconf: fatal: specify one of -e -n\n"),
+    (["-d", "-n"], "postconf: fatal: specify one of -d -n\n"),
+])
+def test_usage_errors(instance: Path, args: list[str], want: str) -> None:
+    got = postconf(instance, *args)
+    assert (got.returncode, got.stderr) == (1, want)
+
+
+def test_bad_option(instance: Path) -> None:
+    got = postconf(instance, "-Z")
+    assert got.returncode == 1
+    assert got.stderr.startswith("postconf: invalid option -- 'Z'\npostconf: fatal: usage: ")
+
+
+def test_missing_files(tmp_path: Path) -> None:
+    got = run("postconf", "-c", str(tmp_path), "mail_version")
+    assert (got.returncode, got.stderr) == (
+        1, f"postconf: fatal: open {tmp_path}/main.cf: No such file or directory\n")
+    got = run("postconf", "-c", str(tmp_path), "-e", "a=b")
+    assert got.stderr == (f"postconf: fatal: open {tmp_path}/main.cf for reading: "
+                          "No such file or directory\n")
+
+
+def test_lists(instance: Path) -> None:
+    maps = postconf(instance, "-m").stdout.split()
+    assert {"hash", "regexp", "pcre", "cidr", "static"} <= set(maps) and maps == sorted(maps)
+    assert postconf(instance, "-l").stdout == "flock\nfcntl\ndotlock\n"
+
+
+def test_startup_time(instance: Path) -> None:
+    best = 9.0
+    for _ in range(3):
+        start = time.monotonic()
+        subprocess.run([command("postconf"), "-c", str(instance), "myhostname"],
+                       capture_output=True, check=True)
+        best = min(best, time.monotonic() - start)
+    assert best < 0.3, f"postconf took {best:.3f}s"
+
+
+# Round trip: what -e writes, -h reads back, and nothing else changes.
+
+NAMES = st.sampled_from(["myorigin", "relayhost", "mydomain", "smtpd_banner", "user_thing"])
+VALUES = st.text(st.characters(blacklist_categories=("Cs", "Cc", "Zl", "Zp")),
+                 max_size=40).map(lambda v: v.strip(" \t\v\f\u00a0").replace("$", "$$"))
+OTHER = "# comment\nalpha = 1\n  continued\n\nbeta = two\n"
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(name=NAMES, value=VALUES, before=st.booleans())
+def test_edit_round_trip(name: str, value: str, before: bool) -> None:
+    from libpfx.config import parse_main_cf
+    text = (f"{name} = old\n  old continued\n" + OTHER) if before else OTHER
+    edited = edit_main_cf(text, {name: value})
+    entries = {e.name: e.value for e in parse_main_cf(edited, "main.cf")}
+    assert entries[name] == value.strip()
+    assert entries["alpha"] == "1  continued" and entries["beta"] == "two"
+    assert OTHER in edited
+
+
+@pytest.mark.parametrize("value", ["", "a b  c", "caf\u00e9", "$$literal", "x # y"])
+def test_edit_round_trip_process(instance: Path, value: str) -> None:
+    (instance / "main.cf").write_text("# keep\nmyorigin = old\n  more\nrelayhost = r\n")
+    assert postconf(instance, "-e", f"myorigin={value}").returncode == 0
+    got = postconf(instance, "-h", "myorigin")
+    assert got.stdout == " ".join(value.split()) + "\n"
+    text = (instance / "main.cf").read_text()
+    assert text.startswith("# keep\n") and text.endswith("relayhost = r\n")
+
+
+@needs_postfix
+@pytest.mark.parametrize("args", [["-n"], ["-d"], ["myorigin", "nosuch"], ["-x", "myorigin"],
+                                  ["-nf"], ["-h", "relayhost"]])
+def test_like_postfix(instance: Path, args: list[str]) -> None:
+    (instance / "main.cf").write_text(
+        "myorigin = $mydomain\nmydomain = example.com\nrelayhost =\nfoo = bar\n"
+        "mydestination = " + "abcdefgh, " * 12 + "\n")
+    env = dict(os.environ)
+    env.pop("MAIL_CONFIG", None)
+    real = subprocess.run(["/usr/sbin/postconf", "-c", str(instance), *args],
+                          capture_output=True, text=True, env=env)
+    got = postconf(instance, *args)
+    skip = ("daemon_directory", "process_id", "sendmail_path")
+    want = [line for line in real.stdout.splitlines() if not line.startswith(skip)]
+    assert [line for line in got.stdout.splitlines() if not line.startswith(skip)] == want
+    assert sorted(got.stderr.replace("postconf: ", "").splitlines()) == \
+        sorted(real.stderr.replace("/usr/sbin/postconf: ", "").splitlines())
