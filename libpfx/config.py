@@ -256,6 +256,10 @@ class Config:
         self._check_range(name, number)
         return number
 
+    def get_long(self, name: str) -> int:
+        """A size or other long integer (message_size_limit, ...)."""
+        return self.get_int(name)
+
     def get_time(self, name: str) -> int:
         """A time value in seconds; a bare number takes the default unit."""
         value = self.get(name)
@@ -263,48 +267,43 @@ class Config:
         unit = p.unit if p and p.unit else "s"
         seconds = parse_time(value, unit)
         if seconds is None:
-            self._bad(name, value, "time")
-        self._check_range(name, seconds)
+            msg.fatal(f"{self.where(name)}: parameter {name}: "
+                      f"bad time value or unit: {value}")
+        self._check_range(name, seconds, time=True)
         return seconds
 
     def get_list(self, name: str) -> list[str]:
         """A list value split on white space and commas."""
         return split_list(self.get(name))
 
-    def _check_range(self, name: str, number: int) -> None:
+    def _check_range(self, name: str, number: int, time: bool = False) -> None:
+        """Postfix's bounds checks, with its wording for ints and times."""
         p = params.find(name, self.services)
         if p is None:
             return
-        if p.min is not None and number < p.min:
-            msg.fatal(f"{self.where(name)}: invalid {name} parameter value "
-                      f"{number} < {p.min}")
-        if p.max is not None and number > p.max:
-            msg.fatal(f"{self.where(name)}: invalid {name} parameter value "
-                      f"{number} > {p.max}")
+        for bound, low in ((p.min, True), (p.max, False)):
+            if bound is None or (number >= bound if low else number <= bound):
+                continue
+            if time:
+                detail = f"{name}: {number} ({'min' if low else 'max'} {bound})"
+            else:
+                detail = f"{name} parameter value {number} {'<' if low else '>'} {bound}"
+            msg.fatal(f"{self.where(name)}: invalid {detail}")
 
 
 _TIME_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 def parse_time(value: str, default_unit: str = "s") -> int | None:
-    """Seconds for a Postfix time value such as ``300s``, ``5d`` or ``1h30m``."""
+    """Seconds for a Postfix time value: a number with at most one unit
+    letter (``300s``, ``5d``, ``2``); None when it is not one."""
     value = value.strip()
-    if not value:
+    unit = default_unit
+    if value[-1:].lower() in _TIME_UNITS:
+        unit, value = value[-1].lower(), value[:-1]
+    if not value.isascii() or not value.isdigit():
         return None
-    if value.isdigit():
-        return int(value) * _TIME_UNITS[default_unit]
-    total, digits = 0, ""
-    for c in value:
-        if c.isdigit():
-            digits += c
-        elif c.lower() in _TIME_UNITS and digits:
-            total += int(digits) * _TIME_UNITS[c.lower()]
-            digits = ""
-        else:
-            return None
-    if digits:
-        return None
-    return total
+    return int(value) * _TIME_UNITS[unit]
 
 
 def split_list(value: str) -> list[str]:

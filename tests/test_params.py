@@ -338,8 +338,10 @@ def test_other_computed_defaults() -> None:
 
 
 GETTERS = [  # main.cf line, getter, want in stderr
-    ("smtpd_timeout = 5x", "get_time", "smtpd_timeout"),
-    ("smtpd_timeout = 0", "get_time", "invalid smtpd_timeout"),
+    ("smtpd_timeout = 5x", "get_time", "parameter smtpd_timeout: bad time value or unit: 5x"),
+    ("smtpd_timeout = 1h30m", "get_time",
+     "parameter smtpd_timeout: bad time value or unit: 1h30m"),
+    ("smtpd_timeout = 0", "get_time", "invalid smtpd_timeout: 0 (min 1)"),
     ("maximal_queue_lifetime = 101d", "get_time", "invalid maximal_queue_lifetime"),
     ("soft_bounce = maybe", "get_bool", "bad boolean configuration: soft_bounce = maybe"),
     ("smtpd_recipient_limit = ten", "get_int",
