@@ -1,20 +1,66 @@
-"""Diagnostics with Postfix's five severity levels.
+"""msg - diagnostics with Postfix's five severity levels.
 
-Every pfx program reports through this module, never through print() or
-a traceback.  A message goes to each channel that is open:
+NAME
+    msg - report to standard error, syslog or the maillog file
 
-* standard error, as ``prog: warning: text`` (commands such as postconf
-  and postmap; daemons leave it closed);
-* syslog through /dev/log, with ident ``<syslog_name>/<service>`` plus the
-  process ID and the facility of syslog_facility;
-* the file named by maillog_file, in the layout of Postfix's own logger
-  (``Mon DD HH:MM:SS host prog[pid]: warning: text``), for hosts without
-  syslog.
+SYNOPSIS
+    from libpfx import msg
 
-Levels, as in Postfix: info (no prefix), warning, error, fatal (the process
-exits with status 1) and panic (the process aborts).  ``verbose`` is the
-count of ``-v`` flags; ``debug(level, ...)`` logs only when it is at least
-that high.  Too many errors end the process, as Postfix's msg_error does.
+    msg.init("postconf")                    # stderr: "postconf: warning: ..."
+    msg.init_from_config(cfg, "smtpd")      # syslog or maillog_file
+    msg.info("connect from %s" % client)
+    msg.warn(f"open {path}: {err.strerror}")
+    msg.fatal("bad command")                # exits 1, no traceback
+
+DESCRIPTION
+    Every pfx program reports through this module, never through print()
+    or a traceback.  A message goes to each channel that is open:
+
+    * standard error, as ``prog: warning: text`` (commands; daemons leave
+      it closed);
+    * syslog: pfx's own client sends RFC 3164 datagrams to /dev/log
+      exactly as glibc's syslog(3) does, ``<PRI>Mmm dd hh:mm:ss
+      ident[pid]: text`` with ident ``syslog_name/service``, so that log
+      lines stay what Postfix log tools (pflogsumm, ...) parse.  It
+      connects when opened (before a daemon chroots), reconnects once
+      when a send fails, and drops messages silently when no syslog
+      daemon listens;
+    * or, instead of syslog, the file named by maillog_file, in the layout
+      of Postfix's own logger: ``Mmm dd hh:mm:ss host ident[pid]: text``,
+      host being the first label of myhostname.
+
+    Levels, as in Postfix: info (no prefix), warning, error, fatal and
+    panic; syslog priorities info, warning, err, crit and crit.  error()
+    counts: the 13th error is fatal ("too many errors - program
+    terminated").  fatal() raises FatalError, a SystemExit with status 1,
+    after running the cleanup function; panic() aborts the process.
+    ``verbose`` is the count of ``-v`` flags; ``debug(level, text)`` logs
+    only when it is at least that high.
+
+    Text is made safe before it is written: ASCII control characters,
+    C1 controls and bytes that are not UTF-8 (surrogate escapes) become
+    ``?``; when smtputf8_enable is off, so does every non-ASCII byte, as
+    in Postfix.  Syslog and file records carry at most 2000 bytes of
+    message text; standard error is not truncated.
+
+CONFIGURATION PARAMETERS
+    syslog_name (postfix)
+        The prefix of the syslog ident, ``syslog_name/service``.
+    syslog_facility (mail)
+        The syslog facility.
+    maillog_file (empty)
+        Write records to this file instead of syslog.
+    maillog_file_prefixes (/var, /dev/stdout)
+        The allowed prefixes of maillog_file.
+    myhostname (see postconf -d)
+        Its first label names the host in maillog_file records.
+    smtputf8_enable
+        Whether UTF-8 text is logged as is (else non-ASCII bytes show as ?).
+
+ENVIRONMENT
+    MAIL_LOGTAG
+        Set to syslog_name by init_from_config(), so that child programs
+        log under the same name before they read main.cf.
 """
 
 from __future__ import annotations
@@ -22,19 +68,39 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import NoReturn
+from typing import TYPE_CHECKING, Callable, NoReturn
+
+if TYPE_CHECKING:
+    import socket
+
+    from libpfx.config import Config
 
 INFO, WARN, ERROR, FATAL, PANIC = range(5)
 _PREFIX = ("", "warning: ", "error: ", "fatal: ", "panic: ")
-_ERROR_LIMIT = 13       # Postfix: "too many errors - program terminated"
+_PRIORITY = (6, 4, 3, 2, 2)     # LOG_INFO, LOG_WARNING, LOG_ERR, LOG_CRIT, LOG_CRIT
+RECLEN = 2000                   # bytes of message text in a log record
+SYSLOG_PATH = "/dev/log"
+FACILITIES = {
+    "kern": 0, "user": 1, "mail": 2, "daemon": 3, "auth": 4, "syslog": 5,
+    "lpr": 6, "news": 7, "uucp": 8, "cron": 9, "authpriv": 10, "ftp": 11,
+    "local0": 16, "local1": 17, "local2": 18, "local3": 19,
+    "local4": 20, "local5": 21, "local6": 22, "local7": 23,
+}
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun",
+           "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_DEFAULT_ERROR_LIMIT = 13
 
 verbose = 0
+utf8 = False                    # smtputf8_enable: keep non-ASCII text
+
 _progname = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "pfx"
 _to_stderr = True
-_syslog_ident: str | None = None
-_logfile_fd: int | None = None
-_hostname = ""
+_syslog: "SyslogClient | None" = None
+_logfile: "LogFile | None" = None
 _errors = 0
+_error_limit = _DEFAULT_ERROR_LIMIT
+_exiting = False
+_cleanup: Callable[[], None] | None = None
 
 
 class FatalError(SystemExit):
@@ -45,6 +111,180 @@ class FatalError(SystemExit):
         self.text = text
 
 
+# Making text safe for a log.
+
+class _Unsafe(dict):
+    """A str.translate() table: ASCII controls map to '?'; other code
+    points are looked up on demand, so nothing is cached per character."""
+
+    def __init__(self, keep_unicode: bool) -> None:
+        super().__init__({c: "?" for c in (*range(0x20), 0x7F)})
+        self.keep_unicode = keep_unicode
+
+    def __missing__(self, code: int) -> str:
+        if code < 0x80:
+            raise LookupError
+        if self.keep_unicode:
+            if code > 0x9F and not 0xD800 <= code <= 0xDFFF:
+                raise LookupError
+            return "?"          # a C1 control, or an undecodable byte
+        if 0xDC80 <= code <= 0xDCFF:
+            return "?"          # one undecodable byte
+        return "?" * len(chr(code).encode("utf-8", "surrogatepass"))
+
+
+_UNSAFE_UTF8 = _Unsafe(keep_unicode=True)
+_UNSAFE_ASCII = _Unsafe(keep_unicode=False)
+
+
+def printable(text: str) -> str:
+    """text with what must not reach a log replaced by '?'."""
+    if text.isascii() and text.isprintable():
+        return text
+    return text.translate(_UNSAFE_UTF8 if utf8 else _UNSAFE_ASCII)
+
+
+def _truncate(text: str) -> str:
+    """At most RECLEN bytes of UTF-8, cut on a character boundary."""
+    if len(text) <= RECLEN // 4:
+        return text
+    data = text.encode("utf-8")
+    if len(data) <= RECLEN:
+        return text
+    return data[:RECLEN].decode("utf-8", "ignore")
+
+
+# Channels.
+
+def _basename(service: str) -> str:
+    return service.rstrip("/").rsplit("/", 1)[-1] or service
+
+
+class SyslogClient:
+    """A syslog(3) work-alike: RFC 3164 records to a unix socket."""
+
+    def __init__(self, ident: str, facility: int, path: str = SYSLOG_PATH) -> None:
+        self.ident = ident
+        self.facility = facility
+        self.path = path
+        self.sock: socket.socket | None = None
+        self.stream = False     # a stream log socket takes NUL-ended records
+
+    def connect(self) -> None:
+        """Open the log socket if there is one; failure is silent."""
+        import socket
+        self.close()
+        for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+            sock = socket.socket(socket.AF_UNIX, kind)
+            try:
+                sock.connect(self.path)
+            except OSError:
+                sock.close()
+                continue
+            self.sock, self.stream = sock, kind == socket.SOCK_STREAM
+            return
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+    def record(self, priority: int, text: str, now: float | None = None) -> bytes:
+        """One record as glibc formats it: the day of month is space-padded."""
+        return (f"<{self.facility * 8 + priority}>{_stamp(now, '2')} "
+                f"{self.ident}[{os.getpid()}]: {text}").encode("utf-8", "surrogateescape")
+
+    def send(self, priority: int, text: str) -> None:
+        data = self.record(priority, text)
+        for _ in range(2):
+            if self.sock is None:
+                self.connect()
+                if self.sock is None:
+                    return
+            try:
+                self.sock.sendall(data + b"\0" if self.stream else data)
+                return
+            except OSError:
+                self.close()
+
+
+def _stamp(now: float | None, day_format: str) -> str:
+    """``Mmm dd hh:mm:ss`` in local time, with English month names
+    whatever the locale."""
+    tm = time.localtime(now)
+    return (f"{_MONTHS[tm.tm_mon - 1]} {tm.tm_mday:{day_format}d} "
+            f"{tm.tm_hour:02d}:{tm.tm_min:02d}:{tm.tm_sec:02d}")
+
+
+class LogFile:
+    """The maillog_file: records appended with one write each."""
+
+    def __init__(self, path: str, ident: str, hostname: str) -> None:
+        self.path = path
+        self.ident = ident
+        self.host = hostname.split(".", 1)[0]
+        self.fd = _safe_open_append(path)
+
+    def record(self, text: str, now: float | None = None) -> bytes:
+        """One record as Postfix's logger formats it: the day is zero-padded."""
+        return (f"{_stamp(now, '02')} {self.host} {self.ident}[{os.getpid()}]: {text}\n"
+                ).encode("utf-8", "surrogateescape")
+
+    def write(self, text: str) -> None:
+        os.write(self.fd, self.record(text))
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def _safe_open_append(path: str) -> int:
+    """Open path for appending the way Postfix opens a log file: an
+    existing file must be a plain single-link file that is not reached
+    through a symlink (except a root-owned one in a root-only directory,
+    such as /dev/stdout); a new file is created exclusively, mode 0644.
+    Failure is fatal."""
+    import stat
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC | os.O_NOCTTY
+    while True:
+        try:
+            fd = os.open(path, flags)
+        except FileNotFoundError:
+            try:
+                return os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                continue
+            except OSError as err:
+                fatal(f"open logfile '{path}': cannot create file exclusively: {err.strerror}")
+        except OSError as err:
+            fatal(f"open logfile '{path}': cannot open file: {err.strerror}")
+        break
+    why = ""
+    fst = os.fstat(fd)
+    try:
+        lst = os.lstat(path)
+    except OSError as err:
+        lst, why = None, f"file status changed unexpectedly: {err.strerror}"
+    if fst.st_nlink != 1:
+        why = f"file has {fst.st_nlink} hard links"
+    elif stat.S_ISDIR(fst.st_mode):
+        why = "file is a directory"
+    elif lst is None:
+        pass
+    elif stat.S_ISLNK(lst.st_mode):
+        parent = os.stat(os.path.dirname(path) or ".")
+        if lst.st_uid != 0 or parent.st_uid != 0 or parent.st_mode & 0o022:
+            why = "file is a symbolic link"
+    elif (fst.st_dev, fst.st_ino, fst.st_nlink, fst.st_mode) != \
+            (lst.st_dev, lst.st_ino, lst.st_nlink, lst.st_mode):
+        why = "file status changed unexpectedly"
+    if why:
+        os.close(fd)
+        fatal(f"open logfile '{path}': {why}")
+    return fd
+
+
+# Set-up.
+
 def init(progname: str, *, stderr: bool = True) -> None:
     """Name this program for stderr messages; call once at start-up."""
     global _progname, _to_stderr
@@ -52,49 +292,110 @@ def init(progname: str, *, stderr: bool = True) -> None:
     _to_stderr = stderr
 
 
-def init_syslog(service: str, syslog_name: str = "postfix",
-                facility: str = "mail") -> None:
-    """Open syslog with Postfix's ident ``syslog_name/service[pid]``."""
-    import syslog
-    global _syslog_ident
-    fac = getattr(syslog, "LOG_" + facility.upper(), None)
-    if fac is None:
+def init_syslog(service: str, syslog_name: str = "postfix", facility: str = "mail",
+                path: str = SYSLOG_PATH) -> None:
+    """Log to syslog as ``syslog_name/service[pid]``; this replaces the
+    maillog file.  The socket is opened now, so that it survives chroot."""
+    global _syslog, _logfile
+    code = FACILITIES.get(facility)
+    if code is None:
         fatal(f"unknown syslog facility: {facility}")
-    _syslog_ident = f"{syslog_name}/{service}"
-    syslog.openlog(_syslog_ident, syslog.LOG_PID | syslog.LOG_NDELAY, fac)
+    if _logfile is not None:
+        _logfile.close()
+        _logfile = None
+    if _syslog is not None:
+        _syslog.close()
+    _syslog = SyslogClient(f"{syslog_name}/{_basename(service)}", code, path)
+    _syslog.connect()
 
 
-def init_logfile(path: str, service: str, syslog_name: str = "postfix") -> None:
-    """Append log records to ``path`` (maillog_file) instead of syslog."""
-    global _logfile_fd, _syslog_ident, _hostname
-    try:
-        _logfile_fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    except OSError as err:
-        fatal(f"open {path}: {err.strerror}")
-    _syslog_ident = f"{syslog_name}/{service}"
-    _hostname = os.uname().nodename.split(".", 1)[0]
+def init_logfile(path: str, service: str, syslog_name: str = "postfix",
+                 hostname: str | None = None) -> None:
+    """Append records to path (maillog_file) instead of syslog."""
+    global _syslog, _logfile
+    new = LogFile(path, f"{syslog_name}/{_basename(service)}",
+                  hostname or os.uname().nodename)
+    if _logfile is not None:
+        _logfile.close()
+    if _syslog is not None:
+        _syslog.close()
+        _syslog = None
+    _logfile = new
 
+
+def _param(cfg: "Config", name: str, default: str) -> str:
+    return cfg.get(name) if cfg.raw(name) is not None else default
+
+
+def init_from_config(cfg: "Config", service: str) -> None:
+    """Apply syslog_name, syslog_facility, smtputf8_enable and
+    maillog_file from cfg: log to maillog_file if set, else to syslog."""
+    global utf8
+    name = _param(cfg, "syslog_name", "postfix")
+    facility = _param(cfg, "syslog_facility", "mail")
+    if facility not in FACILITIES:
+        fatal(f"file {cfg.path}: parameter syslog_facility: unrecognized value: {facility}")
+    os.environ["MAIL_LOGTAG"] = name
+    utf8 = _param(cfg, "smtputf8_enable", "no").lower() == "yes"
+    maillog = _param(cfg, "maillog_file", "")
+    if not maillog:
+        init_syslog(service, name, facility)
+        return
+    prefixes = _param(cfg, "maillog_file_prefixes", "/var, /dev/stdout").replace(",", " ").split()
+    if not any(maillog.startswith(prefix) for prefix in prefixes):
+        fatal(f"maillog_file value '{maillog}' does not match any prefix "
+              "in maillog_file_prefixes")
+    init_logfile(maillog, service, name, _param(cfg, "myhostname", ""))
+
+
+def cleanup(fn: Callable[[], None] | None) -> Callable[[], None] | None:
+    """Set the function fatal() runs after logging; returns the old one."""
+    global _cleanup
+    old, _cleanup = _cleanup, fn
+    return old
+
+
+def error_limit(limit: int) -> int:
+    """Set how many errors are fatal; returns the old limit."""
+    global _error_limit
+    old, _error_limit = _error_limit, limit
+    return old
+
+
+def error_clear() -> None:
+    """Forget the errors counted so far."""
+    global _errors
+    _errors = 0
+
+
+# Reporting.
 
 def _emit(level: int, text: str) -> None:
-    line = _PREFIX[level] + text
+    global _logfile
+    text = printable(text)
+    prefix = _PREFIX[level]
     if _to_stderr:
+        data = f"{_progname}: {prefix}{text}\n".encode("utf-8", "surrogateescape")
         try:
-            sys.stderr.write(f"{_progname}: {line}\n")
-            sys.stderr.flush()
+            # Bytes, not text: the line must not depend on the locale.
+            raw = getattr(sys.stderr, "buffer", None)
+            if raw is None:
+                os.write(2, data)
+            else:
+                sys.stderr.flush()
+                raw.write(data)
+                raw.flush()
         except (OSError, ValueError):
             pass
-    if _logfile_fd is not None:
-        stamp = time.strftime("%b %d %H:%M:%S", time.localtime())
-        record = f"{stamp} {_hostname} {_syslog_ident}[{os.getpid()}]: {line}\n"
+    if _logfile is not None:
         try:
-            os.write(_logfile_fd, record.encode("utf-8", "backslashreplace"))
-        except OSError:
-            pass
-    elif _syslog_ident is not None:
-        import syslog
-        prio = (syslog.LOG_INFO, syslog.LOG_WARNING, syslog.LOG_ERR,
-                syslog.LOG_CRIT, syslog.LOG_CRIT)[level]
-        syslog.syslog(prio, line)
+            _logfile.write(prefix + _truncate(text))
+        except OSError as err:
+            broken, _logfile = _logfile, None
+            broken.close()
+            fatal(f"logfile '{broken.path}' write error: {err.strerror}")
+    elif _syslog is not None:
+        _syslog.send(_PRIORITY[level], prefix + _truncate(text))
 
 
 def info(text: str) -> None:
@@ -106,22 +407,34 @@ def warn(text: str) -> None:
 
 
 def error(text: str) -> None:
+    """Log an error; the error_limit-th one is fatal."""
     global _errors
     _emit(ERROR, text)
     _errors += 1
-    if _errors >= _ERROR_LIMIT:
+    if _errors >= _error_limit:
         fatal("too many errors - program terminated")
 
 
 def fatal(text: str) -> NoReturn:
-    """Log and end the process with exit status 1."""
-    _emit(FATAL, text)
+    """Log, run the cleanup function, and end the process with status 1."""
+    global _exiting
+    if not _exiting:            # not from within the cleanup function
+        _exiting = True
+        try:
+            _emit(FATAL, text)
+            if _cleanup is not None:
+                _cleanup()
+        finally:
+            _exiting = False
     raise FatalError(text)
 
 
 def panic(text: str) -> NoReturn:
     """Log a broken invariant and abort, as Postfix's msg_panic does."""
-    _emit(PANIC, text)
+    global _exiting
+    if not _exiting:
+        _exiting = True
+        _emit(PANIC, text)
     os.abort()
 
 
