@@ -217,13 +217,17 @@ def _stamp(now: float | None, day_format: str) -> str:
 
 
 class LogFile:
-    """The maillog_file: records appended with one write each."""
+    """The maillog_file: records appended with one write each.  When the
+    file is renamed away (``postfix logrotate``) or removed, the next
+    record goes to a new file of the same name; this is checked at most
+    once a second."""
 
     def __init__(self, path: str, ident: str, hostname: str) -> None:
         self.path = path
         self.ident = ident
         self.host = hostname.split(".", 1)[0]
         self.fd = _safe_open_append(path)
+        self.checked = time.monotonic()
 
     def record(self, text: str, now: float | None = None) -> bytes:
         """One record as Postfix's logger formats it: the day is zero-padded."""
@@ -231,18 +235,42 @@ class LogFile:
                 ).encode("utf-8", "surrogateescape")
 
     def write(self, text: str) -> None:
+        now = time.monotonic()
+        if now - self.checked >= 1:
+            self.checked = now
+            self._reopen_if_rotated()
         os.write(self.fd, self.record(text))
+
+    def _reopen_if_rotated(self) -> None:
+        try:
+            st = os.stat(self.path)
+            old = os.fstat(self.fd)
+            if (st.st_dev, st.st_ino) == (old.st_dev, old.st_ino):
+                return
+        except FileNotFoundError:
+            pass
+        except OSError:
+            return
+        try:
+            fd = _safe_open_append(self.path)
+        except LogFileError:
+            return              # keep writing where we can
+        os.close(self.fd)
+        self.fd = fd
 
     def close(self) -> None:
         os.close(self.fd)
+
+
+class LogFileError(Exception):
+    """Why the maillog file cannot be opened safely."""
 
 
 def _safe_open_append(path: str) -> int:
     """Open path for appending the way Postfix opens a log file: an
     existing file must be a plain single-link file that is not reached
     through a symlink (except a root-owned one in a root-only directory,
-    such as /dev/stdout); a new file is created exclusively, mode 0644.
-    Failure is fatal."""
+    such as /dev/stdout); a new file is created exclusively, mode 0644."""
     import stat
     flags = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC | os.O_NOCTTY
     while True:
@@ -254,9 +282,9 @@ def _safe_open_append(path: str) -> int:
             except FileExistsError:
                 continue
             except OSError as err:
-                fatal(f"open logfile '{path}': cannot create file exclusively: {err.strerror}")
+                raise LogFileError(f"cannot create file exclusively: {err.strerror}") from None
         except OSError as err:
-            fatal(f"open logfile '{path}': cannot open file: {err.strerror}")
+            raise LogFileError(f"cannot open file: {err.strerror}") from None
         break
     why = ""
     fst = os.fstat(fd)
@@ -266,8 +294,6 @@ def _safe_open_append(path: str) -> int:
         lst, why = None, f"file status changed unexpectedly: {err.strerror}"
     if fst.st_nlink != 1:
         why = f"file has {fst.st_nlink} hard links"
-    elif stat.S_ISDIR(fst.st_mode):
-        why = "file is a directory"
     elif lst is None:
         pass
     elif stat.S_ISLNK(lst.st_mode):
@@ -279,7 +305,7 @@ def _safe_open_append(path: str) -> int:
         why = "file status changed unexpectedly"
     if why:
         os.close(fd)
-        fatal(f"open logfile '{path}': {why}")
+        raise LogFileError(why)
     return fd
 
 
@@ -313,8 +339,11 @@ def init_logfile(path: str, service: str, syslog_name: str = "postfix",
                  hostname: str | None = None) -> None:
     """Append records to path (maillog_file) instead of syslog."""
     global _syslog, _logfile
-    new = LogFile(path, f"{syslog_name}/{_basename(service)}",
-                  hostname or os.uname().nodename)
+    try:
+        new = LogFile(path, f"{syslog_name}/{_basename(service)}",
+                      hostname or os.uname().nodename)
+    except LogFileError as err:
+        fatal(f"open logfile '{path}': {err}")
     if _logfile is not None:
         _logfile.close()
     if _syslog is not None:

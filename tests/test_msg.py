@@ -406,3 +406,21 @@ def test_stderr_seen_by_capture(capsys: pytest.CaptureFixture[str]) -> None:
     """In-process callers (tests) capture what msg writes to stderr."""
     msg.warn("captured")
     assert capsys.readouterr().err.endswith(": warning: captured\n")
+
+
+def test_maillog_file_follows_rotation(instance: Path, tmp_path: Path) -> None:
+    """After the file is renamed away, records go to a new file."""
+    log = tmp_path / "maillog"
+    cdir = config(instance, maillog_file=str(log), maillog_file_prefixes=str(tmp_path))
+    proc = subprocess.Popen([sys.executable, "-c", DRIVER, str(cdir), "qmgr", "stderr-off",
+                             "info=before", "pid", "wait", "info=after"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=ROOT)
+    assert proc.stdin and proc.stdout
+    proc.stdout.readline()
+    log.rename(tmp_path / "maillog.1")
+    time.sleep(1.1)
+    proc.stdin.write(b"\n")
+    proc.stdin.close()
+    assert proc.wait(30) == 0
+    assert (tmp_path / "maillog.1").read_text().endswith(": before\n")
+    assert log.read_text().endswith(": after\n")
