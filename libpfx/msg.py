@@ -59,8 +59,9 @@ CONFIGURATION PARAMETERS
 
 ENVIRONMENT
     MAIL_LOGTAG
-        Set to syslog_name by init_from_config(), so that child programs
-        log under the same name before they read main.cf.
+        Set to syslog_name by init_from_config(); init_syslog() and
+        init_logfile() use it when given no syslog_name, so that child
+        programs log under their parent's name before they read main.cf.
 """
 
 from __future__ import annotations
@@ -318,7 +319,12 @@ def init(progname: str, *, stderr: bool = True) -> None:
     _to_stderr = stderr
 
 
-def init_syslog(service: str, syslog_name: str = "postfix", facility: str = "mail",
+def _logtag(syslog_name: str | None) -> str:
+    """syslog_name, else the name a parent exported, else postfix."""
+    return syslog_name or os.environ.get("MAIL_LOGTAG") or "postfix"
+
+
+def init_syslog(service: str, syslog_name: str | None = None, facility: str = "mail",
                 path: str = SYSLOG_PATH) -> None:
     """Log to syslog as ``syslog_name/service[pid]``; this replaces the
     maillog file.  The socket is opened now, so that it survives chroot."""
@@ -331,16 +337,16 @@ def init_syslog(service: str, syslog_name: str = "postfix", facility: str = "mai
         _logfile = None
     if _syslog is not None:
         _syslog.close()
-    _syslog = SyslogClient(f"{syslog_name}/{_basename(service)}", code, path)
+    _syslog = SyslogClient(f"{_logtag(syslog_name)}/{_basename(service)}", code, path)
     _syslog.connect()
 
 
-def init_logfile(path: str, service: str, syslog_name: str = "postfix",
+def init_logfile(path: str, service: str, syslog_name: str | None = None,
                  hostname: str | None = None) -> None:
     """Append records to path (maillog_file) instead of syslog."""
     global _syslog, _logfile
     try:
-        new = LogFile(path, f"{syslog_name}/{_basename(service)}",
+        new = LogFile(path, f"{_logtag(syslog_name)}/{_basename(service)}",
                       hostname or os.uname().nodename)
     except LogFileError as err:
         fatal(f"open logfile '{path}': {err}")

@@ -424,3 +424,13 @@ def test_maillog_file_follows_rotation(instance: Path, tmp_path: Path) -> None:
     assert proc.wait(30) == 0
     assert (tmp_path / "maillog.1").read_text().endswith(": before\n")
     assert log.read_text().endswith(": after\n")
+
+
+def test_syslog_name_inherited(syslog) -> None:
+    """A child that has not read main.cf logs under MAIL_LOGTAG."""
+    sock, prefix = syslog
+    proc = drive("-", "local", "stderr-off", "syslog", "pid", "info=delivered", prefix=prefix,
+                 env={**os.environ, "MAIL_LOGTAG": "postfix-in"})
+    assert proc.returncode == 0, proc.stderr
+    (record,) = received(sock)
+    assert record.endswith(f" postfix-in/local[{int(proc.stdout)}]: delivered".encode())
