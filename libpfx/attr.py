@@ -335,8 +335,9 @@ def check(attrs: dict[str, Value], expect: Mapping[str, type] | None,
             raise AttrError(f"missing attribute {name} in message from {source}")
         got = type(attrs[name])
         if got is not want:
-            raise AttrError(f"attribute {name} from {source}: expected "
-                            f"{_TYPE_NAMES.get(want, want.__name__)}, got {_TYPE_NAMES.get(got, got.__name__)}")
+            want_name = _TYPE_NAMES.get(want, want.__name__)
+            got_name = _TYPE_NAMES.get(got, got.__name__)
+            raise AttrError(f"attribute {name} from {source}: expected {want_name}, got {got_name}")
     if not allow_extra and len(attrs) != len(expect):
         extra = next(name for name in attrs if name not in expect)
         raise AttrError(f"unexpected attribute {extra} in message from {source} "

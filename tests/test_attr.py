@@ -255,8 +255,13 @@ def test_stream_many_messages_in_one_read() -> None:
     with AttrStream(left, "pair", timeout=5) as stream:
         right.sendall(data)
         assert [stream.recv() for _ in msgs] == msgs
-        sender = threading.Thread(target=lambda: [right.send(data[i:i + 1]) or time.sleep(0)
-                                                  for i in range(300)])
+        few = b"".join(attr.encode(m) for m in msgs[:5])
+
+        def one_byte_at_a_time() -> None:
+            for i in range(len(few)):
+                right.send(few[i:i + 1])
+
+        sender = threading.Thread(target=one_byte_at_a_time)
         sender.start()
         for m in msgs[:5]:
             assert stream.recv() == m
