@@ -187,9 +187,10 @@ def _on_signal(signum: int, _frame: object) -> NoReturn:
 
 
 def parse_args(prog: Program, argv: list[str]) -> Options:
-    """Options as Postfix's getopt() reads them, with GNU argument order."""
+    """Options as Postfix's getopt() reads them: options end at the first
+    argument that is not one."""
     try:
-        opts, args = getopt.gnu_getopt(argv, prog.optstring)
+        opts, args = getopt.getopt(argv, prog.optstring)
     except getopt.GetoptError as err:
         if "requires argument" in err.msg:
             sys.stderr.write(f"{prog.name}: option requires an argument -- '{err.opt}'\n")
@@ -340,11 +341,9 @@ def message_keys(lines: Iterable[str], headers: bool, body: bool) -> Iterator[st
             if _is_header(line):
                 pending = [line]
                 continue
-            in_headers = False
+            in_headers = False      # this line, even when empty, is the first body line
             if not body:
                 return
-            if line == "":
-                continue
         if body:
             yield line
     if pending and headers:

@@ -57,8 +57,8 @@ import lmdb
 
 from libpfx import msg
 from libpfx.maps import (DUP_IGNORE, DUP_REPLACE, DUP_WARN, FIXED, LOCK, TRY0NULL,
-                         TRY1NULL, Builder, BuildRestart, Dict, DictError)
-from libpfx.maps.source import decode, encode
+                         TRY1NULL, UTF8, Builder, BuildRestart, Dict, DictError)
+from libpfx.maps.source import decode, encode, printable
 
 SUFFIX = {"lmdb": ".lmdb", "hash": ".db", "btree": ".db"}
 MAP_SIZE = 16 * 1024 * 1024     # lmdb_map_size default
@@ -92,7 +92,9 @@ class LmdbDict(Dict):
         self.path = name + SUFFIX[dtype]
         self._file = file or self.path
         self._write = write
-        self._create = write and create
+        # Opening an lmdb table for change creates it even for postmap -d,
+        # as LMDB does in Postfix; a .db table must exist.
+        self._create = write and (create or dtype == "lmdb")
         self._bulk = bulk
         self._map_size = map_size
         self._mode = mode
@@ -132,9 +134,23 @@ class LmdbDict(Dict):
                 break
             env.close()
             os.close(fd)
+        if self._truncated(fd, env):
+            env.close()
+            os.close(fd)
+            raise DictError(f"open database {self._file}: file is truncated")
         self._fd, self._env = fd, env
         self._paths.clear()
         self.watch(self._file)
+
+    @staticmethod
+    def _truncated(fd: int, env: lmdb.Environment) -> bool:
+        """True when the file is shorter than its own meta data says; such
+        a file would crash the process (SIGBUS) when a page is read."""
+        info = env.info()
+        if info["last_txnid"] == 0:
+            return False        # new and still empty
+        need = (info["last_pgno"] + 1) * env.stat()["psize"]
+        return os.fstat(fd).st_size < need
 
     def _same_file(self, fd: int) -> bool:
         try:
@@ -255,7 +271,7 @@ class LmdbDict(Dict):
 
     def _duplicate(self, folded: str) -> None:
         """A key that is already there was not replaced: say so as asked."""
-        text = f'{self._dup_name()}: duplicate entry: "{folded}"'
+        text = f'{self._dup_name()}: duplicate entry: "{printable(folded, self.flags & UTF8)}"'
         if self.flags & DUP_IGNORE:
             return
         if not self.flags & DUP_WARN:

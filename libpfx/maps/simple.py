@@ -25,7 +25,7 @@ from typing import Iterator
 from libpfx import msg
 from libpfx.maps import (DUP_IGNORE, DUP_REPLACE, DUP_WARN, FIXED, UTF8, Dict, DictError,
                          DictRetry, split_maps)
-from libpfx.maps.source import WS, table_entries
+from libpfx.maps.source import WS, printable, table_entries
 
 
 def _read_only(dtype: str, name: str, write: bool) -> None:
@@ -71,7 +71,8 @@ class TexthashDict(_MemoryDict):
     def _add(self, lineno: int, key: str, value: str) -> None:
         folded = self.fold(key)
         if folded in self.entries:
-            text = f'{self.name}, line {lineno}: duplicate entry: "{key}"'
+            text = (f'{self.name}, line {lineno}: duplicate entry: '
+                    f'"{printable(key, self.flags & UTF8)}"')
             if self.flags & DUP_IGNORE:
                 return
             if not self.flags & DUP_REPLACE:

@@ -57,6 +57,24 @@ def encode(text: str) -> bytes:
     return text.encode("utf-8", "surrogateescape")
 
 
+def printable(text: str, utf8: bool = False) -> str:
+    """Text made safe for a log line, as Postfix shows data in messages:
+    each control character, each byte that is not valid UTF-8, and (without
+    UTF-8 support) each byte of a non-ASCII character becomes ``?``."""
+    if text.isascii() and text.isprintable():
+        return text
+    out = []
+    for c in text:
+        o = ord(c)
+        if 32 <= o < 127 or (utf8 and o > 127 and not 0xDC80 <= o <= 0xDCFF):
+            out.append(c)
+        elif o < 128 or 0xDC80 <= o <= 0xDCFF:
+            out.append("?")
+        else:
+            out.append("?" * len(c.encode("utf-8", "surrogatepass")))
+    return "".join(out)
+
+
 def valid_utf8(text: str) -> bool:
     """False when decode() had to escape invalid UTF-8 bytes."""
     try:
@@ -70,7 +88,8 @@ _WSB = frozenset(b" \t\n\v\f\r")
 _FIRST_WS = re.compile(r"[ \t\n\v\f\r]")
 
 
-def logical_lines(fp: BinaryIO | Iterable[bytes], path: str) -> Iterator[tuple[int, str]]:
+def logical_lines(fp: BinaryIO | Iterable[bytes], path: str,
+                  utf8: bool = False) -> Iterator[tuple[int, str]]:
     """Yield (line number of first line, logical line) from a table source."""
     lineno = first = 0
     parts: list[bytes] = []
@@ -81,7 +100,7 @@ def logical_lines(fp: BinaryIO | Iterable[bytes], path: str) -> Iterator[tuple[i
             if len(parts) == 1 and 0 not in parts[0] and parts[0][0] not in _WSB:
                 yield first, decode(parts[0])       # the common case, made quick
             elif parts:
-                yield from _finish(parts, first, path)
+                yield from _finish(parts, first, path, utf8)
             parts, first = [line], lineno
             continue
         stripped = line.lstrip()
@@ -91,17 +110,18 @@ def logical_lines(fp: BinaryIO | Iterable[bytes], path: str) -> Iterator[tuple[i
             first = lineno
         parts.append(line)
     if parts:
-        yield from _finish(parts, first, path)
+        yield from _finish(parts, first, path, utf8)
 
 
-def _finish(parts: list[bytes], first: int, path: str) -> Iterator[tuple[int, str]]:
+def _finish(parts: list[bytes], first: int, path: str, utf8: bool) -> Iterator[tuple[int, str]]:
     data = parts[0] if len(parts) == 1 else b"".join(parts)
     if 0 in data:
         data = data[:data.index(0)]
     text = decode(data)
     if text and text[0] in WS:
         more = "..." if len(text) > 30 else ""
-        msg.warn(f'{path}: logical line must not start with whitespace: "{text[:30]}{more}"')
+        msg.warn(f"{path}: logical line must not start with whitespace: "
+                 f'"{printable(text[:30], utf8)}{more}"')
     elif text:
         yield first, text
 
@@ -136,9 +156,10 @@ def table_entries(fp: BinaryIO | Iterable[bytes], path: str, *, utf8: bool = Fal
     warning about bad lines by file and line number; suffix ends the format
     warning (texthash says `` -- ignoring this line``)."""
     search = _FIRST_WS.search
-    for lineno, line in logical_lines(fp, path):
+    for lineno, line in logical_lines(fp, path, utf8):
         if utf8 and not line.isascii() and not valid_utf8(line):
-            msg.warn(f'{path}, line {lineno}: non-UTF-8 input "{line}" -- ignoring this line')
+            msg.warn(f'{path}, line {lineno}: non-UTF-8 input "{printable(line, True)}" '
+                     "-- ignoring this line")
             continue
         if '"' not in line and "\\" not in line:
             m = search(line)        # the common case, made quick
@@ -149,8 +170,8 @@ def table_entries(fp: BinaryIO | Iterable[bytes], path: str, *, utf8: bool = Fal
         else:
             split = split_key_value(line)
             if split is None:
-                msg.warn(f"{path}, line {lineno}: unbalanced '\"' in '{line}' "
-                         "-- ignoring this line")
+                msg.warn(f"{path}, line {lineno}: unbalanced '\"' in "
+                         f"'{printable(line, utf8)}' -- ignoring this line")
                 continue
             key, value = split
         if not value:
@@ -279,9 +300,10 @@ def externalize(tokens: list[Token]) -> str:
 def alias_entries(fp: BinaryIO | Iterable[bytes], path: str, *,
                   utf8: bool = False) -> Iterator[Entry]:
     """Yield (line, name, value) from an aliases(5) file."""
-    for lineno, line in logical_lines(fp, path):
+    for lineno, line in logical_lines(fp, path, utf8):
         if utf8 and not valid_utf8(line):
-            msg.warn(f'{path}, line {lineno}: non-UTF-8 input "{line}" -- ignoring this line')
+            msg.warn(f'{path}, line {lineno}: non-UTF-8 input "{printable(line, True)}" '
+                     "-- ignoring this line")
             continue
         tokens = tokenize(line)
         if not tokens:
