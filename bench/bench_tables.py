@@ -46,6 +46,20 @@ def _inprocess_rate(spec: str, keys: list[str]) -> float:
     return len(keys) / (time.perf_counter() - t0)
 
 
+def _pattern_rows(work: Path, cdir: Path, dtype: str, name: str, text: str,
+                  keys: list[str], size: str) -> list[Row]:
+    """In-process and postmap -q - rates of one pattern table."""
+    mine, theirs = _both(work, name, text)
+    pf = postfix("postmap")
+    stdin = ("\n".join(keys) + "\n").encode()
+    t_mine = _postmap(pfx("postmap"), cdir, "-q", "-", f"{dtype}:{mine}", stdin=stdin)
+    t_pf = _postmap(pf, cdir, "-q", "-", f"{dtype}:{theirs}", stdin=stdin) if pf else None
+    return [Row(f"in-process {dtype} ({size}) lookups/s",
+                _inprocess_rate(f"{dtype}:{mine}", keys), None, "/s", True),
+            Row(f"postmap -q - {dtype} ({size}) lookups/s", len(keys) / t_mine,
+                len(keys) / t_pf if t_pf else None, "/s", True)]
+
+
 def run(work: Path) -> list[Row]:
     cdir = make_instance(work)
     pf = postfix("postmap")
@@ -75,26 +89,12 @@ def run(work: Path) -> list[Row]:
 
     # regexp with 100 patterns, keys that mostly miss (the common case).
     patterns = "".join(f"/^Subject:.*spam{i}[0-9]+/ REJECT pattern {i}\n" for i in range(100))
-    r_mine, r_theirs = _both(work, "header_checks", patterns)
     hdrs = [f"Subject: hello {rnd.randrange(10**6)}" for _ in range(QUERY_KEYS // 10)]
-    rows.append(Row("in-process regexp (100 patterns) lookups/s",
-                    _inprocess_rate(f"regexp:{r_mine}", hdrs), None, "/s", True))
-    stdin = ("\n".join(hdrs) + "\n").encode()
-    t_mine = _postmap(pfx("postmap"), cdir, "-q", "-", f"regexp:{r_mine}", stdin=stdin)
-    t_pf = _postmap(pf, cdir, "-q", "-", f"regexp:{r_theirs}", stdin=stdin) if pf else None
-    rows.append(Row("postmap -q - regexp (100 patterns) lookups/s", len(hdrs) / t_mine,
-                    len(hdrs) / t_pf if t_pf else None, "/s", True))
-
+    rows += _pattern_rows(work, cdir, "regexp", "header_checks", patterns, hdrs,
+                          "100 patterns")
     # cidr with 10,000 networks.
     nets = "".join(f"10.{i // 256}.{i % 256}.0/24 REJECT net {i}\n" for i in range(10_000))
-    c_mine, c_theirs = _both(work, "clients.cidr", nets)
     ips = [f"10.{rnd.randrange(80)}.{rnd.randrange(256)}.{rnd.randrange(256)}"
            for _ in range(QUERY_KEYS // 10)]
-    rows.append(Row("in-process cidr (10,000 networks) lookups/s",
-                    _inprocess_rate(f"cidr:{c_mine}", ips), None, "/s", True))
-    stdin = ("\n".join(ips) + "\n").encode()
-    t_mine = _postmap(pfx("postmap"), cdir, "-q", "-", f"cidr:{c_mine}", stdin=stdin)
-    t_pf = _postmap(pf, cdir, "-q", "-", f"cidr:{c_theirs}", stdin=stdin) if pf else None
-    rows.append(Row("postmap -q - cidr (10,000 networks) lookups/s", len(ips) / t_mine,
-                    len(ips) / t_pf if t_pf else None, "/s", True))
+    rows += _pattern_rows(work, cdir, "cidr", "clients.cidr", nets, ips, "10,000 networks")
     return rows

@@ -11,7 +11,6 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 VENV_BIN = Path(sys.executable).parent
 POSTFIX_SBIN = Path("/usr/sbin")
@@ -75,11 +74,6 @@ def median_ms(argv: list[str], runs: int = 20, **kw: object) -> float:
         times.append((time.perf_counter() - t0) * 1000)
     return statistics.median(times)
 
-
-def seconds(fn: Callable[[], object]) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
 
 
 def make_instance(work: Path, main_cf: str = "") -> Path:
