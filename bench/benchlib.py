@@ -75,7 +75,6 @@ def median_ms(argv: list[str], runs: int = 20, **kw: object) -> float:
     return statistics.median(times)
 
 
-
 def make_instance(work: Path, main_cf: str = "") -> Path:
     cdir = work / "etc"
     cdir.mkdir(exist_ok=True)
