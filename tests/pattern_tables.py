@@ -56,7 +56,9 @@ def postfix_answers(dtype: str, path: Path, keys: list[str]) -> dict[str, str]:
 
 
 def compare_with_postfix(tmp_path: Path, dtype: str, rules: str, keys: list[str]) -> None:
-    """pfx's lookup of each key equals Postfix's."""
+    """pfx's lookup of each key equals Postfix's (for keys without a TAB,
+    which postmap -q - prints between key and value)."""
+    keys = [key for key in keys if "\t" not in key]
     path = tmp_path / f"table.{dtype}"
     got = lookups(tmp_path, dtype, rules, keys)
     want = postfix_answers(dtype, path, keys)
