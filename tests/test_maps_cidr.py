@@ -10,7 +10,7 @@ import pytest
 
 from conftest import needs_postfix, run
 from libpfx.maps import DictError, open_dict
-from pattern_tables import check_table, compare_with_postfix, lookups, warnings_of
+from pattern_tables import check_table, compare_with_postfix, warnings_of
 
 TABLE = """# client access, first match wins
 192.168.1.1             OK
