@@ -100,8 +100,7 @@ class LmdbDict(Dict):
         self._mode = mode
         self._ops: list[tuple[bytes, bytes | None, bool]] = []
         self._txn: lmdb.Transaction | None = None
-        self._env: lmdb.Environment | None = None
-        self._fd = -1
+        self._store: _Store | None = None
         if not self.flags & (TRY0NULL | TRY1NULL):
             self.flags |= TRY0NULL | TRY1NULL
         self._open()
@@ -123,6 +122,14 @@ class LmdbDict(Dict):
                 fd = os.open(self._file, oflags, self._mode)
             except OSError as err:
                 raise DictError(f"open database {self._file}: {err.strerror}") from None
+            st = os.fstat(fd)
+            store = _stores.get((st.st_dev, st.st_ino))
+            if store is not None:
+                os.close(fd)
+                if self._write and not store.write:
+                    raise DictError(f"open database {self._file}: already open for reading "
+                                    "only in this process")
+                break
             try:
                 env = lmdb.open(self._file, subdir=False, lock=False, readonly=not self._write,
                                 create=self._create, map_size=self._map_size, max_dbs=0,
@@ -131,14 +138,16 @@ class LmdbDict(Dict):
                 os.close(fd)
                 raise DictError(f"open database {self._file}: {_reason(err)}") from None
             if self._same_file(fd):
+                if self._truncated(fd, env):
+                    env.close()
+                    os.close(fd)
+                    raise DictError(f"open database {self._file}: file is truncated")
+                store = _Store(env, fd, self._write)
                 break
             env.close()
             os.close(fd)
-        if self._truncated(fd, env):
-            env.close()
-            os.close(fd)
-            raise DictError(f"open database {self._file}: file is truncated")
-        self._fd, self._env = fd, env
+        store.users += 1
+        self._store = store
         self._paths.clear()
         self.watch(self._file)
 
@@ -162,20 +171,15 @@ class LmdbDict(Dict):
     def _lock_current(self, op: int) -> None:
         """Lock the file; a writer reopens it if a build replaced it."""
         while True:
-            try:
-                fcntl.lockf(self._fd, op)
-            except OSError as err:
-                raise DictError(f"{self.path}: lock dictionary: {err.strerror}") from None
+            self._store_.lock(op, self.path)
             if not self._write or self._same_file(self._fd):
                 return
+            self._store_.unlock(self.path)
             self._close_env()
             self._open()
 
     def _unlock(self) -> None:
-        try:
-            fcntl.lockf(self._fd, fcntl.LOCK_UN)
-        except OSError as err:
-            raise DictError(f"{self.path}: unlock dictionary: {err.strerror}") from None
+        self._store_.unlock(self.path)
 
     def _warn_if_stale(self) -> None:
         try:
@@ -186,10 +190,18 @@ class LmdbDict(Dict):
             msg.warn(f"database {self.path} is older than source file {self.name}")
 
     @property
-    def _env_(self) -> lmdb.Environment:
-        if self._env is None:
+    def _store_(self) -> "_Store":
+        if self._store is None:
             raise DictError(f"{self.spec}: table is closed")
-        return self._env
+        return self._store
+
+    @property
+    def _env_(self) -> lmdb.Environment:
+        return self._store_.env
+
+    @property
+    def _fd(self) -> int:
+        return self._store_.fd
 
     # Reading.
 
@@ -364,21 +376,63 @@ class LmdbDict(Dict):
         if self._txn is not None:
             self._txn.abort()
             self._txn = None
-        if self._env is not None:
-            self._env.close()
-            self._env = None
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        if self._store is not None:
+            self._store.release()
+            self._store = None
 
     def close(self) -> None:
-        if self._env is not None and self._write:
+        if self._store is not None and self._write:
             self.sync()
         self._close_env()
 
     @classmethod
     def create(cls, name: str, flags: int, dtype: str, **kwargs: object) -> "LmdbBuilder":
         return LmdbBuilder(name, flags, dtype, **kwargs)
+
+
+# One environment per file and process: LMDB (and py-lmdb) refuse to open
+# the same file twice in a process, and fcntl() locks belong to the process
+# and file, so every table object for one file shares one _Store.
+_stores: dict[tuple[int, int], "_Store"] = {}
+
+
+class _Store:
+    """An open LMDB file shared by the table objects that use it, with a
+    nesting count for its fcntl() lock."""
+
+    def __init__(self, env: lmdb.Environment, fd: int, write: bool) -> None:
+        st = os.fstat(fd)
+        self.key = (st.st_dev, st.st_ino)
+        self.env, self.fd, self.write = env, fd, write
+        self.users = 0
+        self._depth = 0
+        self._mode = fcntl.LOCK_UN
+        _stores[self.key] = self
+
+    def lock(self, op: int, path: str) -> None:
+        if self._depth == 0 or (op == fcntl.LOCK_EX and self._mode != fcntl.LOCK_EX):
+            try:
+                fcntl.lockf(self.fd, op)
+            except OSError as err:
+                raise DictError(f"{path}: lock dictionary: {err.strerror}") from None
+            self._mode = op
+        self._depth += 1
+
+    def unlock(self, path: str) -> None:
+        self._depth -= 1
+        if self._depth == 0:
+            try:
+                fcntl.lockf(self.fd, fcntl.LOCK_UN)
+            except OSError as err:
+                raise DictError(f"{path}: unlock dictionary: {err.strerror}") from None
+            self._mode = fcntl.LOCK_UN
+
+    def release(self) -> None:
+        self.users -= 1
+        if self.users == 0:
+            _stores.pop(self.key, None)
+            self.env.close()
+            os.close(self.fd)
 
 
 class LmdbBuilder(Builder):
