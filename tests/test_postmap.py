@@ -376,3 +376,24 @@ def test_tables_readable_by_postfix_and_back(tmp_path: Path, instance: Path) -> 
     src2 = write(tmp_path / "t2", "k v\n")
     subprocess.run(["/usr/sbin/postmap", "-c", str(tmp_path), f"lmdb:{src2}"], check=True)
     assert postmap(instance, "-q", "K", f"lmdb:{src2}").stdout == "v\n"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+@pytest.mark.parametrize("cmd, text", [("postmap", "a b\n"), ("postalias", "a: b\n")])
+def test_root_builds_as_source_owner(instance: Path, cmd: str, text: str) -> None:
+    import shutil
+    import tempfile
+    top = Path(tempfile.mkdtemp(dir="/tmp"))
+    try:
+        os.chmod(top, 0o777)
+        src = write(top / "src", text)
+        os.chown(src, 65534, 65534)
+        os.chmod(src, 0o640)
+        r = run(cmd, "-c", str(instance), str(src))
+        assert (r.returncode, r.stderr) == (0, "")
+        st = (top / "src.db").stat()
+        assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (65534, 65534, 0o640)
+        r = run(cmd, "-o", "-c", str(instance), f"lmdb:{src}")
+        assert (top / "src.lmdb").stat().st_uid == 0
+    finally:
+        shutil.rmtree(top)

@@ -128,6 +128,7 @@ POSTALIAS = Program(
     entries=alias_entries,
     pair_format="{k}:\t{v}",
     finish=finish,
+    params=("myhostname",),
 )
 
 

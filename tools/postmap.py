@@ -128,6 +128,8 @@ SEE ALSO
 
 from __future__ import annotations
 
+import base64
+import binascii
 import getopt
 import os
 import signal
@@ -141,7 +143,7 @@ from libpfx.config import Config, config_dir_from
 from libpfx.maps import (DUP_IGNORE, DUP_REPLACE, DUP_WARN, FOLD_FIX, LOCK, SRC_RHS_IS_FILE,
                          TRY0NULL, TRY1NULL, UTF8, Builder, BuildRestart, Dict, DictError,
                          DictRetry,
-                         create_table, open_dict)
+                         create_table, dict_class, open_dict)
 from libpfx.maps.source import decode, encode, table_entries
 
 AS_OWNER = 1        # build as the owner of the source file
@@ -160,7 +162,7 @@ class Program:
     entries: Callable[..., Iterator[tuple[int, str, str]]]
     pair_format: str            # -q - and -s output: "{k}\t{v}" or "{k}:\t{v}"
     finish: Callable[[Builder, bool, Config], None] = lambda b, inc, cfg: None
-    owner_warning: bool = field(default=False)
+    params: tuple[str, ...] = ()        # main.cf parameters that finish() reads
 
 
 @dataclass
@@ -280,8 +282,6 @@ def _lookup(d: Dict, key: str, flags: int) -> str | None:
     except DictRetry as err:
         msg.fatal(f"table {d.spec}: query error: {err}")
     if value is not None and flags & SRC_RHS_IS_FILE:
-        import base64
-        import binascii
         try:
             value = decode(base64.b64decode(encode(value), validate=True))
         except (binascii.Error, ValueError):
@@ -422,8 +422,6 @@ def do_sequence(prog: Program, o: Options, default_type: str) -> int:
             elif not value:
                 _empty_value_warning(spec, key)
             if o.dict_flags & SRC_RHS_IS_FILE:
-                import base64
-                import binascii
                 try:
                     value = decode(base64.b64decode(encode(value), validate=True))
                 except (binascii.Error, ValueError):
@@ -450,7 +448,6 @@ def _set_eugid(uid: int, gid: int) -> None:
 
 def _files_to_base64(value: str) -> str:
     """-F: the named files' content, joined by newlines, base64-encoded."""
-    import base64
     parts = []
     names = value.replace(",", " ").split()
     if not names:
@@ -501,6 +498,10 @@ def build(prog: Program, o: Options, cfg: Config, spec: str) -> None:
         mode &= ~(0o022 | (~st.st_mode & 0o077))
     if o.postmap_flags & AS_OWNER and os.getuid() == 0 \
             and (st.st_uid != os.geteuid() or st.st_gid != os.getegid()):
+        # Load code and evaluate parameters while root's files are readable.
+        dict_class(dtype)
+        for name in prog.params:
+            cfg.get(name)
         _set_eugid(st.st_uid, st.st_gid)
     map_size = int(_param(cfg, "lmdb_map_size", "16777216") or 16777216)
     builder = create_table(spec, flags, mode=mode, incremental=o.incremental,
