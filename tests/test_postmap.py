@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import stat
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -397,3 +398,26 @@ def test_root_builds_as_source_owner(instance: Path, cmd: str, text: str) -> Non
         assert (top / "src.lmdb").stat().st_uid == 0
     finally:
         shutil.rmtree(top)
+
+
+def test_stale_database_warning(instance: Path, tmp_path: Path) -> None:
+    src = write(tmp_path / "t", "a b\n")
+    postmap(instance, str(src))
+    now = time.time()
+    os.utime(tmp_path / "t.db", (now - 1000, now - 1000))
+    os.utime(src, (now - 200, now - 200))
+    r = postmap(instance, "-q", "a", str(src))
+    assert (r.returncode, r.stdout) == (0, "b\n")
+    assert r.stderr == (f"postmap: warning: database {src}.db is older than source file "
+                        f"{src}\n")
+
+
+@needs_postfix
+def test_berkeley_db_file_is_refused_clearly(tmp_path: Path, instance: Path) -> None:
+    """A hash table left by Postfix's Berkeley DB must be rebuilt."""
+    (tmp_path / "main.cf").write_text("")
+    src = write(tmp_path / "t", "a b\n")
+    subprocess.run(["/usr/sbin/postmap", "-c", str(tmp_path), f"hash:{src}"], check=True)
+    r = postmap(instance, "-q", "a", str(src))
+    assert (r.returncode, r.stderr) == (
+        1, f"postmap: fatal: open database {src}.db: MDB_INVALID: File is not an LMDB file\n")

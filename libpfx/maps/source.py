@@ -42,12 +42,6 @@ from libpfx import msg
 WS = " \t\n\v\f\r"
 
 
-class Entry(NamedTuple):
-    lineno: int
-    key: str
-    value: str
-
-
 def decode(data: bytes) -> str:
     """Bytes from a table file or a query as text, keeping bad bytes."""
     return data.decode("utf-8", "surrogateescape")
@@ -298,8 +292,8 @@ def externalize(tokens: list[Token]) -> str:
 
 
 def alias_entries(fp: BinaryIO | Iterable[bytes], path: str, *,
-                  utf8: bool = False) -> Iterator[Entry]:
-    """Yield (line, name, value) from an aliases(5) file."""
+                  utf8: bool = False) -> Iterator[tuple[int, str, str]]:
+    """Yield (line number, name, value) from an aliases(5) file."""
     for lineno, line in logical_lines(fp, path, utf8):
         if utf8 and not valid_utf8(line):
             msg.warn(f'{path}, line {lineno}: non-UTF-8 input "{printable(line, True)}" '
@@ -316,4 +310,4 @@ def alias_entries(fp: BinaryIO | Iterable[bytes], path: str, *,
         if any(t.type in ("@", "%") for t in tokens[:colon]):
             msg.warn(f"{path}, line {lineno}: name must be local")
             continue
-        yield Entry(lineno, internalize(tokens[:colon]), externalize(tokens[colon + 1:]))
+        yield lineno, internalize(tokens[:colon]), externalize(tokens[colon + 1:])
