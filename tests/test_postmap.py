@@ -234,6 +234,9 @@ def test_header_and_body_queries(instance: Path) -> None:
     (["-d", "x", "texthash:t"], "postmap: fatal: texthash:t map requires O_RDONLY access "
      "mode\n"),
     (["proxy:hash:t"], "postmap: fatal: can't create maps via the proxy service\n"),
+    (["fail:t"], "postmap: fatal: table fail:t: write error: Application error\n"),
+    (["-s", "fail:t"], "postmap: fatal: table fail:t: sequence error: Application error\n"),
+    (["-d", "x", "fail:t"], "postmap: fatal: table fail:t: delete error: Application error\n"),
 ])
 def test_usage_errors(instance: Path, tmp_path: Path, args: list[str], message: str) -> None:
     os.chdir(tmp_path)

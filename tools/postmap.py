@@ -516,6 +516,9 @@ def build(prog: Program, o: Options, cfg: Config, spec: str) -> None:
                 break
             except BuildRestart:
                 fp.seek(0)
+    except DictRetry as err:
+        builder.abort()
+        msg.fatal(f"table {spec}: write error: {err}")
     except OSError as err:
         builder.abort()
         msg.fatal(f"read {source}: {err.strerror}")

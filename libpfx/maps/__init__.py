@@ -148,6 +148,23 @@ class Builder:
         raise NotImplementedError
 
 
+class UpdateBuilder(Builder):
+    """Builds by plain updates of an open table, for types that can store
+    entries but have no file to write afresh."""
+
+    def __init__(self, d: Dict) -> None:
+        self.dict = d
+
+    def append(self, key: str, value: str) -> None:
+        self.dict.update(key, value)
+
+    def commit(self) -> None:
+        self.dict.close()
+
+    def abort(self) -> None:
+        self.dict.close()
+
+
 _ASCII_LOWER = {c: c + 32 for c in range(ord("A"), ord("Z") + 1)}
 
 

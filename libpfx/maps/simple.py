@@ -24,7 +24,7 @@ from typing import Iterator
 
 from libpfx import msg
 from libpfx.maps import (DUP_IGNORE, DUP_REPLACE, DUP_WARN, FIXED, UTF8, Dict, DictError,
-                         DictRetry, split_maps)
+                         DictRetry, UpdateBuilder, split_maps)
 from libpfx.maps.source import WS, printable, table_entries
 
 
@@ -185,6 +185,10 @@ class FailDict(Dict):
     def __init__(self, name: str, flags: int, dtype: str = "fail", **_: object) -> None:
         super().__init__(name, flags | FIXED)
         self.type = dtype
+
+    @classmethod
+    def create(cls, name: str, flags: int, dtype: str, **_: object) -> UpdateBuilder:
+        return UpdateBuilder(cls(name, flags, dtype))
 
     def lookup(self, key: str) -> str | None:
         raise DictRetry()
