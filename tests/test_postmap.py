@@ -424,3 +424,35 @@ def test_berkeley_db_file_is_refused_clearly(tmp_path: Path, instance: Path) -> 
     r = postmap(instance, "-q", "a", str(src))
     assert (r.returncode, r.stderr) == (
         1, f"postmap: fatal: open database {src}.db: MDB_INVALID: File is not an LMDB file\n")
+
+
+MIME_MESSAGE = """\
+Subject: top
+Content-Type: multipart/mixed; boundary="XX"
+
+preamble
+--XX
+Content-Type: text/plain
+
+part one
+--XX
+Content-Type: message/rfc822
+
+Subject: inner
+
+inner body
+--XX--
+epilogue
+"""
+
+
+@pytest.mark.parametrize("flags, want", [
+    ("-h", ["Subject: top", 'Content-Type: multipart/mixed; boundary="XX"']),
+    ("-hm", ["Subject: top", 'Content-Type: multipart/mixed; boundary="XX"',
+             "Content-Type: text/plain", "Content-Type: message/rfc822", "Subject: inner"]),
+    ("-bm", ["", "preamble", "--XX", "", "part one", "--XX", "", "", "inner body", "--XX--",
+             "epilogue"]),
+])
+def test_mime_queries(instance: Path, flags: str, want: list[str]) -> None:
+    r = postmap(instance, flags, "-q", "-", "static:HIT", input=MIME_MESSAGE)
+    assert r.stdout.split("\tHIT\n")[:-1] == want

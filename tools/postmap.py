@@ -55,8 +55,8 @@ DESCRIPTION
     -i     Incremental mode: read entries from standard input and add them
            to the table without emptying it first.
 
-    -m     Accepted with -b and -h for compatibility; attachment headers
-           are not parsed separately.
+    -m     With -b and -h, parse MIME: the headers of message parts and of
+           attached messages are header keys (-h), not body keys (-b).
 
     -N     Store keys and values with a terminating NUL byte; on queries,
            look only for such keys.
@@ -132,6 +132,7 @@ import base64
 import binascii
 import getopt
 import os
+import re
 import signal
 import stat
 import sys
@@ -325,25 +326,60 @@ def _stdin_lines() -> Iterator[str]:
         yield decode(raw[:-1] if raw.endswith(b"\n") else raw)
 
 
-def message_keys(lines: Iterable[str], headers: bool, body: bool) -> Iterator[str]:
+_BOUNDARY = re.compile(r'boundary\s*=\s*(?:"([^"]*)"|([^\s;]+))', re.I)
+
+
+def _content_type(header: str) -> tuple[str, str] | None:
+    """(type/subtype, boundary) of a Content-Type header, else None."""
+    name, _, value = header.partition(":")
+    if name.strip().lower() != "content-type":
+        return None
+    kind = value.split(";", 1)[0].strip().lower()
+    m = _BOUNDARY.search(value)
+    return kind, (m.group(1) if m and m.group(1) is not None else m.group(2) if m else "")
+
+
+def message_keys(lines: Iterable[str], headers: bool, body: bool,
+                 mime: bool = False) -> Iterator[str]:
     """Lookup keys from an RFC 5322 message: each logical header (with
-    embedded newlines) when headers, each body line when body."""
+    embedded newlines) when headers, each body line when body.  The line
+    that ends a header block is a body line.  With mime, the headers of
+    MIME parts and attached messages count as headers too, and boundary
+    lines as body lines."""
     pending: list[str] = []
     in_headers = True
+    boundaries: list[str] = []
+    block = ("", "")                    # content type of this header block
     for line in lines:
         if in_headers:
             if pending and line[:1] in (" ", "\t"):
                 pending.append(line)
                 continue
-            if pending and headers:
-                yield "\n".join(pending)
+            if pending:
+                header = "\n".join(pending)
+                if headers:
+                    yield header
+                block = mime and _content_type(header) or block
             pending = []
             if _is_header(line):
                 pending = [line]
                 continue
-            in_headers = False      # this line, even when empty, is the first body line
-            if not body:
+            in_headers = False
+            if not mime and not body:
                 return
+            kind, boundary = block
+            block = ("", "")
+            if kind.startswith("multipart/") and boundary:
+                boundaries.append(boundary)
+            in_headers = kind == "message/rfc822"   # an attached message's headers
+        elif boundaries and line.startswith("--"):
+            for i in range(len(boundaries) - 1, -1, -1):
+                tag = "--" + boundaries[i]
+                if line.startswith(tag):
+                    last = line[len(tag):len(tag) + 2] == "--"
+                    del boundaries[i + (not last):]
+                    in_headers = not last
+                    break
         if body:
             yield line
     if pending and headers:
@@ -367,7 +403,7 @@ def do_queries(prog: Program, o: Options, default_type: str) -> int:
     found = False
     if o.postmap_flags & (HEADER_KEY | BODY_KEY):
         keys = message_keys(_stdin_lines(), bool(o.postmap_flags & HEADER_KEY),
-                            bool(o.postmap_flags & BODY_KEY))
+                            bool(o.postmap_flags & BODY_KEY), bool(o.postmap_flags & MIME_KEY))
     else:
         keys = _stdin_lines()
     for key in keys:

@@ -149,7 +149,8 @@ class LmdbDict(Dict):
         store.users += 1
         self._store = store
         self._paths.clear()
-        self.watch(self._file)
+        if not self._write:         # our own changes are no reason to restart
+            self.watch(self._file)
 
     @staticmethod
     def _truncated(fd: int, env: lmdb.Environment) -> bool:
