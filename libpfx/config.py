@@ -306,6 +306,24 @@ def parse_time(value: str, default_unit: str = "s") -> int | None:
     return int(value) * _TIME_UNITS[unit]
 
 
-def split_list(value: str) -> list[str]:
-    """Split a list value on white space and commas, dropping empties."""
-    return value.replace(",", " ").split()
+def split_list(value: str, separators: str = ", \t\r\n") -> list[str]:
+    """Split a list value on separators (white space and commas), dropping
+    empties and keeping ``{...}`` groups whole, as Postfix's lists do: so
+    ``inline:{a=b, c=d}`` is one item."""
+    items, i, n = [], 0, len(value)
+    while True:
+        while i < n and value[i] in separators:
+            i += 1
+        if i >= n:
+            return items
+        start, level = i, 0
+        while i < n:
+            c = value[i]
+            if c == "{":
+                level += 1
+            elif level and c == "}":
+                level -= 1
+            elif not level and c in separators:
+                break
+            i += 1
+        items.append(value[start:i])

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from libpfx import msg
-from libpfx.config import SPACE, Config, ConfigError, logical_lines, read_file, \
+from libpfx.config import SPACE, Config, ConfigError, logical_lines, read_file, split_list, \
     split_nameval
 from libpfx.expand import parse_level
 
@@ -153,24 +153,8 @@ class Service:
 def split_args(text: str, path: str, warn: Callable[[str], None]) -> list[str]:
     """Split on white space, keeping ``{...}`` groups whole, then strip
     the braces (and the blanks just inside them) of each ``{...}`` word."""
-    words: list[str] = []
-    i, n = 0, len(text)
-    while True:
-        while i < n and text[i] in SPACE:
-            i += 1
-        if i >= n:
-            return words
-        start, depth = i, 0
-        while i < n and (depth > 0 or text[i] not in SPACE):
-            if text[i] == "{":
-                depth += 1
-            elif text[i] == "}" and depth > 0:
-                depth -= 1
-            i += 1
-        word = text[start:i]
-        if word.startswith("{"):
-            word = _unbrace(word, path, warn)
-        words.append(word)
+    return [_unbrace(word, path, warn) if word.startswith("{") else word
+            for word in split_list(text, SPACE)]
 
 
 def _unbrace(word: str, path: str, warn: Callable[[str], None]) -> str:

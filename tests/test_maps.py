@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from conftest import run
+from libpfx.config import split_list
 from libpfx.maps import (DEFAULT_FLAGS, LOCK, BuildRestart, DictError, DictRetry,
-                         changed_table, create_table, open_dict, open_dict_or_surrogate,
-                         split_maps)
+                         changed_table, create_table, open_dict, open_dict_or_surrogate)
 
 
 def postmap(cdir: Path, *args: str, input: str | None = None) -> subprocess.CompletedProcess:
@@ -93,8 +93,8 @@ def test_fail_and_surrogate(tmp_path: Path) -> None:
         d.lookup("k")
 
 
-def test_split_maps() -> None:
-    got = split_maps("hash:/a, regexp:/b\n  inline:{a=b, c=d},static:x")
+def test_split_list_keeps_brace_groups() -> None:
+    got = split_list("hash:/a, regexp:/b\n  inline:{a=b, c=d},static:x")
     assert got == ["hash:/a", "regexp:/b", "inline:{a=b, c=d}", "static:x"]
 
 

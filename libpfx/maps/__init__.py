@@ -195,29 +195,6 @@ DICT_TYPES: dict[str, str] = {
 }
 
 
-def split_maps(value: str) -> list[str]:
-    """Items of a comma or white space separated list, keeping ``{...}``
-    groups whole, so that ``inline:{a=b, c=d}`` stays one table."""
-    items, i, n = [], 0, len(value)
-    sep = ", \t\r\n"
-    while True:
-        while i < n and value[i] in sep:
-            i += 1
-        if i >= n:
-            return items
-        start, level = i, 0
-        while i < n:
-            c = value[i]
-            if c == "{":
-                level += 1
-            elif level and c == "}":
-                level -= 1
-            elif not level and c in sep:
-                break
-            i += 1
-        items.append(value[start:i])
-
-
 def split_spec(spec: str) -> tuple[str, str]:
     """Split ``type:name``; a spec without a type is an error."""
     dtype, colon, name = spec.partition(":")

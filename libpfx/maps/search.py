@@ -38,8 +38,8 @@ from __future__ import annotations
 from typing import Callable, Iterable
 
 from libpfx import msg
-from libpfx.maps import (DEFAULT_FLAGS, FIXED, LOCK, Dict, DictRetry, open_dict,
-                         split_maps)
+from libpfx.config import split_list
+from libpfx.maps import DEFAULT_FLAGS, FIXED, LOCK, Dict, DictRetry, open_dict
 
 # Strategy bits for mail_addr_find(), as Postfix's MA_FIND_*.
 FIND_FULL = 1 << 0                  # user+ext@domain
@@ -61,7 +61,7 @@ class Maps:
                  flags: int = DEFAULT_FLAGS | LOCK,
                  opener: Callable[[str, int], Dict] = open_dict) -> None:
         self.title = title
-        specs = split_maps(tables) if isinstance(tables, str) else list(tables)
+        specs = split_list(tables) if isinstance(tables, str) else list(tables)
         self.dicts = [opener(spec, flags) for spec in specs]
 
     def __bool__(self) -> bool:

@@ -23,8 +23,9 @@ import os
 from typing import Iterator
 
 from libpfx import msg
+from libpfx.config import split_list
 from libpfx.maps import (DUP_IGNORE, DUP_REPLACE, DUP_WARN, FIXED, UTF8, Dict, DictError,
-                         DictRetry, UpdateBuilder, split_maps)
+                         DictRetry, UpdateBuilder)
 from libpfx.maps.source import WS, printable, table_entries
 
 
@@ -142,7 +143,7 @@ class InlineDict(_MemoryDict):
         if not name.startswith("{") or _balanced(name) != len(name) or len(name) < 3:
             raise DictError(f'bad syntax: "{dtype}:{name}"; {need}')
         try:
-            for item in split_maps(name[1:-1]):
+            for item in split_list(name[1:-1]):
                 key, value = _split_name_value(_unbrace(item) if item[0] == "{" else item)
                 self.entries[self.fold(key)] = value
         except ValueError as err:
