@@ -26,7 +26,7 @@ from libpfx import msg
 from libpfx.config import split_list
 from libpfx.maps import (DUP_IGNORE, DUP_REPLACE, DUP_WARN, FIXED, UTF8, Dict, DictError,
                          DictRetry, UpdateBuilder)
-from libpfx.maps.source import WS, printable, table_entries
+from libpfx.maps.source import WS, key_end, printable, table_entries
 
 
 def _read_only(dtype: str, name: str, write: bool) -> None:
@@ -112,19 +112,8 @@ def _split_name_value(text: str) -> tuple[str, str]:
     text = text.lstrip(WS)
     if not text:
         raise ValueError("no key found; expected format: key = value")
-    in_quotes = False
-    i, n = 0, len(text)
-    while i < n:
-        c = text[i]
-        if c == "\\":
-            i += 1
-        elif c in WS or c == "=":
-            if not in_quotes:
-                break
-        elif c == '"':
-            in_quotes = not in_quotes
-        i += 1
-    if in_quotes:
+    i = key_end(text, WS + "=")
+    if i is None:
         raise ValueError("unbalanced '\"'")
     rest = text[i:].lstrip(WS)
     if not rest.startswith("="):

@@ -120,6 +120,24 @@ def _finish(parts: list[bytes], first: int, path: str, utf8: bool) -> Iterator[t
         yield first, text
 
 
+def key_end(text: str, stops: str) -> int | None:
+    """Index where a key that may hold quotes and backslash escapes ends
+    (at the first unquoted character of stops); None if a quote is open."""
+    in_quotes = False
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if c == "\\":
+            i += 1
+        elif c in stops:
+            if not in_quotes:
+                break
+        elif c == '"':
+            in_quotes = not in_quotes
+        i += 1
+    return None if in_quotes else i
+
+
 def split_key_value(line: str) -> tuple[str, str] | None:
     """Split ``key whitespace value``; None when a quote is left open."""
     if '"' not in line and "\\" not in line:
@@ -127,19 +145,8 @@ def split_key_value(line: str) -> tuple[str, str] | None:
         if m is None:
             return line, ""
         return line[:m.start()], line[m.end():].strip(WS)
-    in_quotes = False
-    i, n = 0, len(line)
-    while i < n:
-        c = line[i]
-        if c == "\\":
-            i += 1
-        elif c in WS:
-            if not in_quotes:
-                break
-        elif c == '"':
-            in_quotes = not in_quotes
-        i += 1
-    if in_quotes:
+    i = key_end(line, WS)
+    if i is None:
         return None
     return line[:i], line[i + 1:].strip(WS)
 
