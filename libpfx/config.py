@@ -225,13 +225,26 @@ class Config:
             msg.fatal("macro processing error")
 
     def get(self, name: str) -> str:
-        """The expanded value of name; unknown parameters give ''."""
+        """The expanded value of name (raw parameters as written); unknown
+        parameters give ''."""
         value = self._cache.get(name)
         if value is None:
             raw = self.raw(name)
-            value = "" if raw is None else self.expand(raw)
-            self._cache[name] = value
+            if raw is None:
+                value = ""
+            elif self.is_raw(name):
+                value = raw
+            else:
+                value = self.expand(raw)
+            if not params.computing():
+                self._cache[name] = value
         return value
+
+    def is_raw(self, name: str) -> bool:
+        """True for parameters that are never expanded (their $names are
+        filled in later, per message: forward_path, default_rbl_reply, ...)."""
+        p = params.find(name, self.services)
+        return p is not None and p.kind == "raw"
 
     # Typed values.
 

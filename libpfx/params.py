@@ -1288,6 +1288,12 @@ def _default_getter(name: str) -> str:
     return Expander(lambda n: default(n)).expand(default(name) or "")
 
 
+def computing() -> bool:
+    """True while a computed default is being evaluated: values read then
+    may be partial (a loop back sees ""), so callers must not cache them."""
+    return bool(_busy)
+
+
 def is_computed(name: str) -> bool:
     """True when the default of name depends on the machine or program."""
     return name in _COMPUTED

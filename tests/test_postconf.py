@@ -187,3 +187,51 @@ def test_like_postfix(instance: Path, args: list[str]) -> None:
     assert [line for line in got.stdout.splitlines() if not line.startswith(skip)] == want
     assert sorted(got.stderr.replace("postconf: ", "").splitlines()) == \
         sorted(real.stderr.replace("/usr/sbin/postconf: ", "").splitlines())
+
+
+def test_expand_leaves_raw_parameters_alone(instance: Path) -> None:
+    """-x expands ordinary values but not raw ones, whose $names are filled
+    in per message (forward_path, default_rbl_reply, expansion filters)."""
+    (instance / "main.cf").write_text("recipient_delimiter = +\nmyorigin = $mydomain\n")
+    result = run("postconf", "-c", str(instance), "-x", "forward_path",
+                 "smtpd_expansion_filter", "myorigin")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == ("forward_path = $home/.forward${recipient_delimiter}${extension}, "
+                        "$home/.forward")
+    assert lines[1].startswith("smtpd_expansion_filter = \\t\\40!\"#$%&'()")
+    assert lines[2] != "myorigin = $mydomain" and "$" not in lines[2]
+
+
+@needs_postfix
+@pytest.mark.parametrize("flags", [[], ["-x"], ["-d"], ["-d", "-x"], ["-n"], ["-M"]],
+                         ids=lambda f: " ".join(f) or "all")
+def test_whole_output_matches_postfix(tmp_path: Path, flags: list[str]) -> None:
+    """Every line of postconf's output for the stock files equals Postfix's,
+    apart from the values that name this very program or process."""
+    from conftest import ROOT
+    cdir = tmp_path / "etc"
+    cdir.mkdir()
+    for name in ("main.cf", "master.cf"):
+        (cdir / name).write_text((ROOT / "etc" / name).read_text())
+    mine = run("postconf", "-c", str(cdir), *flags)
+    theirs = subprocess.run(["/usr/sbin/postconf", "-c", str(cdir), *flags],
+                            capture_output=True, text=True)
+    skip = ("daemon_directory = ", "process_id = ")
+
+    def lines(text: str) -> list[str]:
+        return [ln for ln in text.splitlines() if not ln.startswith(skip)]
+    assert mine.returncode == theirs.returncode
+    assert lines(mine.stdout) == lines(theirs.stdout)
+
+
+def test_expanded_hostname_consistent_after_indirect_use(instance: Path) -> None:
+    """A parameter that refers to myhostname, shown first, must not leave a
+    partial myhostname behind (its default reads mydomain, which reads it)."""
+    (instance / "main.cf").write_text("mydestination = $myhostname, localhost.$mydomain\n")
+    result = run("postconf", "-c", str(instance), "-x", "mydestination", "myhostname",
+                 "mydomain")
+    assert result.returncode == 0, result.stderr
+    dest, host, domain = (ln.split(" = ", 1)[1] for ln in result.stdout.splitlines())
+    assert host and "." in host, result.stdout
+    assert dest == f"{host}, localhost.{domain}"

@@ -256,10 +256,6 @@ class Table:
         return name in self.classes or \
             params.find(name, self.config.services, self.config.dbms_labels) is not None
 
-    def is_raw(self, name: str) -> bool:
-        p = params.find(name, self.config.services)
-        return p is not None and p.kind == "raw"
-
 
 # Checking references: undefined and unused parameters.
 
@@ -306,13 +302,13 @@ class Checker:
         for name in split_list(self.config.get("smtpd_restriction_classes")):
             self.flag(name, None)
         for entry in list(config.entries.values()):
-            if self.table.is_raw(entry.name):
+            if self.config.is_raw(entry.name):
                 continue
             self.scan(entry.value, None)
             if self.table.known(entry.name):
                 config.get(entry.name)
         for name, kind in self.table.classes.items():
-            if kind == BUILTIN and name not in config.entries and not self.table.is_raw(name):
+            if kind == BUILTIN and name not in config.entries and not self.config.is_raw(name):
                 value = params.default(name, config.services)
                 if value and "$" in value:
                     self.scan(value, None)
@@ -362,7 +358,7 @@ def load_services(config: Config, *, required: bool) -> list[Service]:
 def show_value(opts: Options, config: Config, name: str) -> str:
     if opts.has("d"):
         value = params.default(name, config.services) or ""
-        if opts.has("x"):
+        if opts.has("x") and not config.is_raw(name):
             value = expand_with(config, value, defaults_only=True)
         return value
     if opts.has("x"):
