@@ -145,6 +145,7 @@ from libpfx.maps import (DUP_IGNORE, DUP_REPLACE, DUP_WARN, FOLD_FIX, LOCK, SRC_
                          TRY0NULL, TRY1NULL, UTF8, Builder, BuildRestart, Dict, DictError,
                          DictRetry,
                          create_table, dict_class, open_dict)
+from libpfx.maps.pattern_file import rhs_from_files
 from libpfx.maps.source import decode, encode, table_entries
 
 AS_OWNER = 1        # build as the owner of the source file
@@ -482,29 +483,14 @@ def _set_eugid(uid: int, gid: int) -> None:
         msg.fatal(f"set_eugid {uid}:{gid}: {err.strerror}")
 
 
-def _files_to_base64(value: str) -> str:
-    """-F: the named files' content, joined by newlines, base64-encoded."""
-    parts = []
-    names = value.replace(",", " ").split()
-    if not names:
-        raise ValueError(f"empty pathname list: >>{value}<<'")
-    for name in names:
-        try:
-            with open(name, "rb") as fp:
-                parts.append(fp.read())
-        except OSError as err:
-            raise ValueError(f"open {name}: {err.strerror}") from None
-    return base64.b64encode(b"\n".join(parts)).decode("ascii")
-
-
 def _feed(prog: Program, builder: Builder, fp: BinaryIO, source: str, flags: int) -> None:
     """Append the entries of a source file to a table being built."""
     append = builder.append
     for lineno, key, value in prog.entries(fp, source, utf8=bool(flags & UTF8)):
         if flags & SRC_RHS_IS_FILE:
             try:
-                value = _files_to_base64(value)
-            except ValueError as err:
+                value = rhs_from_files(encode(value)).decode("ascii")
+            except DictError as err:
                 msg.warn(f"{source}, line {lineno}: {err}: skipping this entry")
                 continue
         append(key, value)

@@ -121,7 +121,8 @@ def rhs_from_files(names: bytes) -> bytes:
     import base64
     paths = names.replace(b",", b" ").split()
     if not paths:
-        raise DictError(f"empty pathname list: >>{names.decode('utf-8', 'replace')}<<")
+        # The stray quote is in Postfix's own message.
+        raise DictError(f"empty pathname list: >>{names.decode('utf-8', 'replace')}<<'")
     chunks = []
     for path in paths:
         try:
