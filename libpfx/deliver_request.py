@@ -1,0 +1,113 @@
+"""The delivery request: what qmgr hands a delivery agent, both sides.
+
+qmgr connects to the agent's endpoint (`private/<transport>`); the agent
+says it is ready with `{status: 0}`; qmgr sends the envelope frame and one
+frame per recipient; the agent delivers, records each recipient's fate
+(libpfx/bounce_clnt.py, and libpfx/queue.mark_done for the done ones) and
+answers `{status}`.  docs/ARCHITECTURE.md has the attribute list.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, fields
+
+from libpfx.attr import AttrStream
+
+PROTOCOL = "delivery"
+
+# Request flags (Postfix's DEL_REQ_FLAG_*).
+FLAG_MTA_VRFY = 1 << 8      # address verification probe: do not deliver
+FLAG_USR_VRFY = 1 << 9      # sendmail -bv: report, do not deliver
+FLAG_RECORD = 1 << 10       # sendmail -v: record every delivery (trace)
+FLAG_CONN_LOAD = 1 << 11
+FLAG_CONN_STORE = 1 << 12
+FLAG_SMTP_UTF8 = 1 << 13
+
+# Reply status (Postfix's DEL_STAT_*).
+STAT_FINAL = 0              # every recipient was delivered, bounced or deferred and recorded
+STAT_DEFER = 4              # something could not be recorded: the unmarked recipients stay
+
+# The per-recipient DSN NOTIFY bits (Postfix's DSN_NOTIFY_*).
+NOTIFY_NEVER = 1
+NOTIFY_SUCCESS = 2
+NOTIFY_FAILURE = 4
+NOTIFY_DELAY = 8
+
+
+@dataclass
+class Recipient:
+    orig_rcpt: str
+    address: str
+    dsn_orcpt: str = ""
+    dsn_notify: int = 0
+    offset: int = 0
+
+
+@dataclass
+class DeliverRequest:
+    queue_name: str
+    queue_id: str
+    data_offset: int
+    data_size: int
+    nexthop: str
+    sender: str
+    flags: int = 0
+    encoding: str = ""
+    smtputf8: int = 0
+    dsn_envid: str = ""
+    dsn_ret: int = 0
+    client_name: str = ""
+    client_address: str = ""
+    client_proto: str = ""
+    client_helo: str = ""
+    sasl_method: str = ""
+    sasl_username: str = ""
+    rewrite_context: str = "local"
+    # Float seconds as text: when the message arrived (incoming), and when
+    # qmgr moved it to active; the agent's log line reports delays from them.
+    incoming_arrival: str = "0"
+    active_arrival: str = "0"
+    recipients: list[Recipient] = field(default_factory=list)
+    # Set by the receiving side: when the agent accepted the request.
+    agent_handoff: float = 0.0
+
+
+_ENVELOPE = [f for f in fields(DeliverRequest) if f.name not in ("recipients", "agent_handoff")]
+_ENVELOPE_TYPES = {f.name: (int if f.type == "int" else str) for f in _ENVELOPE}
+_RCPT_TYPES = {f.name: (int if f.type == "int" else str) for f in fields(Recipient)}
+
+
+def send(stream: AttrStream, request: DeliverRequest) -> None:
+    """The qmgr side: wait for the agent's hello, send the request."""
+    stream.recv({"status": int})
+    attrs = [(f.name, getattr(request, f.name)) for f in _ENVELOPE]
+    attrs.append(("rcpt_count", len(request.recipients)))
+    stream.send(attrs)
+    for rcpt in request.recipients:
+        stream.send([(name, getattr(rcpt, name)) for name in _RCPT_TYPES])
+
+
+def read_reply(stream: AttrStream) -> int:
+    """The qmgr side: the agent's final status."""
+    return int(stream.recv({"status": int})["status"])
+
+
+def receive(stream: AttrStream, max_recipients: int = 100000) -> DeliverRequest:
+    """The agent side: say hello, then read a whole request."""
+    stream.send(status=0)
+    expect = dict(_ENVELOPE_TYPES, rcpt_count=int)
+    attrs = stream.recv(expect)
+    count = attrs.pop("rcpt_count")
+    if not 0 <= count <= max_recipients:
+        raise ValueError(f"bad recipient count {count} in delivery request")
+    request = DeliverRequest(**attrs)
+    request.agent_handoff = time.time()
+    for _ in range(count):
+        request.recipients.append(Recipient(**stream.recv(_RCPT_TYPES)))
+    return request
+
+
+def reply(stream: AttrStream, status: int) -> None:
+    """The agent side: the final status."""
+    stream.send(status=status)
