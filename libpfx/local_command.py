@@ -1,0 +1,136 @@
+"""Delivery to a command, as local(8) runs "|command" aliases, .forward
+entries and mailbox_command: the command runs as a given user (never
+root) in its own session, with a clean environment (export_environment
+plus local's own variables and PATH), the message on its standard input,
+and its standard output and error collected.  The exit status is mapped
+to a delivery status as Postfix does: 0 is success, a sysexits(3) code
+its DSN class (EX_TEMPFAIL 75 retries), a DSN code in the output wins,
+any other status or a signal bounces or retries with Postfix's texts.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from dataclasses import dataclass
+
+from libpfx.dsn_util import dsn_split, dsn_valid
+
+DEFPATH = "/usr/bin:/bin"
+OUTPUT_LIMIT = 4096
+
+# Characters that let a command run without a shell (Postfix's exec_command).
+_PLAIN_CHARS = set("1234567890!@%-_=+:,./abcdefghijklmnopqrstuvwxyz"
+                   "ABCDEFGHIJKLMNOPQRSTUVWXYZ \t")
+
+# sysexits.h codes: (status, text).
+SYS_EXITS = {
+    64: ("5.3.0", "command line usage error"),
+    65: ("5.6.0", "data format error"),
+    66: ("5.3.0", "cannot open input"),
+    67: ("5.1.1", "user unknown"),
+    68: ("5.1.2", "host name unknown"),
+    69: ("5.3.0", "service unavailable"),
+    70: ("5.3.0", "internal software error"),
+    71: ("4.3.0", "system resource problem"),
+    72: ("5.3.0", "critical OS file missing"),
+    73: ("5.2.0", "can't create user output file"),
+    74: ("5.3.0", "input/output error"),
+    75: ("4.3.0", "temporary failure"),
+    76: ("5.5.0", "remote error in protocol"),
+    77: ("5.7.0", "permission denied"),
+    78: ("5.3.5", "local configuration error"),
+}
+
+@dataclass
+class CommandResult:
+    """ok, or the status and reason to bounce (5.x.x) or defer (4.x.x) with."""
+    ok: bool
+    dsn: str = "2.0.0"
+    reason: str = ""
+
+
+def _argv(command: str, shell: str) -> list[str]:
+    if shell:
+        return shell.split() + [command]
+    if set(command) <= _PLAIN_CHARS and command.strip(" \t"):
+        return command.split()
+    return ["/bin/sh", "-c", command]
+
+
+def _clean_env(export: list[str], env: dict[str, str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in export:
+        name, eq, value = item.partition("=")
+        if eq:
+            out[name] = value
+        elif name in os.environ:
+            out[name] = os.environ[name]
+    out["PATH"] = DEFPATH
+    out.update(env)
+    return out
+
+
+def _printable(output: bytes) -> str:
+    text = output.decode("utf-8", "replace").replace("\t", " ").replace("\n", " ")
+    return "".join(c if c.isprintable() else "_" for c in text)
+
+
+def run(command: str, data: bytes, *, uid: int, gid: int, env: dict[str, str],
+        export: list[str], shell: str = "", cwd: str | None = None,
+        time_limit: float = 1000) -> CommandResult:
+    """Run command as uid/gid with data on its standard input."""
+    import subprocess
+    argv = _argv(command, shell)
+
+    def child_setup() -> None:
+        if os.geteuid() != 0:
+            os.seteuid(0)
+        os.setgid(gid)
+        os.setgroups([gid])
+        os.setuid(uid)
+        os.setsid()
+        if cwd:
+            os.chdir(cwd)
+
+    saved = (os.geteuid(), os.getegid())
+    if os.getuid() == 0 and saved[0] != 0:
+        os.seteuid(0)
+    try:
+        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, env=_clean_env(export, env),
+                                preexec_fn=child_setup if os.getuid() == 0 else os.setsid,
+                                close_fds=True)
+    except OSError as err:
+        return CommandResult(False, "4.3.0", f"Delivery failed: {err.strerror}")
+    except subprocess.SubprocessError as err:
+        return CommandResult(False, "5.3.0", f"Command failed: {err}: \"{command}\"")
+    finally:
+        if os.getuid() == 0 and saved[0] != 0:
+            os.seteuid(saved[0])
+    timed_out = False
+    try:
+        output, _ = proc.communicate(data, timeout=time_limit)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except OSError:
+            proc.kill()
+        output, _ = proc.communicate(timeout=10)
+    log = _printable(output[:OUTPUT_LIMIT])
+    more = f". Command output: {log}" if log else ""
+    if timed_out:
+        return CommandResult(False, "5.3.0", f'Command time limit exceeded: "{command}"{more}')
+    code = proc.returncode
+    if code == 0:
+        return CommandResult(True, "2.0.0", log)
+    if code < 0:
+        return CommandResult(False, "4.3.0", f'Command died with signal {-code}: "{command}"{more}')
+    if dsn_valid(log):
+        status, text = dsn_split("5.3.0", log)
+        return CommandResult(False, status, text)
+    if code in SYS_EXITS:
+        dsn, text = SYS_EXITS[code]
+        return CommandResult(False, dsn, f"{text}{more}")
+    return CommandResult(False, "5.3.0", f'Command died with status {code}: "{command}"{more}')
