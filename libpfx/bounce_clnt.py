@@ -1,0 +1,288 @@
+"""What delivery agents and the queue manager call to record a
+recipient's fate and to have notifications sent: the clients of the
+bounce, defer and trace services (private/bounce, private/defer,
+private/trace), and the "status=sent|bounced|deferred" log lines.
+
+sent(), bounce() and defer() each log the delivery status line exactly as
+Postfix does and append an entry to the message's log in bounce/, defer/
+or trace/ (docs/ARCHITECTURE.md, "bounce, defer, trace").  They return 0
+when the recipient's fate is recorded; the caller then marks the
+recipient done (sent, bounced) or leaves it for a later attempt
+(deferred).  -1 means the fate could not be recorded: the caller must
+keep the recipient and report the delivery as deferred.
+
+bounce_flush(), defer_flush(), defer_warn() and trace_flush() ask the
+service to turn a log into a non-delivery notification, an "expired"
+notification, a delay warning or a delivery report.
+
+A program calls init(config) once (in post_init); without it, main.cf is
+read from MAIL_CONFIG or the default configuration directory.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from libpfx import attr, msg
+from libpfx.deliver_request import (FLAG_MTA_VRFY, FLAG_RECORD, FLAG_USR_VRFY,
+                                    NOTIFY_SUCCESS, DeliverRequest, Recipient)
+from libpfx.dsn_util import DSN, delays, dsn_valid, status_line
+
+if TYPE_CHECKING:
+    from libpfx.config import Config
+
+PROTOCOL = attr.PROTO_BOUNCE
+
+# Request flags of flush requests (Postfix's BOUNCE_FLAG_*); they share
+# the flags word with the DeliverRequest FLAG_* bits, which start at 1 << 8.
+BOUNCE_FLAG_CLEAN = 1 << 0      # on failure, remove the log instead of keeping it
+BOUNCE_FLAG_DELRCPT = 1 << 1    # mark the bounced recipients done in the queue file
+
+NO_RELAY = "none"
+
+
+@dataclass
+class _Settings:
+    soft_bounce: bool
+    resolution: int
+    bounce_service: str
+    defer_service: str
+    trace_service: str
+    timeout: float
+
+
+_settings: _Settings | None = None
+
+
+def init(config: "Config") -> None:
+    """Take the parameters this module needs from config."""
+    global _settings
+    _settings = _Settings(
+        soft_bounce=config.get_bool("soft_bounce"),
+        resolution=config.get_int("delay_logging_resolution_limit"),
+        bounce_service=config.get("bounce_service_name"),
+        defer_service=config.get("defer_service_name"),
+        trace_service=config.get("trace_service_name"),
+        timeout=float(config.get_time("ipc_timeout")))
+
+
+def _cfg() -> _Settings:
+    if _settings is None:
+        from libpfx.config import Config
+        init(Config.load())
+    assert _settings is not None
+    return _settings
+
+
+def _float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return 0.0
+
+
+def _log(request: DeliverRequest, rcpt: Recipient, relay: str, dsn: DSN,
+         status: str, done: float | None) -> None:
+    times = delays(time.time() if done is None else done,
+                   _float(request.incoming_arrival), _float(request.active_arrival),
+                   request.agent_handoff)
+    msg.info(status_line(request.queue_id, rcpt.address, rcpt.orig_rcpt, relay or NO_RELAY,
+                         times, dsn.status, status, dsn.reason, _cfg().resolution))
+
+
+def _append(service: str, request: DeliverRequest, rcpt: Recipient, relay: str,
+            dsn: DSN) -> int:
+    """Ask service to append one entry to its log; 0 or -1."""
+    cfg = _cfg()
+    try:
+        reply = attr.request(
+            f"private/{service}",
+            [("nrequest", "append"), ("flags", request.flags),
+             ("queue_id", request.queue_id), ("orig_rcpt", rcpt.orig_rcpt),
+             ("address", rcpt.address), ("dsn_orcpt", rcpt.dsn_orcpt),
+             ("dsn_notify", rcpt.dsn_notify), ("offset", rcpt.offset),
+             ("dsn_status", dsn.status), ("dsn_action", dsn.action),
+             ("reason", dsn.reason), ("relay", relay),
+             ("arrival_time", int(_float(request.incoming_arrival))),
+             ("diag_type", dsn.dtype), ("diag_text", dsn.dtext),
+             ("mta_type", dsn.mtype), ("mta_mname", dsn.mname)],
+            cfg.timeout, protocol=PROTOCOL, expect={"status": int})
+    except attr.AttrError as err:
+        msg.warn(f"{request.queue_id}: {err}")
+        return -1
+    return 0 if reply["status"] == 0 else -1
+
+
+def _checked(status: str, first: str, caller: str) -> str:
+    if status[:1] != first or dsn_valid(status) != len(status):
+        msg.warn(f"{caller}: ignoring dsn code \"{status}\"")
+        return f"{first}.0.0"
+    return status
+
+
+def _verify(request: DeliverRequest, rcpt: Recipient, relay: str, dsn: DSN,
+            action: str, done: float | None) -> int:
+    """Address verification: report instead of recording.  sendmail -bv
+    gets its report through the trace log; probes are only logged."""
+    dsn.action = action
+    if request.flags & FLAG_USR_VRFY:
+        return trace_append(request, rcpt, relay, dsn, done)
+    _log(request, rcpt, relay, dsn, action, done)
+    return 0
+
+
+def trace_append(request: DeliverRequest, rcpt: Recipient, relay: str, dsn: DSN,
+                 done: float | None = None) -> int:
+    """Add an entry to the message's trace log (sendmail -v, -bv and DSN
+    NOTIFY=SUCCESS reports); the reason names the relay."""
+    why = dsn.reason if (relay or NO_RELAY) == NO_RELAY else f"delivery via {relay}: {dsn.reason}"
+    entry = DSN(**{**dsn.__dict__, "reason": why})
+    if _append(_cfg().trace_service, request, rcpt, relay, entry) != 0:
+        msg.warn(f"{request.queue_id}: {_cfg().trace_service} service failure")
+        return -1
+    if request.flags & FLAG_USR_VRFY:
+        _log(request, rcpt, relay, dsn, dsn.action, done)
+    return 0
+
+
+def sent(request: DeliverRequest, rcpt: Recipient, relay: str, dsn_status: str,
+         reason: str, *, action: str = "delivered", done: float | None = None,
+         dsn: DSN | None = None) -> int:
+    """The recipient was delivered: log status=sent and, when the request
+    asks for a record (sendmail -v) or the recipient for NOTIFY=SUCCESS,
+    add it to the trace log.  done is the delivery time (default now);
+    dsn may carry remote diagnostics.  0, or -1 when the trace log could
+    not be written (the recipient is then deferred)."""
+    dsn = _dsn(dsn, _checked(dsn_status, "2", "sent"), reason, action)
+    if request.flags & (FLAG_MTA_VRFY | FLAG_USR_VRFY):
+        return _verify(request, rcpt, relay, dsn, "deliverable", done)
+    if ((request.flags & FLAG_RECORD) == 0
+            or trace_append(request, rcpt, relay, dsn, done) == 0) \
+            and ((rcpt.dsn_notify & NOTIFY_SUCCESS) == 0
+                 or trace_append(request, rcpt, relay, dsn, done) == 0):
+        _log(request, rcpt, relay, dsn, "sent", done)
+        return 0
+    failed = DSN(status="4.3.0",
+                 reason=f"{request.queue_id}: {_cfg().trace_service} service failed")
+    _defer(request, rcpt, relay, failed, done)
+    return -1
+
+
+def bounce(request: DeliverRequest, rcpt: Recipient, relay: str, dsn_status: str,
+           reason: str, *, done: float | None = None, dsn: DSN | None = None) -> int:
+    """The recipient cannot be delivered: add it to the bounce log and log
+    status=bounced.  With soft_bounce=yes the entry goes to the defer log
+    as 4.X.Y instead, the log says status=SOFTBOUNCE, and -1 is returned
+    (the recipient stays in the queue).  -1 also when the bounce service
+    could not record it; the recipient is then deferred with "bounce or
+    trace service failure"."""
+    dsn = _dsn(dsn, _checked(dsn_status, "5", "bounce_append"), reason, "failed")
+    if request.flags & (FLAG_MTA_VRFY | FLAG_USR_VRFY):
+        return _verify(request, rcpt, relay, dsn, "undeliverable", done)
+    cfg = _cfg()
+    if cfg.soft_bounce:
+        dsn.status = "4" + dsn.status[1:]
+        dsn.action = "delayed"
+    service = cfg.defer_service if cfg.soft_bounce else cfg.bounce_service
+    if _append(service, request, rcpt, relay, dsn) == 0 \
+            and ((request.flags & FLAG_RECORD) == 0
+                 or trace_append(request, rcpt, relay, dsn, done) == 0):
+        _log(request, rcpt, relay, dsn, "SOFTBOUNCE" if cfg.soft_bounce else "bounced", done)
+        return -1 if cfg.soft_bounce else 0
+    failed = DSN(status="4.3.0", reason=f"{cfg.bounce_service} or {cfg.trace_service} "
+                 "service failure")
+    _defer(request, rcpt, relay, failed, done)
+    return -1
+
+
+def defer(request: DeliverRequest, rcpt: Recipient, relay: str, dsn_status: str,
+          reason: str, *, done: float | None = None, dsn: DSN | None = None) -> int:
+    """The recipient could not be delivered now: add it to the defer log
+    and log status=deferred.  0 when the defer log has the entry, -1 when
+    it could not be written (the recipient stays in the queue either
+    way)."""
+    dsn = _dsn(dsn, _checked(dsn_status, "4", "defer_append"), reason, "delayed")
+    if request.flags & (FLAG_MTA_VRFY | FLAG_USR_VRFY):
+        return _verify(request, rcpt, relay, dsn, "undeliverable", done)
+    return _defer(request, rcpt, relay, dsn, done)
+
+
+def _defer(request: DeliverRequest, rcpt: Recipient, relay: str, dsn: DSN,
+           done: float | None) -> int:
+    cfg = _cfg()
+    dsn.action = "delayed"
+    status = _append(cfg.defer_service, request, rcpt, relay, dsn)
+    if status != 0:
+        msg.warn(f"{request.queue_id}: {cfg.defer_service} service failure")
+    _log(request, rcpt, relay, dsn, "deferred", done)
+    if request.flags & FLAG_RECORD and trace_append(request, rcpt, relay, dsn, done) != 0:
+        msg.warn(f"{request.queue_id}: {cfg.trace_service} service failure")
+    return status
+
+
+def _dsn(given: DSN | None, status: str, reason: str, action: str) -> DSN:
+    """The DSN to record: the caller's details, checked status and reason."""
+    if given is None:
+        return DSN(status=status, reason=reason, action=action)
+    return DSN(status=status, reason=reason, action=given.action or action,
+               dtype=given.dtype, dtext=given.dtext, mtype=given.mtype, mname=given.mname)
+
+
+# Notification requests.
+
+def _notify(service: str, nrequest: str, queue_name: str, queue_id: str, sender: str,
+            encoding: str, smtputf8: int, dsn_envid: str, dsn_ret: int, flags: int) -> int:
+    try:
+        reply = attr.request(
+            f"private/{service}",
+            [("nrequest", nrequest), ("flags", flags), ("queue_name", queue_name),
+             ("queue_id", queue_id), ("encoding", encoding), ("smtputf8", smtputf8),
+             ("sender", sender), ("dsn_envid", dsn_envid), ("dsn_ret", dsn_ret)],
+            _cfg().timeout, protocol=PROTOCOL, expect={"status": int})
+    except attr.AttrError as err:
+        msg.warn(f"{queue_id}: {err}")
+        return -1
+    return 0 if reply["status"] == 0 else -1
+
+
+def bounce_flush(queue_name: str, queue_id: str, sender: str, encoding: str,
+                 smtputf8: int, dsn_envid: str, dsn_ret: int, flags: int = 0) -> int:
+    """Send the non-delivery notification for the recipients in
+    bounce/QUEUEID and remove that log; 0 when done.  Never with
+    soft_bounce=yes."""
+    if _cfg().soft_bounce:
+        return -1
+    if _notify(_cfg().bounce_service, "flush", queue_name, queue_id, sender, encoding,
+               smtputf8, dsn_envid, dsn_ret, flags) == 0:
+        return 0
+    if not flags & BOUNCE_FLAG_CLEAN:
+        msg.info(f"{queue_id}: status=deferred (bounce failed)")
+    return -1
+
+
+def defer_flush(queue_name: str, queue_id: str, sender: str, encoding: str,
+                smtputf8: int, dsn_envid: str, dsn_ret: int, flags: int = 0) -> int:
+    """The message expired: return it to the sender with the deferred
+    recipients of defer/QUEUEID (their last reasons) and mark those
+    recipients done in the queue file; 0 when done."""
+    return _notify(_cfg().defer_service, "flush", queue_name, queue_id, sender, encoding,
+                   smtputf8, dsn_envid, dsn_ret, flags | BOUNCE_FLAG_DELRCPT)
+
+
+def defer_warn(queue_name: str, queue_id: str, sender: str, encoding: str,
+               smtputf8: int, dsn_envid: str, dsn_ret: int, flags: int = 0) -> int:
+    """Send a delay warning listing the recipients in defer/QUEUEID (the
+    log stays); 0 when sent."""
+    return _notify(_cfg().defer_service, "warn", queue_name, queue_id, sender, encoding,
+                   smtputf8, dsn_envid, dsn_ret, flags)
+
+
+def trace_flush(queue_name: str, queue_id: str, sender: str, encoding: str,
+                smtputf8: int, dsn_envid: str, dsn_ret: int, flags: int = 0) -> int:
+    """Send the delivery report of trace/QUEUEID (sendmail -v, -bv, DSN
+    NOTIFY=SUCCESS) and remove that log; 0 when sent.  flags carries the
+    request's FLAG_USR_VRFY/FLAG_RECORD bits, which pick the report."""
+    return _notify(_cfg().trace_service, "trace", queue_name, queue_id, sender, encoding,
+                   smtputf8, dsn_envid, dsn_ret, flags)
