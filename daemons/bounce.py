@@ -129,7 +129,7 @@ from libpfx.bounce_log import LogEntry
 from libpfx.deliver_request import FLAG_RECORD, FLAG_USR_VRFY
 from libpfx.dsn_util import (DSN, ERROR_2BOUNCE, ERROR_BOUNCE, ERROR_DELAY,
                              error_mask)
-from daemons.bounce_notify import (NOTIFY_DELAY, NOTIFY_FAILURE, NOTIFY_OVERRIDE,
+from libpfx.bounce_notify import (NOTIFY_DELAY, NOTIFY_FAILURE, NOTIFY_OVERRIDE,
                                    RET_HDRS, Notice, Settings, read_original)
 
 _APPEND_ATTRS = {"flags": int, "queue_id": str, "orig_rcpt": str, "address": str,
