@@ -412,6 +412,24 @@ def _internalize(out: list[str], tree: Tok | None, line: bool) -> None:
             out.append(" ")
 
 
+def join_internal(toks: list[Tok]) -> str:
+    """The internal form of the tokens of one address, as a list."""
+    out = []
+    for tp in toks:
+        t = tp.type
+        if t in (ATOM, QSTRING, COMMENT):
+            out.append(tp.text)
+        elif t == DOMLIT:
+            out.append("[" + tp.text + "]")
+        elif t == ADDR:
+            out.append(internalize(tp.head))
+        elif t == STARTGRP:
+            out.append(":")
+        else:
+            out.append(chr(t))
+    return "".join(out)
+
+
 def _copy_quoted(text: str, specials: str) -> str:
     return "".join("\\" + ch if ch in specials else ch for ch in text)
 

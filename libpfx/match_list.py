@@ -1,0 +1,128 @@
+"""Pattern lists of domain names and strings, as Postfix's match_list.
+
+A list parameter such as mydestination, relay_domains or
+virtual_alias_domains holds, separated by commas or white space:
+
+    name            matched without regard to case
+    type:table      looked up in the table (the value does not matter)
+    /file/name      the patterns in the file, one or more per line
+    !pattern        a match means "no" and ends the search
+
+The first pattern that matches decides.  StringList compares whole
+strings (Postfix's string_list); DomainList also matches parent domains
+(Postfix's domain_list): with the parameter listed in
+parent_domain_matches_subdomains, "example.com" matches
+"sub.example.com", otherwise only ".example.com" does; a table is then
+searched for the domain and, if it has fixed-string keys, its parents.
+
+A table lookup that fails temporarily sets ``error`` and ends the search
+with no match, so that the caller can defer instead of deciding.
+"""
+
+from __future__ import annotations
+
+from libpfx import msg
+from libpfx.config import split_list
+from libpfx.maps import FIXED, LOCK, Dict, DictRetry, fold_case, open_dict_or_surrogate
+
+
+def _is_table(pattern: str) -> bool:
+    return not pattern.startswith("[") and ":" in pattern
+
+
+class StringList:
+    """Postfix's string_list: exact, case-insensitive string patterns."""
+
+    def __init__(self, pname: str, patterns: str) -> None:
+        self.pname = pname
+        self.error = False
+        self.patterns: list[tuple[bool, str | Dict]] = []
+        self._parse(patterns, True)
+
+    def _parse(self, text: str, init_match: bool) -> None:
+        for item in split_list(text):
+            match = init_match
+            while item.startswith("!"):
+                match = not match
+                item = item[1:]
+            if not item:
+                msg.fatal(f"{self.pname}: no pattern after '!'")
+            if item.startswith("/"):
+                try:
+                    with open(item, encoding="utf-8", errors="surrogateescape") as fp:
+                        lines = fp.read()
+                except OSError as err:
+                    self.patterns.append(
+                        (match, _Unreadable(item, f"open file {item}: {err.strerror}")))
+                    continue
+                for line in lines.splitlines():
+                    if line.strip() and not line.lstrip().startswith("#"):
+                        self._parse(line, match)
+            elif _is_table(item):
+                self.patterns.append((match, open_dict_or_surrogate(item, LOCK)))
+            else:
+                self.patterns.append((match, fold_case(item)))
+
+    def match(self, name: str) -> bool:
+        """True when the first matching pattern is not negated."""
+        self.error = False
+        key = fold_case(name)
+        for match, pattern in self.patterns:
+            try:
+                if self._match_one(key, pattern):
+                    return match
+            except DictRetry:
+                self.error = True
+                msg.warn(f"{self.pname}: {pattern.spec}: table lookup problem"
+                         if isinstance(pattern, Dict) else f"{self.pname}: lookup problem")
+                return False
+        return False
+
+    def _match_one(self, key: str, pattern: str | Dict) -> bool:
+        if isinstance(pattern, Dict):
+            return pattern.lookup(key) is not None
+        return key == pattern
+
+
+class DomainList(StringList):
+    """Postfix's domain_list: host names, with parent domain matching."""
+
+    def __init__(self, pname: str, patterns: str, parent_style: bool) -> None:
+        self.parent_style = parent_style
+        super().__init__(pname, patterns)
+
+    def _match_one(self, key: str, pattern: str | Dict) -> bool:
+        if isinstance(pattern, Dict):
+            entry = key
+            while entry:
+                if (entry is key or pattern.flags & FIXED) and pattern.lookup(entry) is not None:
+                    return True
+                dot = entry.find(".", 1)
+                if dot < 0:
+                    return False
+                entry = entry[dot + 1:] if self.parent_style else entry[dot:]
+            return False
+        if key == pattern:
+            return True
+        if self.parent_style:
+            return len(key) > len(pattern) and key.endswith("." + pattern)
+        return pattern.startswith(".") and len(key) > len(pattern) and key.endswith(pattern)
+
+
+class _Unreadable(Dict):
+    """A /file/name pattern whose file could not be read: lookups fail softly."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(path, 0)
+        self.type = "nofile"
+        self.reason = reason
+        msg.warn(reason)
+
+    def lookup(self, key: str) -> str | None:
+        raise DictRetry(self.reason)
+
+
+def parent_style(config: object, pname: str) -> bool:
+    """True when pname is listed in parent_domain_matches_subdomains."""
+    get = getattr(config, "get")
+    return pname in split_list(get("parent_domain_matches_subdomains"))
