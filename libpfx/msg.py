@@ -81,6 +81,8 @@ _PREFIX = ("", "warning: ", "error: ", "fatal: ", "panic: ")
 _PRIORITY = (6, 4, 3, 2, 2)     # LOG_INFO, LOG_WARNING, LOG_ERR, LOG_CRIT, LOG_CRIT
 RECLEN = 2000                   # bytes of message text in a log record
 SYSLOG_PATH = "/dev/log"
+POSTLOG_SOCKET = "public/postlog"     # relative to queue_directory
+LOG_WRITERS = ("master", "postlogd")  # they write maillog_file themselves
 FACILITIES = {
     "kern": 0, "user": 1, "mail": 2, "daemon": 3, "auth": 4, "syslog": 5,
     "lpr": 6, "news": 7, "uucp": 8, "cron": 9, "authpriv": 10, "ftp": 11,
@@ -259,8 +261,59 @@ class LogFile:
         os.close(self.fd)
         self.fd = fd
 
+    def write_record(self, rest: str) -> None:
+        """Append a record received from another process (postlogd):
+        rest is ``ident[pid]: text``; the time and host are added here."""
+        now = time.monotonic()
+        if now - self.checked >= 1:
+            self.checked = now
+            self._reopen_if_rotated()
+        os.write(self.fd, f"{_stamp(None, '02')} {self.host} {rest}\n".encode(
+            "utf-8", "surrogateescape"))
+
     def close(self) -> None:
         os.close(self.fd)
+
+
+class PostlogClient(SyslogClient):
+    """Records for postlogd, which appends them to maillog_file: one
+    syslog-style datagram each, to the postlog socket.  The socket is
+    connected when opened (before a daemon chroots); a reconnection tries
+    the path relative to the queue directory, which is the current
+    directory of every daemon, chrooted or not."""
+
+    def __init__(self, ident: str, facility: int, path: str) -> None:
+        super().__init__(ident, facility, path)
+        self.relative = POSTLOG_SOCKET
+
+    def connect(self) -> None:
+        import socket
+        self.close()
+        for path in (self.path, self.relative):
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            try:
+                sock.connect(path)
+            except OSError:
+                sock.close()
+                continue
+            sock.settimeout(2)      # postlogd may be starting; never hang for long
+            self.sock = sock
+            return
+
+
+def parse_record(data: bytes) -> str | None:
+    """``ident[pid]: text`` from a syslog-style record, or None when the
+    datagram is not one."""
+    text = data.decode("utf-8", "surrogateescape").rstrip("\0\n")
+    if text.startswith("<"):
+        end = text.find(">")
+        if end < 0 or not text[1:end].isdigit():
+            return None
+        text = text[end + 1:]
+    # "Mmm dd hh:mm:ss " is 16 characters.
+    if len(text) > 16 and text[3] == " " and text[15] == " " and text[:3] in _MONTHS:
+        text = text[16:]
+    return printable(text) if text else None
 
 
 class LogFileError(Exception):
@@ -362,9 +415,55 @@ def _param(cfg: "Config", name: str, default: str) -> str:
     return cfg.get(name) if cfg.raw(name) is not None else default
 
 
+def init_postlog(service: str, syslog_name: str | None, facility: str,
+                 queue_directory: str) -> bool:
+    """Send records to postlogd; False (nothing changed) when its socket
+    does not answer."""
+    global _syslog, _logfile
+    client = PostlogClient(f"{_logtag(syslog_name)}/{_basename(service)}",
+                           FACILITIES.get(facility, 2),
+                           os.path.join(queue_directory, POSTLOG_SOCKET))
+    client.connect()
+    if client.sock is None:
+        return False
+    if _logfile is not None:
+        _logfile.close()
+        _logfile = None
+    if _syslog is not None:
+        _syslog.close()
+    _syslog = client
+    return True
+
+
+def append_record(record: bytes) -> bool:
+    """Write a record received for postlogd (see parse_record) to the
+    maillog file this process has open; False when there is none."""
+    rest = parse_record(record)
+    if _logfile is None or rest is None:
+        return False
+    try:
+        _logfile.write_record(rest)
+    except OSError:
+        return False
+    return True
+
+
+def forget_channels() -> None:
+    """In a child process just forked: drop the parent's log channels
+    without closing their descriptors, which the child closes or reuses."""
+    global _syslog, _logfile
+    if _syslog is not None and _syslog.sock is not None:
+        _syslog.sock.detach()
+    _syslog = None
+    _logfile = None
+
+
 def init_from_config(cfg: "Config", service: str) -> None:
     """Apply syslog_name, syslog_facility, smtputf8_enable and
-    maillog_file from cfg: log to maillog_file if set, else to syslog."""
+    maillog_file from cfg: log to maillog_file if set, else to syslog.
+    With maillog_file, processes other than the log writers (master,
+    postlogd) send their records to postlogd when it is running, and
+    write the file themselves when it is not."""
     global utf8
     name = _param(cfg, "syslog_name", "postfix")
     facility = _param(cfg, "syslog_facility", "mail")
@@ -380,6 +479,9 @@ def init_from_config(cfg: "Config", service: str) -> None:
     if not any(maillog.startswith(prefix) for prefix in prefixes):
         fatal(f"maillog_file value '{maillog}' does not match any prefix "
               "in maillog_file_prefixes")
+    if _basename(service) not in LOG_WRITERS and \
+            init_postlog(service, name, facility, _param(cfg, "queue_directory", "")):
+        return
     init_logfile(maillog, service, name, _param(cfg, "myhostname", ""))
 
 
