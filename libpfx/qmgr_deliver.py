@@ -42,6 +42,7 @@ MAIL_SERVICE_ERROR = "error"
 SUSPENDED = "delivery temporarily suspended: "
 UNAVAILABLE = ("4.3.0", "mail transport unavailable")
 CRASHED = ("4.3.0", "unknown mail transport error")
+BACKLOG_RETRY = 0.1                 # seconds, when an agent's endpoint is full
 
 # What became of one delivery request.
 DONE_OK = 0                         # the agent handled every recipient
@@ -152,13 +153,16 @@ class Delivery:
         self.state = self.HELLO
         self.deadline = 0.0
 
-    def start(self) -> bool:
-        """Connect; False when the agent cannot be reached (logged)."""
+    def start(self) -> bool | None:
+        """Connect; False when the agent cannot be reached (logged), None
+        when its endpoint's backlog is full (try again soon)."""
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.setblocking(False)
         err = sock.connect_ex(self.path)
         if err not in (0, errno.EINPROGRESS):
             sock.close()
+            if err == errno.EAGAIN:
+                return None
             msg.warn(f"connect to transport {self.path}: {os.strerror(err)}")
             return False
         self.sock = sock
@@ -372,16 +376,21 @@ class Scheduler:
                     break
                 entry = queue.todo.popleft()
                 delivery = Delivery(self, transport, entry)
-                transport.busy += 1
-                queue.busy += 1
-                if delivery.start():
+                started = delivery.start()
+                if started:
+                    transport.busy += 1
+                    queue.busy += 1
                     self.deliveries.add(delivery)
                     continue
-                transport.busy -= 1
-                queue.busy -= 1
                 queue.todo.appendleft(entry)
+                if started is None:
+                    self.timers.request(self.backlog_retry, transport, BACKLOG_RETRY)
+                    break
                 self.throttle_transport(transport, UNAVAILABLE)
                 self.defer_transport(transport, UNAVAILABLE)
+
+    def backlog_retry(self, transport: Transport) -> None:
+        """Only a wake-up: the next drain() tries the transport again."""
 
     @staticmethod
     def _select(transport: Transport) -> Queue | None:
