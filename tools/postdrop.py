@@ -1,0 +1,317 @@
+"""
+NAME
+    postdrop 1
+
+SUMMARY
+    Postfix mail posting utility
+
+SYNOPSIS
+    postdrop [-rv] [-c config_dir]
+
+DESCRIPTION
+    postdrop creates a file in the maildrop directory and copies its
+    standard input to that file.  It is not meant to be run by hand: the
+    sendmail command feeds it a queue-file record stream (the envelope
+    records, M, the content as N and L records, X, the extracted records,
+    E) and reads its answers on standard output.
+
+    The input is checked as it is copied.  Only the record types of a
+    submission are accepted, in their order (envelope: M C F S R V A i n;
+    content: X L N; extracted: E A R); a record longer than
+    line_length_limit, an envelope record holding a line break or a null
+    byte, or a stream that ends inside a record is refused and nothing is
+    queued.  Attribute records are limited to the ones a user may set
+    (encoding, DSN envelope ID and notification flags, the rewriting
+    context, and the sendmail -v and -bv trace flags); others are logged
+    and dropped.  The time record is always postdrop's own.  A submission
+    without sender or recipient is refused.  The file may not grow beyond
+    message_size_limit.
+
+    When the file is complete postdrop flushes it to disk, sets the owner
+    execute bit that marks a queue file complete, and wakes the pickup
+    service (public/pickup).  When the mail system is not running that
+    wake-up fails with a warning; the file stays in the maildrop
+    directory and is picked up when the mail system starts.
+
+    An installed postdrop runs with the group privileges of setgid_group
+    (through pfx's setgid program), which may write the maildrop
+    directory; the submitting user owns the queue file, and pickup logs
+    that user's ID.
+
+    -c config_dir
+           Read main.cf from config_dir instead of the default
+           directory.
+
+    -r     Accepted for compatibility; the record stream is the only
+           input format.
+
+    -v     More verbose logging (root only).
+
+DIAGNOSTICS
+    Problems are reported to the standard error stream and logged.  The
+    exit status is 0 when the file was queued, else a cleanup status
+    (2: write error, 4: message too big, 1: bad input).
+
+ENVIRONMENT
+    MAIL_CONFIG
+           The configuration directory when -c is not given.
+
+CONFIGURATION PARAMETERS
+    queue_directory
+           The Postfix queue directory.
+    line_length_limit (2048)
+           The longest record accepted.
+    message_size_limit (10240000)
+           The largest queue file (0: no limit).
+    authorized_submit_users (static:anyone)
+           Who may submit mail.
+    import_environment
+           The environment variables kept.
+    syslog_name, syslog_facility, maillog_file
+           Logging.
+
+SEE ALSO
+    sendmail(1), pickup(8), postsuper(1)
+"""
+
+from __future__ import annotations
+
+import getopt
+import os
+import pwd
+import signal
+import sys
+from typing import NoReturn
+
+from libpfx import attr, msg, record
+from libpfx.cleanup_clnt import (CLEANUP_STAT_BAD, CLEANUP_STAT_OK, CLEANUP_STAT_SIZE,
+                                 CLEANUP_STAT_WRITE)
+from libpfx.config import Config, split_list
+from libpfx.deliver_request import FLAG_RECORD, FLAG_USR_VRFY
+from libpfx.queue import MAILDROP, QueueFile, QueueLayout
+
+# The record types of a submission, segment by segment; each segment ends
+# with the first type of its list (Postfix's REC_TYPE_POST_*).
+SEGMENTS = ("MCFSRVAin", "XLN", "EAR")
+# Attributes a user may set, besides encoding, trace_flags and rewrite_context.
+USER_ATTRS = frozenset(("envelope_id", "notify_flags", "dsn_orig_rcpt", "ret_flags"))
+ENCODINGS = frozenset(("7bit", "8bit", ""))
+TRACE_FLAGS = frozenset((FLAG_USR_VRFY, FLAG_RECORD))
+
+
+def init_logging(cfg: Config, service: str) -> None:
+    """Standard error, plus the system log or maillog_file.  A user's
+    process cannot write maillog_file; it then reports on standard error
+    only."""
+    maillog = cfg.get("maillog_file")
+    if maillog and os.geteuid() != 0 and not os.access(maillog, os.W_OK):
+        return
+    msg.init_from_config(cfg, service)
+
+
+def user_allowed(cfg: Config, uid: int) -> str | None:
+    """None when uid may submit mail (authorized_submit_users), else the
+    name to report."""
+    try:
+        name = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        name = str(uid)
+    patterns = cfg.get("authorized_submit_users")
+    if split_list(patterns) == ["static:anyone"]:
+        return None
+    from libpfx.match_list import StringList
+    return None if StringList("authorized_submit_users", patterns).match(name) else name
+
+
+def split_nameval(text: str) -> tuple[str, str] | str:
+    """name=value of an A record, or the reason it is malformed."""
+    name, eq, value = text.partition("=")
+    name = name.strip()
+    if not name:
+        return "missing attribute name"
+    if not eq:
+        return "missing '=' after attribute name"
+    return name, value.strip()
+
+
+class Dropper:
+    """Copies one record stream into a maildrop file."""
+
+    def __init__(self, cfg: Config, qf: QueueFile, uid: int) -> None:
+        self.qf = qf
+        self.uid = uid
+        self.line_limit = cfg.get_int("line_length_limit")
+        self.size_limit = cfg.get_long("message_size_limit")
+        self.from_count = 0
+        self.rcpt_count = 0
+
+    def attribute(self, data: bytes) -> None:
+        """Copy an A record the user may set; warn about the others."""
+        uid = self.uid
+        text = data.decode("utf-8", "surrogateescape")
+        parsed = split_nameval(text)
+        if isinstance(parsed, str):
+            msg.warn(f"uid={uid}: ignoring malformed record: {parsed}: {text[:200]}")
+            return
+        name, value = parsed
+        if name == "trace_flags":
+            try:
+                flags = int(value)
+            except ValueError:
+                flags = 0
+            if flags in TRACE_FLAGS:
+                self.qf.write_record(record.ATTR, b"trace_flags=%d" % flags)
+            else:
+                msg.warn(f"uid={uid}: ignoring unexpected trace flags: {value[:200]}")
+            return
+        if (name == "encoding" and value in ENCODINGS) or name in USER_ATTRS \
+                or (name == "rewrite_context" and value in ("local", "remote")):
+            self.qf.write_record(record.ATTR, f"{name}={value}".encode("utf-8", "surrogateescape"))
+        else:
+            msg.warn(f"uid={uid}: ignoring attribute record: {name[:200]}={value[:200]}")
+
+    def copy(self, src) -> int | None:
+        """Copy records up to E: the status, or None when the input ended
+        before the first record (the request was cancelled)."""
+        uid = self.uid
+        expected = 0
+        status = CLEANUP_STAT_OK
+        first = True
+        while True:
+            try:
+                rec = record.read(src, self.line_limit)
+            except record.RecordError:
+                msg.fatal(f"uid={uid}: malformed input")
+            if rec is None:
+                if first:
+                    return None
+                msg.fatal(f"uid={uid}: malformed input")
+            first = False
+            rtype, data = rec
+            allowed = SEGMENTS[expected] if expected < len(SEGMENTS) else ""
+            if rtype == "\0" or rtype not in allowed:
+                msg.fatal(f"uid={uid}: unexpected record type: {ord(rtype)}")
+            if rtype not in (record.NORM, record.CONT) \
+                    and (b"\r" in data or b"\n" in data or b"\0" in data):
+                text = data.decode("utf-8", "surrogateescape")
+                msg.fatal(f"uid={uid}: null or line break in "
+                          f"'{record.NAMES.get(rtype, rtype)}' record type: {text[:200]}")
+            if rtype == allowed[0]:
+                expected += 1
+            if rtype == record.FROM:
+                self.from_count += 1
+            elif rtype == record.RCPT:
+                self.rcpt_count += 1
+            if rtype == record.ATTR:
+                self.attribute(data)
+                continue
+            try:
+                self.qf.write_record(rtype, data)
+                if 0 < self.size_limit < self.qf.tell():
+                    status = CLEANUP_STAT_SIZE
+            except OSError as err:
+                msg.warn(f"uid={uid}: {err.strerror}")
+                status = CLEANUP_STAT_WRITE
+            if status != CLEANUP_STAT_OK:
+                self.drain(src)
+                return status
+            if rtype == record.END:
+                break
+        if self.from_count == 0 or self.rcpt_count == 0:
+            return CLEANUP_STAT_BAD
+        return status
+
+    def drain(self, src) -> None:
+        """Read the rest of the input, so that the sender sees our answer
+        instead of a broken pipe."""
+        while True:
+            try:
+                rec = record.read(src, self.line_limit)
+            except record.RecordError:
+                msg.fatal(f"uid={self.uid}: malformed input")
+            if rec is None or rec[0] == record.END:
+                return
+
+
+def wake_pickup(cfg: Config) -> None:
+    """Tell pickup that there is new mail; the mail system may be down."""
+    path = f"public/{cfg.get('pickup_service_name')}"
+    try:
+        os.stat(path)
+    except OSError as err:
+        msg.warn(f"unable to look up {path}: {err.strerror}")
+        return
+    try:
+        attr.trigger(path, attr.TRIGGER_WAKEUP, cfg.get_time("trigger_timeout"))
+    except attr.AttrError as err:
+        msg.debug(1, f"{path}: {err}")
+
+
+def _interrupted(signum: int, frame: object) -> NoReturn:
+    raise SystemExit(1)
+
+
+def main(argv: list[str] | None = None) -> NoReturn:
+    args = sys.argv[1:] if argv is None else argv
+    os.umask(0o022)
+    msg.init("postdrop")
+    try:
+        opts, rest = getopt.getopt(args, "c:rv")
+    except getopt.GetoptError:
+        msg.fatal("usage: postdrop [-c config_dir] [-v]")
+    config_dir = None
+    for opt, value in opts:
+        if opt == "-c":
+            config_dir = value
+        elif opt == "-v" and os.geteuid() == 0:
+            msg.verbose += 1
+    cfg = Config.load(config_dir)
+    init_logging(cfg, "postdrop")
+    queue_directory = cfg.get("queue_directory")
+    try:
+        os.chdir(queue_directory)
+    except OSError as err:
+        msg.fatal(f"chdir {queue_directory}: {err.strerror}")
+    uid = os.getuid()
+    denied = user_allowed(cfg, uid)
+    if denied is not None:
+        msg.fatal(f"User {denied}({uid}) is not allowed to submit mail")
+
+    for signum in (signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _interrupted)
+    out = attr.AttrStream(1, "stdout")
+    layout = QueueLayout.from_config(cfg, ".")
+    try:
+        qf = layout.create(MAILDROP, 0o444)
+    except OSError as err:
+        msg.fatal(f"create file {MAILDROP}/...: {err.strerror}")
+    try:
+        # The queue file removes itself unless it is finished.
+        with qf:
+            out.send({attr.ATTR_PROTOCOL: attr.PROTO_POSTDROP, "queue_id": qf.queue_id})
+            now = qf.arrival_time
+            # Postdrop's own time, never the caller's.
+            qf.write_record(record.TIME, b"%d %d" % (int(now), int(now * 1e6) % 1000000))
+            dropper = Dropper(cfg, qf, uid)
+            status = dropper.copy(sys.stdin.buffer)
+            if status is None:
+                sys.exit(0)
+            if status == CLEANUP_STAT_OK:
+                try:
+                    qf.finish()
+                except OSError as err:
+                    msg.warn(f"uid={uid}: {err.strerror}")
+                    status = CLEANUP_STAT_WRITE
+    except attr.AttrError as err:
+        msg.fatal(f"uid={uid}: {err}")
+    if status == CLEANUP_STAT_OK:
+        wake_pickup(cfg)
+    try:
+        out.send(status=status, reason="")
+    except attr.AttrError:
+        pass
+    sys.exit(status)
+
+
+if __name__ == "__main__":
+    main()
