@@ -335,12 +335,12 @@ def pre_init(ctx: Any) -> None:
     queue_directory."""
     global _settings, _timeout
     from libpfx import rewrite_clnt
-    from libpfx.cleanup_addr import AddressMapper, local_domain_matcher
+    from libpfx.cleanup_addr import AddressMapper
     from libpfx.cleanup_state import CleanupSettings
     from libpfx.queue import QueueLayout
     config = ctx.config
     _timeout = float(config.get_time("ipc_timeout"))
-    mapper = AddressMapper(config, local_domain_matcher(config))
+    mapper = AddressMapper(config)
     _settings = CleanupSettings(config, QueueLayout.from_config(config, "."),
                                 rewrite_clnt.rewrite, mapper)
 

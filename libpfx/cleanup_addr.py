@@ -17,6 +17,8 @@ from libpfx.cleanup_clnt import CLEANUP_STAT_DEFER, CLEANUP_STAT_WRITE
 from libpfx.config import Config, split_list
 from libpfx.maps import DictRetry
 from libpfx.maps.search import Maps, mail_addr_find
+from libpfx.match_list import StringList
+from libpfx.resolve_local import LocalDomains
 
 # Which addresses a canonical or masquerade table applies to (the words of
 # canonical_classes and masquerade_classes).
@@ -51,8 +53,9 @@ def _classes(config: Config, name: str) -> frozenset[str]:
 class AddressMapper:
     """The cleanup service's tables and the parameters that go with them."""
 
-    def __init__(self, config: Config, is_local: Callable[[str], bool]) -> None:
-        self.is_local = is_local
+    def __init__(self, config: Config) -> None:
+        local = LocalDomains(config)
+        self.is_local: Callable[[str], bool] = lambda domain: local.match(domain) == 1
         self.myorigin = config.get("myorigin")
         self.delimiter = config.get("recipient_delimiter")
         propagate = {w.lower() for w in config.get_list("propagate_unmatched_extensions")}
@@ -72,7 +75,9 @@ class AddressMapper:
         self.comm_canon = (maps("canonical_maps"), _classes(config, "canonical_classes"))
         self.masq_domains = config.get_list("masquerade_domains")
         self.masq_classes = _classes(config, "masquerade_classes")
-        self.masq_exceptions = {w.lower() for w in config.get_list("masquerade_exceptions")}
+        exceptions = config.get("masquerade_exceptions")
+        self.masq_exceptions = StringList("masquerade_exceptions", exceptions) \
+            if split_list(exceptions) else None
         self.virtual = maps("virtual_alias_maps")
         self.virt_recursion_limit = config.get_int("virtual_alias_recursion_limit")
         self.virt_expansion_limit = config.get_int("virtual_alias_expansion_limit")
@@ -150,17 +155,28 @@ class AddressMapper:
 
     # masquerade_domains
 
-    def masquerade(self, address: str, which: str) -> str:
+    def masquerade(self, state: MessageState, address: str, which: str) -> str:
         """Strip subdomains as masquerade_domains says, when the class
-        ``which`` is in masquerade_classes."""
+        ``which`` is in masquerade_classes and the localpart is not one of
+        masquerade_exceptions."""
         if not self.masq_domains or which not in self.masq_classes:
             return address
-        return masquerade(address, self.masq_domains, self.masq_exceptions)
+        exceptions = self.masq_exceptions
+        at = address.rfind("@")
+        if exceptions is not None and at >= 0:
+            excluded = exceptions.match(address[:at])
+            if exceptions.error:
+                msg.info(f"{state.queue_id}: masquerade_exceptions map lookup problem -- "
+                         "message not accepted, try again later")
+                state.errs |= CLEANUP_STAT_WRITE
+            if excluded:
+                return address
+        return masquerade(address, self.masq_domains)
 
     def map_address(self, state: MessageState, address: str, which: str) -> str:
         """canonical mapping then masquerading, as cleanup applies them to
         envelope and header addresses."""
-        return self.masquerade(self.canonical(state, address, which), which)
+        return self.masquerade(state, self.canonical(state, address, which), which)
 
     # virtual_alias_maps
 
@@ -224,15 +240,12 @@ def _lookup_problem(state: MessageState, maps: Maps) -> None:
     state.errs |= CLEANUP_STAT_WRITE
 
 
-def masquerade(address: str, domains: list[str], exceptions: set[str] | frozenset[str]) -> str:
+def masquerade(address: str, domains: list[str]) -> str:
     """user@host.sub.example.com -> user@example.com when example.com is
     listed; a listed ``!sub.example.com`` keeps that domain and its
-    subdomains as they are; the first matching entry decides.  Localparts
-    in exceptions are never masqueraded."""
+    subdomains as they are; the first matching entry decides."""
     at = address.rfind("@")
     if at < 0:
-        return address
-    if exceptions and address[:at].lower() in exceptions:
         return address
     domain = address[at + 1:].lower()
     for entry in domains:
@@ -249,28 +262,3 @@ def masquerade(address: str, domains: list[str], exceptions: set[str] | frozense
             break
     return address
 
-
-def local_domain_matcher(config: Config) -> Callable[[str], bool]:
-    """Whether a domain is delivered on this machine: listed in
-    mydestination (names, or tables looked up by name), or $myhostname."""
-    names: set[str] = set()
-    tables: list[str] = []
-    for item in config.get_list("mydestination"):
-        if ":" in item and not item.startswith("["):
-            tables.append(item)
-        else:
-            names.add(item.lower().rstrip("."))
-    names.add(config.get("myhostname").lower())
-    maps = Maps("mydestination", tables) if tables else None
-
-    def is_local(domain: str) -> bool:
-        domain = domain.lower().rstrip(".")
-        if domain in names:
-            return True
-        if maps is None:
-            return False
-        try:
-            return maps.find(domain) is not None
-        except DictRetry:
-            return False
-    return is_local
