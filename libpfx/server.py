@@ -308,6 +308,10 @@ class _Skeleton:
             os.chdir(ctx.queue_directory)
         except OSError as err:
             msg.fatal(f'chdir("{ctx.queue_directory}"): {err.strerror}')
+        # Nothing can be imported from outside the jail after chroot: load
+        # now what the skeleton needs later.  Daemons import theirs at module
+        # level or in pre_init.
+        from libpfx import attr, maps   # noqa: F401
         _drop_privileges(config, ctx.queue_directory if opts.chroot else None, opts.unpriv)
         _restrict()
         self.hook("post_init")
