@@ -64,6 +64,21 @@ def ensure_accounts() -> tuple[str, str]:
     return "postfix", "postdrop"
 
 
+def open_path(path: Path) -> None:
+    """Let mail_owner and the recipients reach path: pytest makes its
+    temporary directories 0700, and unprivileged daemons (and local
+    delivery as the recipient) open configuration and queue files by
+    their absolute names.  Search permission only; nothing is listed."""
+    if os.geteuid() != 0:
+        return
+    for part in (path, *path.parents):
+        if part == part.parent:
+            break
+        mode = part.stat().st_mode
+        if not mode & 0o001:
+            os.chmod(part, (mode & 0o7777) | 0o011)
+
+
 def stock_master_cf(smtp: bool = False) -> str:
     """pfx's stock master.cf, without the inet smtp service unless asked."""
     text = (ROOT / "etc" / "master.cf").read_text()
@@ -85,6 +100,8 @@ class MailSystem:
         self.spool = self.top / "mail"
         self.maillog = self.top / "maillog"
         self.mail_owner, self.setgid_group = ensure_accounts()
+        self.top.mkdir(parents=True, exist_ok=True)
+        open_path(self.top)
         self.started = False
         self.master_pid: int | None = None
         self.configure(main_cf_extra, master_cf_text)
