@@ -373,13 +373,15 @@ class Master:
             if child.serv is serv and child.status is not None:
                 self.drop_status(child)
 
-    def drop_status(self, child: Child) -> None:
-        if child.status is None:
-            return
-        self.status_fds.pop(child.status.fileno(), None)
-        child.status.close()
-        child.status = None
-        if child.avail:
+    def drop_status(self, child: Child, retire: bool = True) -> None:
+        """Stop listening to a child.  A retired child no longer counts as
+        available; one whose socket reached EOF is exiting and counts
+        until it is reaped, so that no replacement starts before then."""
+        if child.status is not None:
+            self.status_fds.pop(child.status.fileno(), None)
+            child.status.close()
+            child.status = None
+        if retire and child.avail:
             child.avail = False
             child.serv.avail -= 1
 
@@ -533,7 +535,7 @@ class Master:
         except OSError:
             data = b""
         if not data:
-            self.drop_status(child)
+            self.drop_status(child, retire=False)
             return
         for off in range(0, len(data) - STATUS.size + 1, STATUS.size):
             pid, avail = STATUS.unpack_from(data, off)
