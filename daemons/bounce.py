@@ -121,6 +121,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 from typing import Any
 
 from libpfx import attr, bounce_log, bounce_template, msg, queue
@@ -423,6 +424,11 @@ def _service(conn: socket.socket, ctx: Any) -> None:
     _state.serve(conn)
 
 
-def main(argv: list[str]) -> None:
+def main(argv: list[str] | None = None) -> None:
     from libpfx.server import single_server
-    single_server(argv, _service, pre_init=_pre_init, post_init=_post_init)
+    single_server(sys.argv if argv is None else argv, _service,
+                  pre_init=_pre_init, post_init=_post_init)
+
+
+if __name__ == "__main__":
+    main()
