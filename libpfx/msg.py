@@ -535,6 +535,20 @@ def _emit(level: int, text: str) -> None:
         _syslog.send(_PRIORITY[level], prefix + _truncate(text))
 
 
+def log_at(level: int, text: str) -> None:
+    """Log text at any level (INFO .. PANIC) with that level's prefix,
+    without the effects of error(), fatal() or panic() (postlog -p)."""
+    _emit(level, text)
+
+
+def set_ident(ident: str) -> None:
+    """Name the records of the open syslog, postlog or maillog channel
+    ``ident[pid]`` instead of ``syslog_name/service`` (postlog -t)."""
+    for channel in (_syslog, _logfile):
+        if channel is not None:
+            channel.ident = ident
+
+
 def info(text: str) -> None:
     _emit(INFO, text)
 

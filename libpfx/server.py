@@ -329,7 +329,7 @@ class _Skeleton:
         try:
             os.write(self.status_fd, STATUS.pack(os.getpid(), avail))
         except OSError:
-            self.finish(0)          # master is gone
+            pass                    # retired or master gone: the loop sees EOF next
 
     def taken(self) -> None:
         if not self.busy:
@@ -400,9 +400,12 @@ class _Skeleton:
                 events = poller.poll(None if timeout is None else max(int(timeout * 1000), 0))
             except InterruptedError:
                 continue
+            # Clients first: a retired process (master closed its status
+            # socket) still serves what is already waiting for it.
+            events.sort(key=lambda item: item[0] == self.status_fd)
             for fd, event in events:
                 if fd == self.status_fd:
-                    self.finish(0)      # master closed our status socket
+                    self.finish(0)
                 if fd in self.listen_fds:
                     self.hook("pre_accept")
                     if self.accept(fd):
