@@ -83,8 +83,9 @@ def with_daemons(ms: MailSystem, master_cf: str, **extra: str) -> None:
     libexec.mkdir(exist_ok=True)
     for name, code in (("echo", ECHO_DAEMON), ("crash", CRASH_DAEMON)):
         path = libexec / name
-        path.write_text(f"#!{sys.executable}\n{code}")
-        path.chmod(0o755)
+        if not path.exists():           # a running program's file cannot be rewritten
+            path.write_text(f"#!{sys.executable}\n{code}")
+            path.chmod(0o755)
     ms.configure({"daemon_directory": str(libexec), **extra}, POSTLOG_LINE + master_cf)
 
 
