@@ -132,15 +132,19 @@ import stat
 import sys
 from dataclasses import dataclass, replace
 
-from libpfx import bounce_clnt, msg, queue, record
+from libpfx import attr as attrs
+from libpfx import bounce_clnt, local_command, maildir, msg, queue, record
 from libpfx.attr import AttrError, AttrStream
 from libpfx.deliver_request import FLAG_MTA_VRFY, FLAG_USR_VRFY, NOTIFY_NEVER, NOTIFY_SUCCESS, \
-    STAT_DEFER, DeliverRequest, Recipient, receive, reply
+    STAT_DEFER, DeliverRequest, Recipient, read_reply, receive, reply, send
 from libpfx.local_expand import EXP_ERROR, EXP_EXTENSION_MATCHED, EXP_UNDEF, expand
 from libpfx.local_forward import Forwarder
+from libpfx.maps import DictRetry, changed_table
+from libpfx.maps.search import Maps, quote_local, split_extension
 from libpfx.mbox import COPY_DELIVERED, COPY_FROM, COPY_MBOX, COPY_ORIG_RCPT, \
     COPY_RETURN_PATH, COPY_TOFILE, DOT_LOCK_MAY_FAIL, CorruptError, LockConfig, \
     Mbox, MboxError, append_message, lock_mask, read_content, render
+from libpfx.tok822 import extract_addresses
 
 # What a delivery step returns: DONE (delivered or bounced, and recorded:
 # mark the recipient done), DEFERRED (recorded in the defer log), FAILED
@@ -258,7 +262,6 @@ class Local:
     """The configuration and tables of one local process."""
 
     def __init__(self, config, service: str) -> None:
-        from libpfx.maps.search import Maps
         self.config = config
         self.service = service
         get = config.get
@@ -387,8 +390,6 @@ class Delivery:
         return self.fail(attr, dsn, reason)
 
     def _find_owner(self, address: str) -> str | None:
-        from libpfx.maps import DictRetry
-        from libpfx.maps.search import split_extension
         local = address.rpartition("@")[0] if "@" in address else address
         candidates = ["owner-" + local]
         bare, ext = split_extension(local, self.agent.rcpt_delim)
@@ -499,8 +500,6 @@ class Delivery:
         return ("trusted", 0) if st.st_uid == 0 else ("user", st.st_uid)
 
     def deliver_alias(self, attr: MsgAttr, usr: UserAttr, name: str) -> int | None:
-        from libpfx.maps import DictRetry
-        from libpfx.maps.search import quote_local
         agent = self.agent
         attr = attr.copy()
         if attr.exp_from is not None and attr.exp_from.lower() == name.lower():
@@ -562,7 +561,6 @@ class Delivery:
         return None
 
     def deliver_token_string(self, attr: MsgAttr, usr: UserAttr, text: str) -> tuple[int, int]:
-        from libpfx.tok822 import extract_addresses
         status, count = DONE, 0
         for token in extract_addresses(text):
             count += 1
@@ -738,7 +736,6 @@ class Delivery:
         return None
 
     def deliver_mailbox(self, attr: MsgAttr, usr: UserAttr) -> int | None:
-        from libpfx.maps import DictRetry
         agent = self.agent
         attr = attr.copy()
         if self.been_here(f"mailbox {attr.local}"):
@@ -771,7 +768,6 @@ class Delivery:
 
     def deliver_unknown(self, attr: MsgAttr, usr: UserAttr) -> int:
         from libpfx import rewrite_clnt
-        from libpfx.maps import DictRetry
         agent = self.agent
         attr = attr.copy()
         if self.been_here(f"deliver_unknown {attr.local}"):
@@ -799,8 +795,6 @@ class Delivery:
         """Hand the recipient to another transport (mailbox_transport,
         fallback_transport) as qmgr would; that agent records the result
         and local marks the recipient done."""
-        from libpfx import attr as attrs
-        from libpfx.deliver_request import read_reply, send
         name, _, nexthop = transport.partition(":")
         request = replace(self.request, nexthop=nexthop or self.request.nexthop,
                           recipients=[replace(attr.rcpt, offset=-1)])
@@ -876,7 +870,6 @@ class Delivery:
         return self.sent(attr, "2.0.0", "delivered to mailbox")
 
     def deliver_maildir(self, attr: MsgAttr, usr: UserAttr, path: str) -> int:
-        from libpfx import maildir
         agent = self.agent
         attr = attr.copy()
         if self.request.flags & FLAG_USR_VRFY:
@@ -937,7 +930,6 @@ class Delivery:
         return self.sent(attr, "2.0.0", f"delivered to file: {path}")
 
     def deliver_command(self, attr: MsgAttr, usr: UserAttr, command: str) -> int:
-        from libpfx import local_command
         agent = self.agent
         attr = attr.copy()
         if self.been_here(f"command {attr.user}:{usr.uid} {command}"):
@@ -1059,7 +1051,6 @@ def post_init(ctx) -> None:
 
 
 def pre_accept(ctx) -> None:
-    from libpfx.maps import changed_table
     table = changed_table()
     if table is not None:
         msg.info(f"table {table} has changed -- restarting")

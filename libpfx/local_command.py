@@ -80,7 +80,6 @@ def run(command: str, data: bytes, *, uid: int, gid: int, env: dict[str, str],
         export: list[str], shell: str = "", cwd: str | None = None,
         time_limit: float = 1000) -> CommandResult:
     """Run command as uid/gid with data on its standard input."""
-    import subprocess
     argv = _argv(command, shell)
 
     def child_setup() -> None:
@@ -96,15 +95,29 @@ def run(command: str, data: bytes, *, uid: int, gid: int, env: dict[str, str],
     saved = (os.geteuid(), os.getegid())
     if os.getuid() == 0 and saved[0] != 0:
         os.seteuid(0)
+    # Imported here, with privileges: the library may not be readable by mail_owner.
+    import subprocess
     try:
-        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, env=_clean_env(export, env),
-                                preexec_fn=child_setup if os.getuid() == 0 else os.setsid,
-                                close_fds=True)
-    except OSError as err:
-        return CommandResult(False, "4.3.0", f"Delivery failed: {err.strerror}")
-    except subprocess.SubprocessError as err:
-        return CommandResult(False, "5.3.0", f"Command failed: {err}: \"{command}\"")
+        proc = None
+        for candidate in (argv, ["/bin/sh", "-c", command]):
+            try:
+                proc = subprocess.Popen(candidate, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        stderr=subprocess.STDOUT, env=_clean_env(export, env),
+                                        preexec_fn=child_setup if os.getuid() == 0 else os.setsid,
+                                        close_fds=True)
+                break
+            except OSError as err:
+                # A simple command that is not a program may be a shell built-in.
+                if isinstance(err, FileNotFoundError) and candidate is argv \
+                        and candidate[0] != "/bin/sh" and "/" not in candidate[0]:
+                    continue
+                if err.filename is not None:
+                    return CommandResult(False, "5.3.0", f'Command died with status 1: "{command}". '
+                                         f"Command output: execvp {candidate[0]}: {err.strerror}")
+                return CommandResult(False, "4.3.0", f"Delivery failed: {err.strerror}")
+            except subprocess.SubprocessError as err:
+                return CommandResult(False, "4.3.0", f"Delivery failed: {err}")
+        assert proc is not None
     finally:
         if os.getuid() == 0 and saved[0] != 0:
             os.seteuid(saved[0])

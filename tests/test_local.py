@@ -1,0 +1,294 @@
+"""The local delivery agent as qmgr drives it: a queue file in active/, a
+delivery request on a socket, and what the user then sees -- mailbox
+and maildir contents byte for byte, files, command side effects, log
+lines and the records the bounce and defer services were asked to keep."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+from local_harness import IS_ROOT, TEST_USERS, Agent, ensure_users, user
+
+needs_root = pytest.mark.skipif(not IS_ROOT, reason="delivery as other users needs root")
+
+U1, U2 = TEST_USERS
+MESSAGE = b"Subject: test\nFrom: sender@example.com\n\nFrom the start\nline two\n>From quoted\n"
+FROM_LINE = re.compile(rb"^From sender@example\.com  [A-Z][a-z]{2} [A-Z][a-z]{2} [ 0-9]\d \d\d:\d\d:\d\d \d{4}$")
+
+
+@pytest.fixture(scope="session")
+def users() -> None:
+    if not IS_ROOT:
+        pytest.skip("needs root to create users")
+    ensure_users()
+
+
+@pytest.fixture
+def agent(tmp_path: Path, users: None):
+    a = Agent(tmp_path)
+    yield a
+    a.close()
+
+
+def _reset_home(name: str) -> Path:
+    home = Path(user(name).pw_dir)
+    for entry in (".forward", "Maildir", "mbox", "out", "cmd.out"):
+        path = home / entry
+        if path.is_dir():
+            import shutil
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+    return home
+
+
+def _status_line(log: str, address: str) -> str:
+    lines = [line for line in log.splitlines() if f"to=<{address}>" in line]
+    assert lines, log
+    return lines[-1]
+
+
+@needs_root
+def test_mailbox_delivery_byte_for_byte(agent: Agent) -> None:
+    rcpt = f"{U1}@host.example.com"
+    queued = agent.queue_message("sender@example.com", [rcpt], MESSAGE)
+    assert agent.deliver(queued) == 0, agent.stderr
+    box = agent.spool / U1
+    data = box.read_bytes()
+    first, rest = data.split(b"\n", 1)
+    assert FROM_LINE.match(first), first
+    assert rest == (b"Return-Path: <sender@example.com>\n"
+                    + f"X-Original-To: {rcpt}\nDelivered-To: {rcpt}\n".encode()
+                    + b"Subject: test\nFrom: sender@example.com\n\n>From the start\nline two\n"
+                      b">From quoted\n\n")
+    st = box.stat()
+    assert (st.st_uid, st.st_mode & 0o777) == (user(U1).pw_uid, 0o600)
+    line = _status_line(agent.log(), rcpt)
+    assert re.search(rf"postfix/local\[\d+\]: {queued.queue_id}: to=<{rcpt}>, relay=local, "
+                     r"delay=[\d.]+, delays=[\d./]+, dsn=2\.0\.0, status=sent \(delivered to mailbox\)$",
+                     line), line
+    assert agent.done_offsets(queued) == [queued.recipients[0].offset]
+    assert not (agent.spool / f"{U1}.lock").exists()
+
+
+@needs_root
+def test_second_message_appends_and_null_sender(agent: Agent) -> None:
+    rcpt = f"{U1}@host.example.com"
+    for _ in range(2):
+        assert agent.deliver(agent.queue_message("", [rcpt], b"Subject: x\n\nbody\n"),
+                             sender="") == 0, agent.stderr
+    data = (agent.spool / U1).read_bytes()
+    assert data.count(b"\nReturn-Path: <>\n") == 2
+    assert data.startswith(b"From MAILER-DAEMON  ")
+    assert data.endswith(b"body\n\n")
+
+
+@needs_root
+def test_unknown_user_bounces(agent: Agent) -> None:
+    rcpt = "nosuchuser@host.example.com"
+    queued = agent.queue_message("sender@example.com", [rcpt], MESSAGE)
+    assert agent.deliver(queued) == 0, agent.stderr
+    line = _status_line(agent.log(), rcpt)
+    assert 'dsn=5.1.1, status=bounced (unknown user: "nosuchuser")' in line
+    [entry] = agent.appended("bounce")
+    assert (entry["address"], entry["dsn_status"], entry["reason"]) == \
+        (rcpt, "5.1.1", 'unknown user: "nosuchuser"')
+    assert agent.done_offsets(queued) == [queued.recipients[0].offset]
+
+
+@needs_root
+def test_delivered_to_loop_bounces(agent: Agent) -> None:
+    rcpt = f"{U1}@host.example.com"
+    message = f"Delivered-To: {rcpt.upper()}\nSubject: loop\n\nbody\n".encode()
+    queued = agent.queue_message("sender@example.com", [rcpt], message)
+    assert agent.deliver(queued) == 0, agent.stderr
+    assert f"dsn=5.4.6, status=bounced (mail forwarding loop for {rcpt})" in agent.log()
+    assert not (agent.spool / U1).exists()
+
+
+@needs_root
+def test_maildir_in_home(tmp_path: Path, users: None) -> None:
+    home = _reset_home(U2)
+    agent = Agent(tmp_path, {"home_mailbox": "Maildir/"})
+    try:
+        rcpt = f"{U2}@host.example.com"
+        queued = agent.queue_message("sender@example.com", [rcpt], MESSAGE)
+        assert agent.deliver(queued) == 0, agent.stderr
+        [new] = list((home / "Maildir" / "new").iterdir())
+        assert re.fullmatch(r"\d+\.V[0-9a-f]+I[0-9a-f]+M\d+\.[^/]+", new.name), new.name
+        assert list((home / "Maildir" / "tmp").iterdir()) == []
+        assert (home / "Maildir" / "cur").is_dir()
+        assert new.read_bytes() == (b"Return-Path: <sender@example.com>\n"
+                                    + f"X-Original-To: {rcpt}\nDelivered-To: {rcpt}\n".encode()
+                                    + MESSAGE)
+        assert new.stat().st_uid == user(U2).pw_uid
+        assert "status=sent (delivered to maildir)" in _status_line(agent.log(), rcpt)
+    finally:
+        agent.close()
+
+
+@needs_root
+def test_alias_to_file_and_command(agent: Agent, tmp_path: Path) -> None:
+    out = tmp_path / "alias.out"
+    idfile = tmp_path / "id.out"
+    os.chmod(tmp_path, 0o777)
+    agent.set_aliases(
+        f"tofile: {out}\n"
+        f'tocmd: "|id -u > {idfile}; cat > /dev/null"\n')
+    queued = agent.queue_message("sender@example.com",
+                                 ["tofile@host.example.com", "tocmd@host.example.com"], MESSAGE)
+    for rcpt in list(queued.recipients):
+        queued.recipients = [rcpt]
+        assert agent.deliver(queued) == 0, agent.stderr
+    nobody = user("nobody").pw_uid
+    # The alias table belongs to root: files and commands run as default_privs.
+    assert idfile.read_text().strip() == str(nobody)
+    assert out.stat().st_uid == nobody
+    data = out.read_bytes()
+    assert data.startswith(b"From sender@example.com  ")
+    assert b"\nDelivered-To: tofile@host.example.com\n" in data
+    log = agent.log()
+    assert f"status=sent (delivered to file: {out})" in log
+    assert f'status=sent (delivered to command: id -u > {idfile}; cat > /dev/null)' in log
+
+
+@needs_root
+def test_alias_command_failure_maps_sysexits(agent: Agent) -> None:
+    agent.set_aliases('tempfail: "|echo busy now; exit 75"\nnouser: "|exit 67"\n'
+                             'dsn: "|echo 5.2.2 mailbox full; exit 1"\n')
+    queued = agent.queue_message("sender@example.com",
+                                 ["tempfail@host.example.com", "nouser@host.example.com",
+                                  "dsn@host.example.com"], MESSAGE)
+    all_rcpts = list(queued.recipients)
+    for rcpt in all_rcpts:
+        queued.recipients = [rcpt]
+        assert agent.deliver(queued) == 0, agent.stderr
+    log = agent.log()
+    assert "dsn=4.3.0, status=deferred (temporary failure. Command output: busy now )" in log
+    assert "dsn=5.1.1, status=bounced (user unknown)" in log
+    assert "dsn=5.2.2, status=bounced (mailbox full )" in log
+    queued.recipients = all_rcpts
+    assert agent.done_offsets(queued) == [all_rcpts[1].offset, all_rcpts[2].offset]
+
+
+@needs_root
+def test_mailbox_command_environment(tmp_path: Path, users: None) -> None:
+    home = _reset_home(U1)
+    agent = Agent(tmp_path, {"mailbox_command": 'env > "$HOME/cmd.out"; cat > /dev/null',
+                             "recipient_delimiter": "+"})
+    try:
+        rcpt = f"{U1}+ext@host.example.com"
+        queued = agent.queue_message("sender@example.com", [rcpt], MESSAGE)
+        assert agent.deliver(queued) == 0, agent.stderr
+        env = dict(line.split("=", 1) for line in (home / "cmd.out").read_text().splitlines()
+                   if "=" in line)
+        pw = user(U1)
+        assert env["HOME"] == pw.pw_dir and env["SHELL"] == pw.pw_shell
+        assert env["USER"] == env["LOGNAME"] == U1
+        assert env["SENDER"] == "sender@example.com"
+        assert env["RECIPIENT"] == rcpt
+        assert env["LOCAL"] == f"{U1}+ext"
+        assert env["EXTENSION"] == "ext"
+        assert env["DOMAIN"] == "host.example.com"
+        assert env["ORIGINAL_RECIPIENT"] == rcpt
+        assert env["PATH"] == "/usr/bin:/bin"
+        assert (home / "cmd.out").stat().st_uid == pw.pw_uid
+        assert "status=sent (delivered to command: env >" in agent.log()
+    finally:
+        agent.close()
+
+
+@needs_root
+def test_dotforward_to_file(tmp_path: Path, users: None) -> None:
+    home = _reset_home(U2)
+    pw = user(U2)
+    fwd = home / ".forward"
+    fwd.write_text(f"# comment\n{home}/out\n")
+    os.chown(fwd, pw.pw_uid, pw.pw_gid)
+    agent = Agent(tmp_path)
+    try:
+        rcpt = f"{U2}@host.example.com"
+        queued = agent.queue_message("sender@example.com", [rcpt], MESSAGE)
+        assert agent.deliver(queued) == 0, agent.stderr
+        assert (home / "out").stat().st_uid == pw.pw_uid
+        assert b"\nDelivered-To: " + rcpt.encode() + b"\n" in (home / "out").read_bytes()
+        assert not (agent.spool / U2).exists()
+        assert f"status=sent (delivered to file: {home}/out)" in agent.log()
+    finally:
+        agent.close()
+
+
+@needs_root
+def test_extension_dotforward(tmp_path: Path, users: None) -> None:
+    home = _reset_home(U2)
+    pw = user(U2)
+    fwd = home / ".forward+lists"
+    fwd.write_text(f"{home}/out\n")
+    os.chown(fwd, pw.pw_uid, pw.pw_gid)
+    agent = Agent(tmp_path, {"recipient_delimiter": "+"})
+    try:
+        queued = agent.queue_message("sender@example.com", [f"{U2}+lists@host.example.com",
+                                                            f"{U2}+other@host.example.com"], MESSAGE)
+        rcpts = list(queued.recipients)
+        for rcpt in rcpts:
+            queued.recipients = [rcpt]
+            assert agent.deliver(queued) == 0, agent.stderr
+        assert (home / "out").exists()
+        assert (agent.spool / U2).exists()
+    finally:
+        fwd.unlink()
+        agent.close()
+
+
+@needs_root
+def test_locked_mailbox_defers(agent: Agent) -> None:
+    rcpt = f"{U1}@host.example.com"
+    lock = agent.spool / f"{U1}.lock"
+    lock.write_text("")
+    queued = agent.queue_message("sender@example.com", [rcpt], MESSAGE)
+    assert agent.deliver(queued) == 0, agent.stderr
+    line = _status_line(agent.log(), rcpt)
+    assert (f"dsn=4.2.0, status=deferred (cannot update mailbox {agent.spool}/{U1} for user {U1}. "
+            f"unable to create lock file {lock}: File exists)") in line
+    assert agent.appended("defer")[0]["address"] == rcpt
+    assert agent.done_offsets(queued) == []
+
+
+@needs_root
+def test_postlock_holds_lock_while_delivery_waits(agent: Agent) -> None:
+    import subprocess
+    from conftest import command
+    rcpt = f"{U1}@host.example.com"
+    box = agent.spool / U1
+    box.write_bytes(b"")
+    os.chown(box, user(U1).pw_uid, user(U1).pw_gid)
+    holder = subprocess.Popen([command("postlock"), "-c", str(agent.etc), str(box),
+                               "sleep", "1.5"])
+    try:
+        deadline = time.time() + 10
+        while not (agent.spool / f"{U1}.lock").exists() and time.time() < deadline:
+            time.sleep(0.02)
+        settings = dict(agent.settings, deliver_lock_attempts="10", deliver_lock_delay="1s")
+        agent.write_main_cf(settings)
+        queued = agent.queue_message("sender@example.com", [rcpt], MESSAGE)
+        assert agent.deliver(queued) == 0, agent.stderr
+        assert holder.wait(10) == 0
+    finally:
+        holder.kill()
+    assert "status=sent (delivered to mailbox)" in _status_line(agent.log(), rcpt)
+    assert box.read_bytes().startswith(b"From sender@example.com  ")
+
+
+@needs_root
+def test_mailer_daemon_without_alias_is_discarded(agent: Agent) -> None:
+    rcpt = "MAILER-DAEMON@host.example.com"
+    queued = agent.queue_message("sender@example.com", [rcpt], MESSAGE)
+    assert agent.deliver(queued) == 0, agent.stderr
+    log = agent.log()
+    assert "warning: required alias not found: mailer-daemon" in log
+    assert "status=sent (discarded)" in _status_line(log, rcpt)
