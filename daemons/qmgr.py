@@ -194,12 +194,11 @@ class Qmgr:
     FEED_BATCH = 100            # messages taken in per loop, at most
     FEED_TIME = 0.05            # seconds spent taking them in, at most
 
-    def __init__(self, ctx: server.Context) -> None:
+    def __init__(self, ctx: server.Context, maxproc: dict[str, int]) -> None:
         config = ctx.config
         self.config = config
         bounce_clnt.init(config)
-        self.maxproc = {s.name: s.maxproc for s in master_cf.load(config, warn=lambda t: None)
-                        if s.type == "unix"}
+        self.maxproc = maxproc
         self.active_limit = config.get_int("qmgr_message_active_limit")
         self.queue_run_delay = config.get_time("queue_run_delay")
         self.sched = Scheduler(self.transport, transport_retry_time=config.get_time(
@@ -303,13 +302,21 @@ class Qmgr:
 
 
 _qmgr: Qmgr | None = None
+_maxproc: dict[str, int] = {}
+
+
+def pre_init(ctx: server.Context) -> None:
+    """The process limits of the delivery services, from master.cf, read
+    while the configuration directory is still readable."""
+    _maxproc.update((s.name, s.maxproc) for s in master_cf.load(ctx.config, warn=lambda t: None)
+                    if s.type == "unix")
 
 
 def post_init(ctx: server.Context) -> None:
     global _qmgr
     ctx.max_idle = 0            # a persistent process: master stops it
     ctx.max_use = 0
-    _qmgr = Qmgr(ctx)
+    _qmgr = Qmgr(ctx, _maxproc)
     _qmgr.start()
 
 
@@ -324,7 +331,7 @@ def service(data: bytes, ctx: server.Context) -> None:
 
 
 def main(argv: list[str]) -> None:
-    server.trigger_server(argv, service, post_init=post_init, loop=loop)
+    server.trigger_server(argv, service, pre_init=pre_init, post_init=post_init, loop=loop)
 
 
 if __name__ == "__main__":

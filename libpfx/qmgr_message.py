@@ -17,6 +17,7 @@ from libpfx import bounce_clnt, msg, queue, rewrite_clnt
 from libpfx.deliver_request import FLAG_MTA_VRFY, FLAG_USR_VRFY, DeliverRequest, Recipient
 from libpfx.qmgr_deliver import DONE_OK, MAIL_SERVICE_ERROR, MAIL_SERVICE_RETRY, Entry, Scheduler
 from libpfx.queue import ACTIVE, BOUNCE, CORRUPT, DEFER, DEFERRED, INCOMING, TRACE, QueueLayout
+from libpfx.rewrite_clnt import RESOLVE_CLASS_LOCAL, RESOLVE_FLAG_ERROR, RESOLVE_FLAG_FAIL
 
 if TYPE_CHECKING:
     from libpfx.config import Config
@@ -26,11 +27,6 @@ SCAN_START = 1 << 0         # start a scan now, or when the current one ends
 SCAN_ALL = 1 << 1           # ignore the file time stamps
 FLUSH_ONCE = 1 << 2         # forget dead transports and destinations, once
 FLUSH_DFXP = 1 << 3         # ignore defer_transports
-
-# Resolver reply flags (Postfix's RESOLVE_FLAG_* and RESOLVE_CLASS_*).
-RESOLVE_FLAG_ERROR = 4
-RESOLVE_FLAG_FAIL = 8
-RESOLVE_CLASS_LOCAL = 256
 
 # Postfix's record of the time stamp it puts on a left-over active file.
 LOCKED_DEFER = 60
@@ -253,7 +249,9 @@ class ActiveQueue:
                     nexthop = domain or s.myhostname
             return transport, nexthop, address, 0
         try:
-            reply = rewrite_clnt.resolve(message.sender, address)
+            lookup = rewrite_clnt.verify if message.trace_flags & FLAG_MTA_VRFY \
+                else rewrite_clnt.resolve
+            reply = lookup(message.sender, address)
         except Exception as err:                # noqa: BLE001 - defer, never crash
             msg.warn(f"{message.queue_id}: address resolver: {err}")
             return MAIL_SERVICE_RETRY, "4.3.0 address resolver failure", address, 0
