@@ -172,21 +172,17 @@ class Dropper:
 
     def copy(self, src) -> int | None:
         """Copy records up to E: the status, or None when the input ended
-        before the first record (the request was cancelled)."""
+        before E (the request was cancelled)."""
         uid = self.uid
         expected = 0
         status = CLEANUP_STAT_OK
-        first = True
         while True:
             try:
                 rec = record.read(src, self.line_limit)
             except record.RecordError:
                 msg.fatal(f"uid={uid}: malformed input")
             if rec is None:
-                if first:
-                    return None
-                msg.fatal(f"uid={uid}: malformed input")
-            first = False
+                return None             # the sender gave up
             rtype, data = rec
             allowed = SEGMENTS[expected] if expected < len(SEGMENTS) else ""
             if rtype == "\0" or rtype not in allowed:
