@@ -324,6 +324,29 @@ class Master:
             fds.append(sock.detach())
         return fds
 
+    def preload(self, entries: list[Any]) -> None:
+        """Import the library and the daemons of these services now: a
+        forked child then starts without reading any module, and a
+        chrooted one finds what it would have imported from outside the
+        jail.  A module that fails here fails again, and is logged, in the
+        child that needs it."""
+        import importlib
+        import pkgutil
+        import libpfx
+        import libpfx.maps
+        names = [f"{pkg.__name__}.{info.name}" for pkg in (libpfx, libpfx.maps)
+                 for info in pkgutil.iter_modules(pkg.__path__)]
+        for entry in entries:
+            serv = self.make_service(entry)
+            how = self.program(serv)
+            if how is not None and how[0] == "module":
+                names.append(how[1])
+        for name in names:
+            try:
+                importlib.import_module(name)
+            except Exception as err:            # noqa: BLE001 - see above
+                msg.debug(1, f"preload {name}: {err}")
+
     def start_services(self, entries: list[Any]) -> None:
         now = time.monotonic()
         for entry in entries:
@@ -838,7 +861,9 @@ def main(argv: list[str] | None = None) -> NoReturn:
                   f"{os.strerror(errno.EAGAIN)}")
     write_pid(data_lock, data_lock_path)
     master.setup_signals()
-    master.start_services(master.read_services())
+    entries = master.read_services()
+    master.preload(entries)
+    master.start_services(entries)
     if exit_time:
         master.exit_at = time.monotonic() + exit_time
     msg.info(f"daemon started -- version {master.config.get('mail_version')}, "
