@@ -186,6 +186,10 @@ class ActiveQueue:
             return False
         try:
             env = queue.read_envelope(path)
+            if not env.has_size:
+                raise queue.QueueFormatError("message rejected: missing size record")
+            if env.data_offset <= 0 or env.data_size < 0:
+                raise queue.QueueFormatError("invalid size record")
             if env.sender is None:
                 raise queue.QueueFormatError("message rejected: missing sender record")
             if not env.arrival_time:
@@ -196,12 +200,14 @@ class ActiveQueue:
             self.defer_file(queue_id, DEFERRED, self.settings.min_backoff_time)
             return False
         except (queue.record.RecordError, ValueError) as err:
-            msg.warn(f"{queue_id}: {err}")
+            why = str(err)
+            msg.warn(f"{queue_id}: {why[len(path) + 2:] if why.startswith(path + ': ') else why}")
             self.corrupt(queue_id)
             return False
         message = Message(self, queue_id, path, env, scan_flags)
         self.messages[queue_id] = message
-        msg.info(f"{queue_id}: from=<{message.sender}>, size={env.content_length}, "
+        msg.info(f"{queue_id}: from=<{message.sender}>, "
+                 f"size={env.content_length or env.data_size}, "
                  f"nrcpt={env.rcpt_count} (queue {ACTIVE})")
         # The defer log describes the previous attempt only.
         self.layout.remove(DEFER, queue_id)
