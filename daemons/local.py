@@ -74,6 +74,8 @@ CONFIGURATION PARAMETERS
         Where "|command" destinations are allowed: alias, forward, include.
     allow_mail_to_files (alias, forward)
         Where "/file/name" destinations are allowed.
+    biff (yes)
+        Notify the local biff service (comsat) of new mailbox mail.
     command_execution_directory (empty)
         The working directory of commands (expanded like forward_path).
     command_expansion_filter, forward_expansion_filter, execution_directory_expansion_filter
@@ -109,6 +111,9 @@ CONFIGURATION PARAMETERS
         A program that delivers to the mailbox.
     mailbox_delivery_lock (fcntl, dotlock)
         How mailboxes are locked.
+    mailbox_size_limit (51200000)
+        The largest mailbox, maildir file or delivered-to file, in bytes
+        (0: no limit); must not be smaller than message_size_limit.
     mailbox_transport (empty), mailbox_transport_maps (empty)
         Another transport for mailbox delivery.
     owner_request_special (yes)
@@ -128,6 +133,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import socket
 import stat
 import sys
 from dataclasses import dataclass, replace
@@ -302,6 +308,7 @@ class Local:
         self.frozen_delivered = config.get_bool("frozen_delivered_to")
         self.reset_owner_attr = config.get_bool("reset_owner_alias")
         self.strict_mbox_owner = config.get_bool("strict_mailbox_ownership")
+        self.biff = config.get_bool("biff")
         self.myhostname = get("myhostname")
         self.mail_name = get("mail_name")
         self.dup_filter_limit = config.get_int("duplicate_filter_limit")
@@ -840,6 +847,7 @@ class Delivery:
         flags = self._copy_flags(COPY_MBOX, HDR_FILE)
         privs = agent.privs
         failure: MboxError | None = None
+        end = 0
         privs.set(spool_uid, spool_gid)
         try:
             box = Mbox.open(mailbox, agent.lock_mask, agent.locks, chown=chown, warn=msg.warn)
@@ -855,6 +863,7 @@ class Delivery:
                     failure = MboxError("4.2.0", f"destination {mailbox} is not owned by recipient")
                     msg.warn('specify "strict_mailbox_ownership = no" to ignore mailbox ownership mismatch')
                 else:
+                    end = os.lseek(box.fd, 0, os.SEEK_END)
                     append_message(box.fd, self._render(attr, flags))
             except MboxError as err:
                 failure = err
@@ -867,7 +876,10 @@ class Delivery:
         if failure is not None:
             return self.fail(attr, failure.dsn,
                              f"cannot update mailbox {mailbox} for user {attr.user}. {failure.reason}")
-        return self.sent(attr, "2.0.0", "delivered to mailbox")
+        status = self.sent(attr, "2.0.0", "delivered to mailbox")
+        if agent.biff:
+            _biff_notify(f"{usr.logname}@{end}")
+        return status
 
     def deliver_maildir(self, attr: MsgAttr, usr: UserAttr, path: str) -> int:
         agent = self.agent
@@ -1007,6 +1019,16 @@ class _TableError(Exception):
     """An alias table lookup failed temporarily."""
 
 
+def _biff_notify(text: str) -> None:
+    """Tell comsat(8) on this host about new mail ("user@offset"), as
+    biff(1) users expect; nobody listening is fine."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.sendto(text.encode("utf-8", "surrogateescape") + b"\0", ("127.0.0.1", 512))
+    except OSError:
+        pass
+
+
 def _read_text(path: str) -> str:
     with open(path, "rb") as fp:
         return fp.read().decode("utf-8", "surrogateescape")
@@ -1040,6 +1062,22 @@ def local_service(conn, ctx) -> None:
         msg.warn(f"{request.queue_id}: send delivery status: {err}")
 
 
+def pre_init(ctx) -> None:
+    """mailbox_size_limit as the process's file size limit, as Postfix
+    does: a write past it fails (EFBIG) and the delivery bounces."""
+    config = ctx.config
+    limit = config.get_long("mailbox_size_limit")
+    if limit > 0:
+        message_limit = config.get_long("message_size_limit")
+        if message_limit <= 0:
+            msg.fatal("configuration error: mailbox_size_limit is limited but "
+                      "message_size_limit is unlimited")
+        if limit < message_limit:
+            msg.fatal("configuration error: mailbox_size_limit is smaller than message_size_limit")
+        import resource
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+
 def post_init(ctx) -> None:
     global _agent
     _agent = Local(ctx.config, ctx.service_name)
@@ -1060,7 +1098,7 @@ def pre_accept(ctx) -> None:
 def main(argv: list[str] | None = None) -> None:
     from libpfx import server
     server.single_server(sys.argv if argv is None else argv, local_service,
-                         post_init=post_init, pre_accept=pre_accept)
+                         pre_init=pre_init, post_init=post_init, pre_accept=pre_accept)
 
 
 if __name__ == "__main__":

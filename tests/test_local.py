@@ -292,3 +292,20 @@ def test_mailer_daemon_without_alias_is_discarded(agent: Agent) -> None:
     log = agent.log()
     assert "warning: required alias not found: mailer-daemon" in log
     assert "status=sent (discarded)" in _status_line(log, rcpt)
+
+
+@needs_root
+def test_mailbox_size_limit_bounces_and_truncates(tmp_path: Path, users: None) -> None:
+    agent = Agent(tmp_path, {"mailbox_size_limit": "1000", "message_size_limit": "1000"})
+    try:
+        rcpt = f"{U1}@host.example.com"
+        box = agent.spool / U1
+        box.write_bytes(b"x" * 900)
+        os.chown(box, user(U1).pw_uid, user(U1).pw_gid)
+        queued = agent.queue_message("sender@example.com", [rcpt], MESSAGE + b"y" * 300 + b"\n")
+        assert agent.deliver(queued) == 0, agent.stderr
+        assert (f"dsn=5.2.2, status=bounced (cannot update mailbox {box} for user {U1}. "
+                "error writing message: File too large)") in _status_line(agent.log(), rcpt)
+        assert box.read_bytes() == b"x" * 900
+    finally:
+        agent.close()
