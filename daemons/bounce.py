@@ -125,7 +125,7 @@ import sys
 from typing import Any
 
 from libpfx import attr, bounce_log, bounce_template, msg, queue
-from libpfx.bounce_clnt import BOUNCE_FLAG_DELRCPT
+from libpfx.bounce_clnt import BOUNCE_FLAG_CLEAN, BOUNCE_FLAG_DELRCPT
 from libpfx.bounce_log import LogEntry
 from libpfx.deliver_request import FLAG_RECORD, FLAG_USR_VRFY
 from libpfx.dsn_util import (DSN, ERROR_2BOUNCE, ERROR_BOUNCE, ERROR_DELAY,
@@ -173,6 +173,7 @@ class Bounce:
                 bounce_size_limit=cfg.get_int("bounce_size_limit"),
                 smtputf8_enable=cfg.get_bool("smtputf8_enable"),
                 max_queue_time=cfg.get_time("maximal_queue_lifetime"),
+                threaded=cfg.get_bool("enable_threaded_bounces"),
                 expanded={name: tp.expand(cfg) for name, tp in self.templates.items()})
         return self._settings
 
@@ -187,6 +188,10 @@ class Bounce:
 
     def dispatch(self, request: dict[str, Any]) -> int:
         command = request.pop("nrequest", None)
+        # Control characters would break the line-oriented log format.
+        for name, value in request.items():
+            if isinstance(value, str):
+                request[name] = msg.printable(value)
         if command == "append":
             attrs = _checked(request, _APPEND_ATTRS, _APPEND_OPTIONAL)
             return -1 if attrs is None else self.append(attrs)
@@ -195,14 +200,18 @@ class Bounce:
             if attrs is None:
                 return -1
             if not queue.valid_queue_name(attrs["queue_name"]):
-                msg.warn(f"malformed queue name: {msg.printable(attrs['queue_name'])}")
+                msg.warn(f"malformed queue name: {attrs['queue_name']}")
                 return -1
             if not queue.valid_queue_id(attrs["queue_id"]):
-                msg.warn(f"malformed queue id: {msg.printable(attrs['queue_id'])}")
+                msg.warn(f"malformed queue id: {attrs['queue_id']}")
                 return -1
             handler = {"flush": self.flush, "warn": self.warn, "trace": self.trace}[command]
-            return handler(**attrs)
-        msg.warn(f"unknown command: {msg.printable(str(command))}" if command is not None
+            status = handler(**attrs)
+            if status and attrs["flags"] & BOUNCE_FLAG_CLEAN:
+                # The client gives up on this message: leave no log behind.
+                self._remove_log(attrs["queue_id"])
+            return status
+        msg.warn(f"unknown command: {command}" if command is not None
                  else "malformed request")
         return -1
 
@@ -212,7 +221,7 @@ class Bounce:
     def append(self, attrs: dict[str, Any]) -> int:
         queue_id = attrs["queue_id"]
         if not queue.valid_queue_id(queue_id):
-            msg.warn(f"malformed queue id: {msg.printable(queue_id)}")
+            msg.warn(f"malformed queue id: {queue_id}")
             return -1
         dsn = DSN(status=attrs["dsn_status"], action=attrs["dsn_action"],
                   reason=attrs["reason"], dtype=attrs.get("diag_type", ""),
@@ -239,7 +248,8 @@ class Bounce:
 
     def _notice(self, tclass: str, queue_name: str, queue_id: str, encoding: str,
                 smtputf8: int, dsn_envid: str) -> Notice:
-        orig = read_original(self.layout.path(queue_name, queue_id), queue_id)
+        orig = read_original(self.layout.path(queue_name, queue_id), queue_id,
+                             self.settings().threaded)
         return Notice(self.settings(), self.templates[tclass], queue_id, orig,
                       encoding, smtputf8, dsn_envid)
 

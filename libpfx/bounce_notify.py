@@ -99,12 +99,14 @@ class Original:
     message_size: int = 0
     content: bytes | None = None     # the whole file, when readable
     data_offset: int = 0
+    message_id: str = ""             # for threaded bounces: "<id>"
 
 
-def read_original(path: str, queue_id: str) -> Original:
-    """The sender, arrival time and content of the queue file at path.
-    A missing or damaged file is not an error here: the notification is
-    sent with what could be found."""
+def read_original(path: str, queue_id: str, threaded: bool = False) -> Original:
+    """The sender, arrival time and content of the queue file at path,
+    and with threaded the original Message-ID.  A missing or damaged file
+    is not an error here: the notification is sent with what could be
+    found."""
     orig = Original()
     try:
         with open(path, "rb") as fp:
@@ -114,24 +116,35 @@ def read_original(path: str, queue_id: str) -> Original:
     except OSError as err:
         msg.fatal(f"open {path}: {err.strerror}")
     orig.content = buf
+    pos = 0
     try:
-        for offset, rtype, data in record.parse(buf):
-            if rtype == record.SIZE and not orig.message_size:
-                numbers = data.split()
-                if len(numbers) >= 2 and all(n.isdigit() for n in numbers[:2]):
-                    orig.message_size, orig.data_offset = int(numbers[0]), int(numbers[1])
-            elif rtype == record.TIME and not orig.arrival_time:
-                first = data.split()[:1]
-                orig.arrival_time = int(first[0]) if first and first[0].isdigit() else 0
-            elif rtype == record.FROM:
-                sender = data.decode("utf-8", "surrogateescape")
-                orig.sender = quote_822_local(sender) if sender else MAILER_DAEMON
-            elif rtype == record.MESG:
-                if not orig.sender:
-                    msg.warn(f"{queue_id}: no sender before message content record")
-                if not orig.data_offset:
-                    orig.data_offset = offset + 2
-                break
+        while pos < len(buf):
+            for offset, rtype, data in record.parse(buf, pos):
+                if rtype == record.SIZE and not orig.message_size:
+                    numbers = data.split()
+                    if len(numbers) >= 2 and all(n.isdigit() for n in numbers[:2]):
+                        orig.message_size, orig.data_offset = int(numbers[0]), int(numbers[1])
+                elif rtype == record.TIME and not orig.arrival_time:
+                    first = data.split()[:1]
+                    orig.arrival_time = int(first[0]) if first and first[0].isdigit() else 0
+                elif rtype == record.FROM:
+                    sender = data.decode("utf-8", "surrogateescape")
+                    orig.sender = quote_822_local(sender) if sender else MAILER_DAEMON
+                elif rtype == record.ATTR and threaded and data.startswith(b"message_id="):
+                    value = data[len(b"message_id="):].decode("utf-8", "surrogateescape")
+                    orig.message_id = "<" + value.strip().strip("<>").strip() + ">"
+                elif rtype == record.MESG:
+                    if not orig.sender:
+                        msg.warn(f"{queue_id}: no sender before message content record")
+                    if not orig.data_offset:
+                        orig.data_offset = offset + 2
+                    if not threaded or orig.message_id:
+                        return orig
+                    # The Message-ID is among the records after the content.
+                    pos = orig.data_offset + orig.message_size
+                    break
+            else:
+                return orig
     except record.RecordError as err:
         msg.warn(f"{queue_id}: {path}: {err}")
     return orig
@@ -174,6 +187,7 @@ class Settings:
     bounce_size_limit: int
     smtputf8_enable: bool
     max_queue_time: int          # maximal_queue_lifetime, seconds
+    threaded: bool               # enable_threaded_bounces
     expanded: dict[str, list[str]]   # template class -> expanded text
 
 
@@ -227,6 +241,9 @@ class Notice:
         self.put(f"From: {tp.sender}")
         self.put(f"Subject: {subject}")
         self.put(f"To: {quote_822_local(dest) if dest else ''}")
+        if self.orig.message_id:
+            self.put(f"References: {self.orig.message_id}")
+            self.put(f"In-Reply-To: {self.orig.message_id}")
         self.put(f"Auto-Submitted: {'auto-generated' if postmaster_copy else 'auto-replied'}")
         self.put("MIME-Version: 1.0")
         self.put("Content-Type: multipart/report; report-type=delivery-status;")

@@ -194,7 +194,7 @@ class Instance:
         self.cleanup.close()
 
     def queue_message(self, sender: str, recipients: list[Recipient],
-                      content: bytes = ORIGINAL) -> tuple[str, str]:
+                      content: bytes = ORIGINAL, extracted: list[bytes] = ()) -> tuple[str, str]:
         """A complete queue file in active/; fills in the recipient offsets."""
         qf = self.layout.create("active")
         qf.write_record(record.SIZE, size_record(0, 0, 0))
@@ -210,6 +210,8 @@ class Instance:
             qf.write_record(record.NORM, line)
         data_size = qf.tell() - data_offset
         qf.write_record(record.XTRA, b"")
+        for attribute in extracted:
+            qf.write_record(record.ATTR, attribute)
         qf.write_record(record.END, b"")
         qf.seek(0)
         qf.write_record(record.SIZE, size_record(data_size, data_offset, len(recipients)))
@@ -323,6 +325,18 @@ def test_bad_dsn_code_is_replaced(make_instance, capfd: pytest.CaptureFixture[st
     err = capfd.readouterr().err
     assert 'bounce_append: ignoring dsn code "4.1.1"' in err
     assert "dsn=5.0.0, status=bounced (odd)" in err
+
+
+def test_control_characters_are_neutered(make_instance) -> None:
+    """A reason cannot add lines (or attributes) to the log."""
+    inst = make_instance()
+    rcpt = Recipient("bob@example.com", "bob@example.com")
+    qid, _ = inst.queue_message("alice@example.org", [rcpt])
+    request = inst.request(qid, "alice@example.org", [rcpt])
+    assert bounce_clnt.bounce(request, rcpt, "local", "5.1.1", "no\nrecipient=evil\r") == 0
+    text = inst.log_file("bounce", qid).read_text()
+    assert "\nreason=no?recipient=evil?\n" in text
+    assert "\nrecipient=evil" not in text
 
 
 def test_soft_bounce(make_instance, capfd: pytest.CaptureFixture[str]) -> None:
@@ -486,6 +500,28 @@ def test_long_reason_is_wrapped(make_instance) -> None:
     assert ("\nDiagnostic-Code: X-Postfix; host mx.example.com[192.0.2.1] said: 550 5.1.1\n"
             "    <bob@example.com>: Recipient address rejected: User unknown in virtual\n"
             "    mailbox table (in reply to RCPT TO command)\n") in text
+
+
+def test_threaded_bounce(make_instance) -> None:
+    inst = make_instance(enable_threaded_bounces="yes")
+    rcpt = Recipient("bob@example.com", "bob@example.com")
+    qid, _ = inst.queue_message("alice@example.org", [rcpt],
+                                extracted=[b"message_id=<1@example.org>"])
+    bounce_clnt.bounce(inst.request(qid, "alice@example.org", [rcpt]), rcpt, "local", "5.1.1", "x")
+    assert bounce_clnt.bounce_flush("active", qid, "alice@example.org", "7bit", 0, "", 0) == 0
+    inst.wait_log("sender non-delivery notification")
+    text = inst.cleanup.posted[0].content.decode()
+    assert "\nTo: alice@example.org\nReferences: <1@example.org>\n" \
+        "In-Reply-To: <1@example.org>\nAuto-Submitted: auto-replied\n" in text
+
+
+def test_failed_notice_with_clean_flag_drops_log(make_instance) -> None:
+    inst = make_instance()
+    qid, _ = bounce_one(inst)
+    inst.cleanup.status = 2
+    assert bounce_clnt.bounce_flush("active", qid, "alice@example.org", "7bit", 0, "", 0,
+                                    bounce_clnt.BOUNCE_FLAG_CLEAN) == -1
+    assert not inst.log_file("bounce", qid).exists()
 
 
 def test_headers_only_when_asked_or_too_big(make_instance) -> None:
