@@ -385,7 +385,13 @@ class _Skeleton:
             poller.register(fd, select.POLLIN)
         poller.register(self.status_fd, select.POLLIN)
         idle_since = time.monotonic()
-        while ctx.max_use <= 0 or ctx.use_count < ctx.max_use:
+        listening = True
+        while ctx.max_use <= 0 or ctx.use_count < ctx.max_use or ctx.clients:
+            if listening and 0 < ctx.max_use <= ctx.use_count:
+                # Used up: finish the clients it has, take no new ones.
+                listening = False
+                for fd in self.listen_fds:
+                    poller.unregister(fd)
             timeout = self.hook("loop")
             now = time.monotonic()
             if ctx.max_idle > 0 and not ctx.clients:

@@ -228,3 +228,129 @@ def test_no_processes_left_after_stop(mail_system: MailSystem) -> None:
     while mail_system.processes():
         assert time.monotonic() < deadline, f"left behind: {mail_system.processes()}"
         time.sleep(0.05)
+
+
+TRIGGER_DAEMON = '''\
+import sys
+from libpfx import msg, server
+
+def service(data, ctx):
+    msg.info("trigger %s %r" % (ctx.service_name, data))
+
+server.trigger_server(sys.argv, service)
+'''
+
+MULTI_DAEMON = '''\
+import os, sys
+from libpfx import server
+
+def service(stream, ctx):
+    request = stream.recv()
+    stream.send(pid=os.getpid(), clients=len(ctx.clients), echo=request["text"])
+
+server.multi_server(sys.argv, service)
+'''
+
+TABLE_DAEMON = '''\
+import os, sys
+from libpfx import maps, server
+
+table = None
+
+def pre_init(ctx):
+    global table
+    table = maps.open_dict(ctx.config.get("test_table"))
+
+def service(conn, ctx):
+    key = conn.recv(100).decode()
+    conn.sendall(("%d %s" % (os.getpid(), table.lookup(key))).encode())
+
+server.single_server(sys.argv, service, pre_init=pre_init)
+'''
+
+
+def install(ms: MailSystem, name: str, code: str) -> None:
+    path = ms.top / "libexec" / name
+    path.parent.mkdir(exist_ok=True)
+    if not path.exists():
+        path.write_text(f"#!{sys.executable}\n{code}")
+        path.chmod(0o755)
+
+
+def test_wakeup_triggers(mail_system: MailSystem) -> None:
+    install(mail_system, "trigger", TRIGGER_DAEMON)
+    with_daemons(mail_system, "tfifo fifo - n n 1 1 trigger\n"
+                              "tunix unix - n n 1 1 trigger\n"
+                              "tcond unix - n n 1? 1 trigger\n")
+    mail_system.start()
+    mail_system.wait_log(r"postfix/tfifo\[\d+\]: trigger tfifo b'W'", timeout=5)
+    mail_system.wait_log(r"postfix/tunix\[\d+\]: trigger tunix b'W'", timeout=5)
+    assert "tcond" not in mail_system.log(), "a conditional wakeup waits for the first use"
+    kick = mail_system.command("postkick", "private", "tcond", "X")
+    assert kick.returncode == 0, kick.stderr
+    mail_system.wait_log(r"postfix/tcond\[\d+\]: trigger tcond b'X'")
+    mail_system.wait_log(r"postfix/tcond\[\d+\]: trigger tcond b'W'", timeout=5)
+    title = open(f"/proc/{mail_system.processes()[0]}/cmdline", "rb").read()
+    assert title  # every process of the instance is readable
+
+
+def test_inet_service(mail_system: MailSystem) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with_daemons(mail_system, f"127.0.0.1:{port} inet n - n - 3 echo\n")
+    mail_system.start()
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"tcp")
+        pid, _, name, data = sock.recv(200).decode().split()
+        assert (name, data) == (f"127.0.0.1:{port}", "tcp")
+        title = open(f"/proc/{pid}/cmdline", "rb").read().rstrip(b"\0").decode()
+        assert title == f"echo -n 127.0.0.1:{port} -t inet -u -o stress="
+
+
+def test_multi_server_and_max_use(mail_system: MailSystem) -> None:
+    from libpfx import attr
+    install(mail_system, "multi", MULTI_DAEMON)
+    with_daemons(mail_system, "multi unix - - n - 1 multi -o max_use=2\n"
+                              "echo unix - - n - 1 echo -o max_use=2\n")
+    mail_system.start()
+    path = str(mail_system.queue / "private" / "multi")
+    one = attr.connect(path, timeout=10)
+    two = attr.connect(path, timeout=10)
+    first = attr.request(one, {"text": "a"})
+    second = attr.request(two, {"text": "b"})
+    assert first["pid"] == second["pid"] and second["clients"] == 2 and second["echo"] == "b"
+    assert attr.request(one, {"text": "again"})["echo"] == "again"
+    one.close()
+    two.close()
+    # Two clients served: the single-client server retires after its second.
+    echo = mail_system.queue / "private" / "echo"
+    pids = []
+    for _ in range(3):
+        sock, (pid, *_) = talk(echo)
+        sock.close()
+        pids.append(pid)
+        time.sleep(0.1)
+    assert pids[0] == pids[1] != pids[2]
+
+
+def test_changed_table_restarts_daemon(mail_system: MailSystem) -> None:
+    install(mail_system, "table", TABLE_DAEMON)
+    source = mail_system.etc / "test_table"
+    source.write_text("key old\n")
+    assert mail_system.command("postmap", str(source)).returncode == 0
+    with_daemons(mail_system, "table unix - n n - 1 table\n", test_table=f"hash:{source}")
+    mail_system.start()
+    path = mail_system.queue / "private" / "table"
+    sock, (pid, value) = talk(path, b"key")
+    sock.close()
+    assert value == "old"
+    source.write_text("key new\n")
+    assert mail_system.command("postmap", str(source)).returncode == 0
+    sock, (pid2, value) = talk(path, b"key")
+    sock.close()
+    mail_system.wait_log(rf"postfix/table\[{pid2}\]: table hash:{re.escape(str(source))} "
+                         r"has changed -- restarting")
+    sock, (pid3, value) = talk(path, b"key")
+    sock.close()
+    assert value == "new" and pid3 != pid2
