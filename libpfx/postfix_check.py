@@ -1,0 +1,309 @@
+"""The administrative checks behind ``postfix check``, ``postfix
+set-permissions`` and ``postfix upgrade-configuration``, as Postfix's
+postfix-script (check-fatal, check-warn) and post-install
+(create-missing, set-permissions, upgrade-configuration) do them.
+
+Warnings go through msg, which tools/postfix.py has set up to print
+``postfix/postfix-script: warning: ...`` and log the same line.  Paths in
+warnings are written as Postfix's find(1) calls print them
+(``/var/spool/postfix/.``, ``/etc/postfix/./main.cf``), so that scripts
+that parse them keep working.
+"""
+
+from __future__ import annotations
+
+import filecmp
+import os
+import stat
+from typing import Any, Callable, Iterator
+
+from libpfx import msg
+
+# Queue directories that belong to mail_owner throughout (postfix-files "r").
+OWNER_TREES = ("saved", "incoming", "active", "defer", "deferred", "bounce", "hold",
+               "trace", "corrupt", "public", "private", "flush")
+# System files that a chroot jail may hold copies of.
+JAIL_DIRS = ("bin", "etc", "lib", "sbin", "usr")
+
+# Services that upgrade-configuration adds to master.cf when missing: the
+# regular expression that finds one, the entry, and how Postfix names it.
+MISSING_SERVICES = (
+    (r"^relay", "relay\t  unix\t-\t-\tn\t-\t-\tsmtp", "relay service"),
+    (r"^flush.*flush", "flush     unix  -       -       n       1000?   0       flush",
+     "flush service"),
+    (r"trace.*bounce", "trace\t  unix\t-\t-\tn\t-\t0\tbounce", "trace service"),
+    (r"^verify.*verify", "verify\t  unix\t-\t-\tn\t-\t1\tverify", "verify service"),
+    (r"^proxymap.*proxymap", "proxymap  unix\t-\t-\tn\t-\t-\tproxymap", "proxymap service"),
+    (r"^anvil.*anvil", "anvil\t  unix\t-\t-\tn\t-\t1\tanvil", "anvil service"),
+    (r"^scache.*scache", "scache\t  unix\t-\t-\tn\t-\t1\tscache", "scache service"),
+    (r"^discard.*discard", "discard\t  unix\t-\t-\tn\t-\t-\tdiscard", "discard service"),
+    (r"^tlsmgr.*tlsmgr", "tlsmgr    unix  -       -       n       1000?   1       tlsmgr",
+     "tlsmgr service"),
+    (r"^retry.*error", "retry     unix  -       -       n       -       -       error",
+     "retry service"),
+    (r"^proxywrite.*proxymap", "proxywrite unix -       -       n       -       1       proxymap",
+     "proxywrite service"),
+    (r"^#*smtp.*postscreen", "#smtp      inet  n       -       n       -       1       postscreen",
+     "postscreen TCP service"),
+    (r"^#*smtpd.*smtpd", "#smtpd     pass  -       -       n       -       -       smtpd",
+     "smtpd unix-domain service"),
+    (r"^#*dnsblog.*dnsblog", "#dnsblog   unix  -       -       n       -       0       dnsblog",
+     "dnsblog unix-domain service"),
+    (r"^#*tlsproxy.*tlsproxy", "#tlsproxy  unix  -       -       n       -       0       tlsproxy",
+     "tlsproxy unix-domain service"),
+    (r"^postlog", "postlog   unix-dgram n  -       n       -       1       postlogd",
+     "postlog unix-domain datagram service"),
+)
+
+
+class Checker:
+    """One run of the checks; counts the problems it reports."""
+
+    def __init__(self, config: Any) -> None:
+        from libpfx.queue_tree import QueueDir, ids
+        self.config = config
+        self.queue_directory = config.get("queue_directory")
+        self.root_uid = ids(config, QueueDir("pid", 0o755, "root", ""))[0]
+        self.owner_uid, self.owner_gid = ids(config, QueueDir("x", 0o700, "mail_owner", ""))
+        self.setgid_gid = ids(config, QueueDir("x", 0o700, "mail_owner", "setgid_group"))[1]
+        self.mail_owner = config.get("mail_owner") if os.geteuid() == 0 else \
+            _user_name(os.geteuid())
+        self.setgid_group = config.get("setgid_group") if os.geteuid() == 0 else \
+            _group_name(os.getegid())
+        self.root_name = "root" if os.geteuid() == 0 else self.mail_owner
+        self.problems = 0
+
+    def warn(self, text: str) -> None:
+        msg.warn(text)
+        self.problems += 1
+
+    # The walks, as find(1) reports them.
+
+    @staticmethod
+    def walk(top: str) -> Iterator[tuple[str, os.stat_result]]:
+        """(path, lstat) of top and everything below it, without
+        following symbolic links; paths as find prints them."""
+        try:
+            st = os.lstat(top)
+        except OSError:
+            return
+        yield top, st
+        if not stat.S_ISDIR(st.st_mode):
+            return
+        try:
+            names = sorted(os.listdir(top))
+        except OSError:
+            return
+        for name in names:
+            yield from Checker.walk(os.path.join(top, name))
+
+    @staticmethod
+    def one(path: str) -> Iterator[tuple[str, os.stat_result]]:
+        """find PATH -prune: just the path itself."""
+        try:
+            yield path, os.lstat(path)
+        except OSError:
+            return
+
+    def owned(self, entries: Iterator[tuple[str, os.stat_result]], uid: int, name: str,
+              skip: Callable[[os.stat_result], bool] = lambda st: False) -> None:
+        for path, st in entries:
+            if st.st_uid != uid and not skip(st):
+                self.warn(f"not owned by {name}: {path}")
+
+    def not_writable(self, entries: Iterator[tuple[str, os.stat_result]]) -> None:
+        for path, st in entries:
+            if st.st_mode & 0o022 and not stat.S_ISLNK(st.st_mode):
+                self.warn(f"group or other writable: {path}")
+
+    # check-fatal and check-warn.
+
+    def check_fatal(self) -> None:
+        config = self.config
+        master_cf = os.path.join(config.config_dir, "master.cf")
+        if not os.path.isfile(master_cf):
+            msg.fatal(f"no {config.config_dir}/master.cf file found")
+        from libpfx import master_cf as master
+        services = master.load(config)
+        if config.get("maillog_file") and not any(
+                s.name == "postlog" and s.type == "unix-dgram" for s in services):
+            msg.fatal("missing 'postlog' service in master.cf - run "
+                      "'postfix upgrade-configuration'")
+
+    def check_parameters(self) -> None:
+        """Typed values that do not parse, and tables of unknown types."""
+        from libpfx import params
+        from libpfx.config import split_list
+        from libpfx.maps import DICT_TYPES
+        config = self.config
+        getters = {"bool": config.get_bool, "int": config.get_int, "long": config.get_long,
+                   "time": config.get_time}
+        for name in list(config.entries):
+            p = params.find(name, config.services)
+            if p is None:
+                continue
+            getter = getters.get(p.kind)
+            if getter is not None:
+                try:
+                    getter(name)
+                except msg.FatalError:
+                    self.problems += 1
+            elif p.kind == "maps":
+                for item in split_list(config.get(name)):
+                    dtype, colon, rest = item.partition(":")
+                    while colon and dtype == "proxy":
+                        dtype, colon, rest = rest.partition(":")
+                    if colon and not item.startswith("/") and dtype not in DICT_TYPES:
+                        self.warn(f"{config.where(name)}: parameter {name}: "
+                                  f"unsupported dictionary type: {dtype}")
+
+    def check_warn(self) -> None:
+        q = self.queue_directory
+        config = self.config
+        root_owned = [*self.one(f"{q}/."), *self.one(f"{q}/pid")]
+        self.owned(iter(root_owned), self.root_uid, self.root_name)
+        self.not_writable(iter(root_owned))
+
+        config_tree = list(self.walk(f"{config.config_dir}/."))
+        self.owned(iter(config_tree), self.root_uid, self.root_name)
+        self.not_writable(iter(config_tree))
+
+        data = config.get("data_directory")
+        if data:
+            data_tree = list(self.walk(f"{data}/."))
+            self.owned(iter(data_tree), self.owner_uid, self.mail_owner)
+            self.not_writable(iter(data_tree))
+
+        for name in OWNER_TREES:
+            self.owned(self.walk(f"{q}/{name}"), self.owner_uid, self.mail_owner,
+                       skip=lambda st: stat.S_ISFIFO(st.st_mode) or stat.S_ISSOCK(st.st_mode))
+        # Not into maildrop: the least trusted directory.
+        self.owned(self.one(f"{q}/maildrop"), self.owner_uid, self.mail_owner)
+        for path, st in [*self.one(f"{q}/public"), *self.one(f"{q}/maildrop")]:
+            if st.st_gid != self.setgid_gid:
+                self.warn(f"not owned by group {self.setgid_group}: {path}")
+
+        for top in JAIL_DIRS:
+            jail = os.path.join(q, top)
+            for path, st in self.walk(jail):
+                rel = os.path.relpath(path, q)
+                if st.st_uid != self.root_uid:
+                    self.warn(f"not owned by {self.root_name}: {q}/{rel}")
+                if stat.S_ISREG(st.st_mode) and os.path.isfile(f"/{rel}") \
+                        and not filecmp.cmp(path, f"/{rel}", shallow=False):
+                    self.warn(f"{q}/{rel} and /{rel} differ")
+
+        for path, st in self.walk(f"{q}/corrupt"):
+            if stat.S_ISREG(st.st_mode):
+                self.warn(f"damaged message: corrupt/{os.path.relpath(path, f'{q}/corrupt')}")
+
+    # set-permissions.
+
+    def set_permissions(self) -> None:
+        """Owner, group and mode of the queue tree and data_directory, as
+        post-install set-permissions: mail_owner's trees recursively (the
+        modes of directories only: queue file status lives in file
+        modes)."""
+        from libpfx.queue_tree import TREE, ids
+        q = self.queue_directory
+        self.fix(q, self.root_uid, -1, 0o755)
+        for entry in TREE:
+            path = os.path.join(q, entry.name)
+            uid, gid = ids(self.config, entry)
+            if entry.group == "":
+                gid = -1
+            if entry.name in OWNER_TREES and entry.name not in ("public", "private"):
+                for sub, st in self.walk(path):
+                    self.fix(sub, uid, gid, entry.mode if stat.S_ISDIR(st.st_mode) else None)
+            else:
+                self.fix(path, uid, gid, entry.mode)
+        data = self.config.get("data_directory")
+        if data:
+            self.fix(data, self.owner_uid, -1, 0o700)
+
+    def fix(self, path: str, uid: int, gid: int, mode: int | None) -> None:
+        try:
+            os.lchown(path, uid, gid)
+            if mode is not None:
+                os.chmod(path, mode)
+        except FileNotFoundError:
+            return
+        except OSError as err:
+            self.warn(f"{path}: {err.strerror}")
+
+    # upgrade-configuration.
+
+    def upgrade_configuration(self) -> None:
+        import re
+        path = os.path.join(self.config.config_dir, "master.cf")
+        try:
+            with open(path, encoding="utf-8", errors="surrogateescape") as fp:
+                text = fp.read()
+        except OSError as err:
+            msg.fatal(f"open {path}: {err.strerror}")
+        added = []
+        for pattern, entry, what in MISSING_SERVICES:
+            if not re.search(pattern, text + "\n".join(added), re.MULTILINE):
+                print(f"Editing {path}, adding missing entry for {what}", flush=True)
+                added.append(entry)
+        if not added:
+            return
+        tail = "" if text.endswith("\n") or not text else "\n"
+        try:
+            with open(path, "a", encoding="utf-8", errors="surrogateescape") as fp:
+                fp.write(tail + "".join(f"{line}\n" for line in added))
+                fp.flush()
+                os.fsync(fp.fileno())
+        except OSError as err:
+            msg.fatal(f"update {path}: {err.strerror}")
+
+
+def _user_name(uid: int) -> str:
+    import pwd
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def _group_name(gid: int) -> str:
+    import grp
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
+
+
+def check(config: Any, *, repair: bool = True) -> int:
+    """postfix check: create the missing queue directories (repair), fail
+    on an unusable installation, and warn about bad ownership and
+    permissions, damaged messages and bad parameter values.  Returns the
+    number of problems reported."""
+    if repair:
+        from libpfx.queue_tree import create_missing
+        create_missing(config)
+    checker = Checker(config)
+    checker.check_fatal()
+    checker.check_parameters()
+    checker.check_warn()
+    return checker.problems
+
+
+def set_permissions(config: Any) -> int:
+    """postfix set-permissions: create what is missing, then give the
+    queue tree and data_directory their owners and modes."""
+    from libpfx.queue_tree import create_missing
+    create_missing(config)
+    checker = Checker(config)
+    checker.set_permissions()
+    return checker.problems
+
+
+def upgrade_configuration(config: Any) -> int:
+    """postfix upgrade-configuration: create missing queue directories and
+    add the services that current Postfix has to master.cf."""
+    from libpfx.queue_tree import create_missing
+    create_missing(config)
+    checker = Checker(config)
+    checker.upgrade_configuration()
+    return checker.problems

@@ -1,0 +1,119 @@
+"""postfix check, set-permissions and upgrade-configuration on a real
+instance directory: the warnings Postfix's postfix-script prints, the
+repairs post-install makes."""
+
+from __future__ import annotations
+
+import os
+import stat
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from mailsystem import MailSystem  # noqa: E402
+
+WARN = "postfix/postfix-script: warning: "
+
+
+@pytest.fixture
+def system(tmp_path: Path) -> MailSystem:
+    return MailSystem(tmp_path)
+
+
+def check(system: MailSystem, command: str = "check") -> tuple[int, list[str], str]:
+    result = system.postfix(command)
+    return result.returncode, result.stderr.splitlines(), result.stdout
+
+
+def test_check_creates_the_queue_tree_quietly(system: MailSystem) -> None:
+    status, errors, _ = check(system)
+    assert (status, errors) == (0, [])
+    for name in ("maildrop", "incoming", "active", "deferred", "corrupt", "public", "pid"):
+        assert (system.queue / name).is_dir(), name
+    if os.geteuid() == 0:
+        maildrop = os.stat(system.queue / "maildrop")
+        assert stat.S_IMODE(maildrop.st_mode) == 0o1730
+
+
+def test_check_warns_about_writable_files_and_damaged_mail(system: MailSystem) -> None:
+    check(system)
+    os.chmod(system.etc / "main.cf", 0o664)
+    (system.queue / "corrupt" / "4F2A1B2C3D").write_bytes(b"junk")
+    status, errors, _ = check(system)
+    assert status == 0
+    assert f"{WARN}group or other writable: {system.etc}/./main.cf" in errors
+    assert f"{WARN}damaged message: corrupt/4F2A1B2C3D" in errors
+    assert system.log().count("warning: group or other writable") == 1
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="ownership checks need root")
+def test_check_warns_about_owners(system: MailSystem) -> None:
+    check(system)
+    stray = system.queue / "incoming" / "stray"
+    stray.write_bytes(b"")
+    os.chown(system.queue / "public", 0, 0)
+    status, errors, _ = check(system)
+    assert f"{WARN}not owned by postfix: {stray}" in errors
+    assert f"{WARN}not owned by group postdrop: {system.queue}/public" in errors
+
+
+def test_check_reports_bad_parameter_values(system: MailSystem) -> None:
+    system.configure({"message_size_limit": "lots", "alias_maps": "nosuch:/etc/aliases"})
+    status, errors, _ = check(system)
+    assert any(line.endswith("bad numerical configuration: message_size_limit = lots")
+               for line in errors), errors
+    assert any(line.endswith("parameter alias_maps: unsupported dictionary type: nosuch")
+               for line in errors), errors
+
+
+def test_check_needs_postlog_with_maillog_file(system: MailSystem) -> None:
+    text = (system.etc / "master.cf").read_text()
+    (system.etc / "master.cf").write_text(
+        "".join(line for line in text.splitlines(keepends=True)
+                if not line.startswith("postlog")))
+    status, errors, _ = check(system)
+    assert status == 1
+    assert errors[-1] == ("postfix/postfix-script: fatal: missing 'postlog' service in "
+                          "master.cf - run 'postfix upgrade-configuration'")
+    status, _, out = check(system, "upgrade-configuration")
+    assert status == 0
+    assert (f"Editing {system.etc}/master.cf, adding missing entry for postlog unix-domain "
+            "datagram service") in out.splitlines()
+    assert check(system)[:2] == (0, [])
+
+
+def test_upgrade_configuration_adds_missing_services_once(system: MailSystem) -> None:
+    (system.etc / "master.cf").write_text(
+        "pickup unix n - n 60 1 pickup\ncleanup unix n - n - 0 cleanup")
+    status, _, out = check(system, "upgrade-configuration")
+    assert status == 0
+    lines = out.splitlines()
+    assert lines[0] == f"Editing {system.etc}/master.cf, adding missing entry for relay service"
+    assert len(lines) == 16
+    text = (system.etc / "master.cf").read_text()
+    assert "cleanup unix n - n - 0 cleanup\nrelay\t  unix\t-\t-\tn\t-\t-\tsmtp\n" in text
+    assert text.endswith("postlog   unix-dgram n  -       n       -       1       postlogd\n")
+    assert check(system, "upgrade-configuration")[2] == ""
+
+
+def test_set_permissions_repairs_modes(system: MailSystem) -> None:
+    check(system)
+    os.chmod(system.queue / "maildrop", 0o777)
+    os.chmod(system.queue / "incoming", 0o755)
+    hashed = system.queue / "deferred" / "A"
+    hashed.mkdir(mode=0o777)
+    queued = system.queue / "deferred" / "A" / "A1B2C3"
+    queued.write_bytes(b"")
+    os.chmod(queued, 0o700)
+    status, errors, _ = check(system, "set-permissions")
+    assert (status, errors) == (0, [])
+    assert stat.S_IMODE(os.stat(system.queue / "maildrop").st_mode) == 0o1730
+    assert stat.S_IMODE(os.stat(system.queue / "incoming").st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(hashed).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(queued).st_mode) == 0o700      # file modes are status
+    if os.geteuid() == 0:
+        import pwd
+        assert os.stat(queued).st_uid == pwd.getpwnam("postfix").pw_uid
