@@ -131,7 +131,7 @@ from libpfx.deliver_request import FLAG_RECORD, FLAG_USR_VRFY
 from libpfx.dsn_util import (DSN, ERROR_2BOUNCE, ERROR_BOUNCE, ERROR_DELAY,
                              error_mask)
 from libpfx.bounce_notify import (NOTIFY_DELAY, NOTIFY_FAILURE, NOTIFY_OVERRIDE,
-                                   RET_HDRS, Notice, Settings, read_original)
+                                   RET_HDRS, Notice, Settings, read_original, verp_sender)
 
 _APPEND_ATTRS = {"flags": int, "queue_id": str, "orig_rcpt": str, "address": str,
                  "dsn_orcpt": str, "dsn_notify": int, "offset": int,
@@ -140,6 +140,7 @@ _APPEND_ATTRS = {"flags": int, "queue_id": str, "orig_rcpt": str, "address": str
 _APPEND_OPTIONAL = ("diag_type", "diag_text", "mta_type", "mta_mname")
 _NOTIFY_ATTRS = {"flags": int, "queue_name": str, "queue_id": str, "encoding": str,
                  "smtputf8": int, "sender": str, "dsn_envid": str, "dsn_ret": int}
+_VERP_ATTRS = dict(_NOTIFY_ATTRS, verp_delims=str)
 
 
 class Bounce:
@@ -195,8 +196,8 @@ class Bounce:
         if command == "append":
             attrs = _checked(request, _APPEND_ATTRS, _APPEND_OPTIONAL)
             return -1 if attrs is None else self.append(attrs)
-        if command in ("flush", "warn", "trace"):
-            attrs = _checked(request, _NOTIFY_ATTRS, ())
+        if command in ("flush", "warn", "trace", "verp"):
+            attrs = _checked(request, _VERP_ATTRS if command == "verp" else _NOTIFY_ATTRS, ())
             if attrs is None:
                 return -1
             if not queue.valid_queue_name(attrs["queue_name"]):
@@ -205,7 +206,8 @@ class Bounce:
             if not queue.valid_queue_id(attrs["queue_id"]):
                 msg.warn(f"malformed queue id: {attrs['queue_id']}")
                 return -1
-            handler = {"flush": self.flush, "warn": self.warn, "trace": self.trace}[command]
+            handler = {"flush": self.flush, "warn": self.warn, "trace": self.trace,
+                       "verp": self.verp}[command]
             status = handler(**attrs)
             if status and attrs["flags"] & BOUNCE_FLAG_CLEAN:
                 # The client gives up on this message: leave no log behind.
@@ -315,6 +317,45 @@ class Bounce:
                     msg.warn(f"{queue_id}: postmaster notice failed while bouncing to {sender}")
         if status == 0 and flags & BOUNCE_FLAG_DELRCPT and entries:
             self._mark_done(queue_name, queue_id, entries)
+        if status == 0:
+            self._remove_log(queue_id)
+        return status
+
+    def verp(self, flags: int, queue_name: str, queue_id: str, encoding: str,
+             smtputf8: int, sender: str, dsn_envid: str, dsn_ret: int,
+             verp_delims: str) -> int:
+        """Non-delivery notifications, one per recipient, each to the
+        sender address with that recipient encoded in it (VERP)."""
+        if len(verp_delims) != 2:
+            msg.warn(f"malformed verp delimiter string: {verp_delims}")
+            return -1
+        if not sender or self._is_double_bounce(sender):
+            msg.warn("request to send VERP-style notification of bounced mail")
+            return self.flush(flags, queue_name, queue_id, encoding, smtputf8, sender,
+                              dsn_envid, dsn_ret)
+        args = (queue_name, queue_id, encoding, smtputf8, dsn_envid)
+        entries = self._read_log(queue_id)
+        if entries is None:
+            unavailable = LogEntry("(recipient address unavailable)",
+                                   DSN("5.0.0", "(error report unavailable)", "failed"))
+            return self._send(bounce_template.FAILURE, args, [unavailable], "", sender, False,
+                              NOTIFY_OVERRIDE, dsn_ret == RET_HDRS, "sender non-delivery")
+        status = 0
+        for entry in entries:
+            if not entry.dsn_notify or entry.dsn_notify & NOTIFY_FAILURE:
+                dest = verp_sender(verp_delims, sender, entry)
+                status = self._send(bounce_template.FAILURE, args, [entry], "", dest, False,
+                                    NOTIFY_OVERRIDE, dsn_ret == RET_HDRS, "sender non-delivery")
+                if status:
+                    msg.warn(f"{queue_id}: sender notification failed to {dest}")
+                    break
+                if flags & BOUNCE_FLAG_DELRCPT:
+                    self._mark_done(queue_name, queue_id, [entry])
+            if self.notify_mask & ERROR_BOUNCE:
+                if self._send(bounce_template.FAILURE, args, [entry], self.double_bounce,
+                              self.bounce_rcpt, True, NOTIFY_OVERRIDE, True,
+                              "postmaster non-delivery"):
+                    msg.warn(f"{queue_id}: postmaster notice failed while bouncing to {sender}")
         if status == 0:
             self._remove_log(queue_id)
         return status

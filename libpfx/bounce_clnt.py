@@ -233,13 +233,14 @@ def _dsn(given: DSN | None, status: str, reason: str, action: str) -> DSN:
 # Notification requests.
 
 def _notify(service: str, nrequest: str, queue_name: str, queue_id: str, sender: str,
-            encoding: str, smtputf8: int, dsn_envid: str, dsn_ret: int, flags: int) -> int:
+            encoding: str, smtputf8: int, dsn_envid: str, dsn_ret: int, flags: int,
+            *more: tuple[str, str]) -> int:
     try:
         reply = attr.request(
             f"private/{service}",
             [("nrequest", nrequest), ("flags", flags), ("queue_name", queue_name),
              ("queue_id", queue_id), ("encoding", encoding), ("smtputf8", smtputf8),
-             ("sender", sender), ("dsn_envid", dsn_envid), ("dsn_ret", dsn_ret)],
+             ("sender", sender), ("dsn_envid", dsn_envid), ("dsn_ret", dsn_ret), *more],
             _cfg().timeout, protocol=PROTOCOL, expect={"status": int})
     except attr.AttrError as err:
         msg.warn(f"{queue_id}: {err}")
@@ -256,6 +257,22 @@ def bounce_flush(queue_name: str, queue_id: str, sender: str, encoding: str,
         return -1
     if _notify(_cfg().bounce_service, "flush", queue_name, queue_id, sender, encoding,
                smtputf8, dsn_envid, dsn_ret, flags) == 0:
+        return 0
+    if not flags & BOUNCE_FLAG_CLEAN:
+        msg.info(f"{queue_id}: status=deferred (bounce failed)")
+    return -1
+
+
+def bounce_flush_verp(queue_name: str, queue_id: str, sender: str, encoding: str,
+                      smtputf8: int, dsn_envid: str, dsn_ret: int, verp_delims: str,
+                      flags: int = 0) -> int:
+    """bounce_flush() for a message sent with VERP (sendmail -V): one
+    notification per recipient, each to the sender address with the
+    recipient encoded in it using the two verp_delims characters."""
+    if _cfg().soft_bounce:
+        return -1
+    if _notify(_cfg().bounce_service, "verp", queue_name, queue_id, sender, encoding,
+               smtputf8, dsn_envid, dsn_ret, flags, ("verp_delims", verp_delims)) == 0:
         return 0
     if not flags & BOUNCE_FLAG_CLEAN:
         msg.info(f"{queue_id}: status=deferred (bounce failed)")

@@ -91,6 +91,25 @@ def _next_blank(text: str, pos: int) -> int:
     return len(text)
 
 
+def verp_sender(delimiters: str, sender: str, entry: LogEntry) -> str:
+    """The VERP form of sender for one recipient: prefix@origin becomes
+    prefix+user=domain@origin (with the two delimiters given), from the
+    original recipient when there is one."""
+    local, at, origin = sender.rpartition("@")
+    if not at:
+        local, origin = sender, ""
+    recipient = entry.orig_rcpt or entry.address
+    user, at, domain = recipient.rpartition("@")
+    if not at:
+        user, domain = recipient, ""
+    verp = local + delimiters[0] + user
+    if domain:
+        verp += delimiters[1] + domain
+    if origin:
+        verp += "@" + origin
+    return verp
+
+
 @dataclass
 class Original:
     """What the notification needs from the original queue file."""

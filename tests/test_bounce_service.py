@@ -737,3 +737,22 @@ def test_no_trace_for_bounces(make_instance) -> None:
     inst.wait_log(f"{qid}: not sending trace/success notification for single-bounce message")
     assert not inst.log_file("trace", qid).exists()
     assert inst.cleanup.posted == []
+
+
+def test_verp_notifications(make_instance) -> None:
+    """With VERP, each recipient's notice goes to its own sender address."""
+    inst = make_instance()
+    rcpts = [Recipient("bob@example.com", "bob@example.com"),
+             Recipient("carol@example.net", "carol@example.net")]
+    qid, _ = inst.queue_message("list-owner@example.org", rcpts)
+    request = inst.request(qid, "list-owner@example.org", rcpts)
+    for rcpt in rcpts:
+        assert bounce_clnt.bounce(request, rcpt, "local", "5.1.1", "unknown user") == 0
+    assert bounce_clnt.bounce_flush_verp("active", qid, "list-owner@example.org", "7bit", 0,
+                                         "", 0, "+=") == 0
+    inst.wait_log(f"{qid}: sender non-delivery notification: NEW0002")
+    assert [p.recipients for p in inst.cleanup.posted] == [
+        ["list-owner+bob=example.com@example.org"], ["list-owner+carol=example.net@example.org"]]
+    second = text_parts(inst.cleanup.posted[1].message())[0].get_content()
+    assert second.endswith("\n<carol@example.net>: unknown user\n")
+    assert not inst.log_file("bounce", qid).exists()
