@@ -3,9 +3,11 @@
 master calls create_missing() at start-up, as Postfix's post-install
 create-missing does: the queue directories that are missing are made,
 and the ones that exist keep what they have (``postfix set-permissions``
-is the command that repairs them).  As root, mail queues belong to
-mail_owner, maildrop and public to mail_owner:setgid_group, pid to root;
-run by another user, everything belongs to that user.
+is the command that repairs them).  As root, the modes and owners are
+those of Postfix's postfix-files: mail queues mail_owner:root 0700,
+maildrop mail_owner:setgid_group 0730, public mail_owner:setgid_group
+0710, pid root:root 0755; run by another user, everything belongs to
+that user.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ TREE = (
     QueueDir("flush", 0o700, "mail_owner", ""),
     QueueDir("hold", 0o700, "mail_owner", ""),
     QueueDir("incoming", 0o700, "mail_owner", ""),
-    QueueDir("maildrop", 0o1730, "mail_owner", "setgid_group"),
+    QueueDir("maildrop", 0o730, "mail_owner", "setgid_group"),
     QueueDir("pid", 0o755, "root", ""),
     QueueDir("private", 0o700, "mail_owner", ""),
     QueueDir("public", 0o710, "mail_owner", "setgid_group"),
@@ -54,7 +56,7 @@ def ids(config: Any, entry: QueueDir) -> tuple[int, int]:
         pw = pwd.getpwnam(owner)
     except KeyError:
         msg.fatal(f"unknown mail_owner user name: {owner}")
-    gid = pw.pw_gid
+    gid = 0                     # as postfix-files says: the group is left as created
     if entry.group:
         name = config.get(entry.group)
         try:
