@@ -46,10 +46,11 @@ def test_alias_include_and_forward_to_local_users(mail_system: MailSystem, tmp_p
                          r"\(delivered to mailbox\)", timeout=20)
     mail_system.wait_log(rf"to=<{U1}@{DOMAIN}>, orig_to=<solo>, relay=local, .*status=sent "
                          r"\(delivered to mailbox\)", timeout=20)
+    mail_system.wait_for(lambda: len(re.findall(rf"to=<{U1}@{DOMAIN}>, .*delivered to mailbox",
+                                                mail_system.log())) == 2, what="both copies")
     box = mail_system.mailbox(U1).read_bytes()
-    # One copy for U1 although two aliases lead there: one per original recipient.
     assert box.count(b"\nhello\n") == 2
-    assert b"X-Original-To: team\n" in box or b"X-Original-To: team@" in box
+    assert b"X-Original-To: team\n" in box and b"X-Original-To: solo\n" in box
 
 
 def test_alias_to_remote_style_address_is_forwarded(mail_system: MailSystem) -> None:
@@ -115,3 +116,26 @@ def test_error_discard_and_retry_transports(mail_system: MailSystem) -> None:
                          r"\(silently\)")
     mail_system.wait_log(r"to=<c@ret\.example>, relay=none, .*dsn=4\.4\.1, status=deferred "
                          r"\(try later\)")
+
+
+def test_owner_alias_becomes_sender(mail_system: MailSystem) -> None:
+    mail_system.set_aliases(f"postmaster: root\nlist: {U1}\nowner-list: {U2}\n")
+    mail_system.start()
+    _send(mail_system, ["list"])
+    mail_system.wait_log(r"to=<list@pfx\.example>, orig_to=<list>, .*status=sent \(forwarded as \w+\)",
+                         timeout=20)
+    # The owner's copy starts afresh: no original recipient of its own.
+    mail_system.wait_log(rf"to=<{U1}@{DOMAIN}>, relay=local, .*status=sent \(delivered to mailbox\)")
+    box = mail_system.mailbox(U1).read_bytes()
+    assert box.startswith(f"From owner-list@{DOMAIN}  ".encode())
+    assert f"Return-Path: <owner-list@{DOMAIN}>".encode() in box
+
+
+def test_mailbox_transport_passes_recipient(mail_system: MailSystem) -> None:
+    mail_system.configure({"mailbox_transport": "discard:handed over"})
+    mail_system.start()
+    _send(mail_system, [U1])
+    mail_system.wait_log(rf"postfix/discard\[\d+\]: \w+: to=<{U1}@{DOMAIN}>, orig_to=<{U1}>, relay=none, .*"
+                         r"status=sent \(handed over\)", timeout=20)
+    mail_system.wait_log(r"postfix/qmgr\[\d+\]: \w+: removed")
+    assert not mail_system.mailbox(U1).exists()
