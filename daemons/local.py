@@ -143,6 +143,7 @@ from libpfx import bounce_clnt, local_command, maildir, msg, queue, record
 from libpfx.attr import AttrError, AttrStream
 from libpfx.deliver_request import FLAG_MTA_VRFY, FLAG_USR_VRFY, NOTIFY_NEVER, NOTIFY_SUCCESS, \
     STAT_DEFER, DeliverRequest, Recipient, read_reply, receive, reply, send
+from libpfx.dsn_util import DSN
 from libpfx.local_expand import EXP_ERROR, EXP_EXTENSION_MATCHED, EXP_UNDEF, expand
 from libpfx.local_forward import Forwarder
 from libpfx.maps import DictRetry, changed_table
@@ -364,9 +365,18 @@ class Delivery:
 
     # Recording results.
 
-    def sent(self, attr: MsgAttr, dsn: str, reason: str) -> int:
-        status = bounce_clnt.sent(self.request, attr.rcpt, self.agent.service, dsn, reason)
+    def sent(self, attr: MsgAttr, dsn: str, reason: str, action: str = "delivered") -> int:
+        status = bounce_clnt.sent(self.request, attr.rcpt, self.agent.service, dsn, reason,
+                                  action=action)
         return DONE if status == 0 else FAILED
+
+    def trace_expanded(self, attr: MsgAttr, notify: int, action: str) -> None:
+        """A NOTIFY=SUCCESS recipient that expanded into others gets its
+        own success report ("alias expanded"); its new recipients do not."""
+        if notify & NOTIFY_SUCCESS:
+            rcpt = replace(attr.rcpt, dsn_notify=notify)
+            bounce_clnt.trace_append(self.request, rcpt, self.agent.service,
+                                     DSN("2.0.0", "alias expanded", action))
 
     def bounce(self, attr: MsgAttr, dsn: str, reason: str) -> int:
         status = bounce_clnt.bounce(self.request, attr.rcpt, self.agent.service, dsn, reason)
@@ -564,6 +574,7 @@ class Delivery:
             if count < 1:
                 msg.warn(f"no recipient in alias lookup result for {name}")
                 return self.defer(attr, "4.3.0", "alias database unavailable")
+            self.trace_expanded(attr, notify, "delivered" if owner is not None else "expanded")
             return status
         return None
 
@@ -739,6 +750,8 @@ class Delivery:
             status, count = self.deliver_token_stream(attr, usr, text)
             if count > 0:
                 self.dup_filter.add(f"forward-done {found_path}")
+                if status == DONE:
+                    self.trace_expanded(attr, notify, "expanded")
                 return status
         return None
 
@@ -1011,7 +1024,7 @@ class Delivery:
             notify = attr.rcpt.dsn_notify
             fwd = attr.copy()
             fwd.rcpt.dsn_notify = NOTIFY_NEVER if notify == NOTIFY_SUCCESS else notify & ~NOTIFY_SUCCESS
-            status |= self.sent(fwd, "2.0.0", f"forwarded as {queue_id}")
+            status |= self.sent(fwd, "2.0.0", f"forwarded as {queue_id}", action="relayed")
         return status
 
 
