@@ -127,11 +127,10 @@ from typing import Any
 from libpfx import attr, bounce_log, bounce_template, msg, queue
 from libpfx.bounce_clnt import BOUNCE_FLAG_CLEAN, BOUNCE_FLAG_DELRCPT
 from libpfx.bounce_log import LogEntry
+from libpfx.bounce_notify import (NOTIFY_DELAY, NOTIFY_FAILURE, NOTIFY_OVERRIDE, RET_HDRS,
+                                  Notice, Settings, read_original, verp_sender)
 from libpfx.deliver_request import FLAG_RECORD, FLAG_USR_VRFY
-from libpfx.dsn_util import (DSN, ERROR_2BOUNCE, ERROR_BOUNCE, ERROR_DELAY,
-                             error_mask)
-from libpfx.bounce_notify import (NOTIFY_DELAY, NOTIFY_FAILURE, NOTIFY_OVERRIDE,
-                                   RET_HDRS, Notice, Settings, read_original, verp_sender)
+from libpfx.dsn_util import DSN, ERROR_2BOUNCE, ERROR_BOUNCE, ERROR_DELAY, error_mask
 
 _APPEND_ATTRS = {"flags": int, "queue_id": str, "orig_rcpt": str, "address": str,
                  "dsn_orcpt": str, "dsn_notify": int, "offset": int,
@@ -165,8 +164,8 @@ class Bounce:
         self._settings: Settings | None = None
 
     def settings(self) -> Settings:
-        """Parameters and expanded templates, computed when first needed:
-        most requests are appends."""
+        """What notifications need, computed when first needed: most
+        requests are appends."""
         if self._settings is None:
             cfg = self.config
             self._settings = Settings(
@@ -175,7 +174,7 @@ class Bounce:
                 smtputf8_enable=cfg.get_bool("smtputf8_enable"),
                 max_queue_time=cfg.get_time("maximal_queue_lifetime"),
                 threaded=cfg.get_bool("enable_threaded_bounces"),
-                expanded={name: tp.expand(cfg) for name, tp in self.templates.items()})
+                config=cfg)
         return self._settings
 
     # Requests.
@@ -234,10 +233,11 @@ class Bounce:
                          dsn_notify=attrs["dsn_notify"], dsn=dsn)
         path = self.log_path(queue_id)
         try:
-            self.layout.mkdirs(path)
+            if self.layout.hashed(self.service):
+                self.layout.mkdirs(path)        # hashed subdirectories come on demand
             bounce_log.append(path, entry, self.oldlog_compat)
         except bounce_log.LogWriteError as err:
-            msg.fatal(str(err))
+            msg.fatal(f"{err.op} file {self.service} {queue_id}: {err.strerror}")
         except OSError as err:
             msg.fatal(f"open file {self.service} {queue_id}: {err.strerror}")
         return 0

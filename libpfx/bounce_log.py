@@ -88,7 +88,13 @@ def format_entry(entry: LogEntry, oldlog_compat: bool = True) -> str:
 
 
 class LogWriteError(Exception):
-    """The log could not be opened, locked or written; str() says which."""
+    """The log could not be opened, locked or written: op says which
+    ("open", "lock", "append", "truncate"), strerror why."""
+
+    def __init__(self, op: str, path: str, strerror: str) -> None:
+        super().__init__(f"{op} file {path}: {strerror}")
+        self.op = op
+        self.strerror = strerror
 
 
 def append(path: str, entry: LogEntry, oldlog_compat: bool = True) -> None:
@@ -99,12 +105,12 @@ def append(path: str, entry: LogEntry, oldlog_compat: bool = True) -> None:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
     except OSError as err:
-        raise LogWriteError(f"open file {path}: {err.strerror}") from None
+        raise LogWriteError("open", path, err.strerror) from None
     try:
         try:
             fcntl.lockf(fd, fcntl.LOCK_EX)
         except OSError as err:
-            raise LogWriteError(f"lock file {path}: {err.strerror}") from None
+            raise LogWriteError("lock", path, err.strerror) from None
         length = os.lseek(fd, 0, os.SEEK_END)
         try:
             view = memoryview(data)
@@ -115,8 +121,8 @@ def append(path: str, entry: LogEntry, oldlog_compat: bool = True) -> None:
             try:
                 os.ftruncate(fd, length)
             except OSError as terr:
-                raise LogWriteError(f"truncate file {path}: {terr.strerror}") from None
-            raise LogWriteError(f"append file {path}: {err.strerror}") from None
+                raise LogWriteError("truncate", path, terr.strerror) from None
+            raise LogWriteError("append", path, err.strerror) from None
     finally:
         os.close(fd)
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from libpfx import cleanup_clnt, msg, record
 from libpfx.bounce_log import LogEntry
@@ -23,6 +24,9 @@ from libpfx.bounce_template import DELAY, FAILURE, Template
 from libpfx.cleanup_clnt import CleanupClient, CleanupError
 from libpfx.header_opts import header_name_length
 from libpfx.tok822 import quote_822_local
+
+if TYPE_CHECKING:
+    from libpfx.config import Config
 
 # DSN NOTIFY bits (Postfix's DSN_NOTIFY_*) and the RET values.
 NOTIFY_NEVER = 1
@@ -207,7 +211,7 @@ class Settings:
     smtputf8_enable: bool
     max_queue_time: int          # maximal_queue_lifetime, seconds
     threaded: bool               # enable_threaded_bounces
-    expanded: dict[str, list[str]]   # template class -> expanded text
+    config: "Config"             # for the $names in template text
 
 
 def diagnostic_atom(mail_name: str) -> str:
@@ -285,7 +289,7 @@ class Notice:
         self.put("")
 
     def boilerplate(self) -> None:
-        for line in self.settings.expanded[self.template.tclass]:
+        for line in self.template.expand(self.settings.config):
             self.put(line)
 
     def _selected(self, entries: list[LogEntry], notify_filter: int) -> list[LogEntry]:

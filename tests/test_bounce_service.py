@@ -368,6 +368,21 @@ def test_service_unavailable(make_instance, capfd: pytest.CaptureFixture[str]) -
     assert "ABCDEF: status=deferred (bounce failed)" in capfd.readouterr().err
 
 
+def test_unwritable_log(make_instance, capfd: pytest.CaptureFixture[str]) -> None:
+    """When the log cannot be written the service dies loudly, and the
+    recipient stays in the queue as deferred."""
+    inst = make_instance()
+    (inst.queue / "bounce").rmdir()
+    (inst.queue / "bounce").write_text("")
+    rcpt = Recipient("bob@example.com", "bob@example.com")
+    qid, _ = inst.queue_message("alice@example.org", [rcpt])
+    request = inst.request(qid, "alice@example.org", [rcpt])
+    assert bounce_clnt.bounce(request, rcpt, "local", "5.1.1", "unknown user") == -1
+    inst.wait_log(f"fatal: open file bounce {qid}: Not a directory")
+    assert "dsn=4.3.0, status=deferred (bounce or trace service failure)" in capfd.readouterr().err
+    assert "reason=bounce or trace service failure" in inst.log_file("defer", qid).read_text()
+
+
 def test_malformed_request(make_instance) -> None:
     inst = make_instance()
     reply = attr.request("private/bounce", {"nrequest": "append", "queue_id": "ABC"}, 30,
