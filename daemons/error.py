@@ -48,9 +48,10 @@ from libpfx.dsn_util import dsn_split
 Append = Callable[[DeliverRequest, Recipient, str, str, str], int]
 
 
-def serve_request(conn, ctx, default_status: str, append: Append) -> None:
+def serve_request(conn, ctx, default_status: str, append: Append, mark_done: bool = True) -> None:
     """Read one request and record every recipient with append, the
-    next-hop text as the reason; mark done those append returned 0 for."""
+    next-hop text as the reason; with mark_done, mark done those that
+    append returned 0 for (a deferred recipient stays in the queue)."""
     stream = AttrStream(conn, "qmgr", 3600)
     try:
         request = receive(stream)
@@ -65,15 +66,14 @@ def serve_request(conn, ctx, default_status: str, append: Append) -> None:
     status, reason = dsn_split(default_status, request.nexthop)
     result = 0
     for rcpt in request.recipients:
-        if append(request, rcpt, bounce_clnt.NO_RELAY, status, reason) == 0:
-            if rcpt.offset >= 0:
-                try:
-                    queue.mark_done(path, rcpt.offset)
-                except OSError as err:
-                    msg.warn(f"{request.queue_id}: update {path}: {err.strerror}")
-                    result = STAT_DEFER
-        elif append is not bounce_clnt.defer:
+        if append(request, rcpt, bounce_clnt.NO_RELAY, status, reason) != 0:
             result = STAT_DEFER
+        elif mark_done and rcpt.offset >= 0:
+            try:
+                queue.mark_done(path, rcpt.offset)
+            except OSError as err:
+                msg.warn(f"{request.queue_id}: update {path}: {err.strerror}")
+                result = STAT_DEFER
     try:
         reply(stream, result)
     except AttrError as err:
@@ -82,7 +82,7 @@ def serve_request(conn, ctx, default_status: str, append: Append) -> None:
 
 def error_service(conn, ctx) -> None:
     if ctx.service_name == "retry":
-        serve_request(conn, ctx, "4.0.0", bounce_clnt.defer)
+        serve_request(conn, ctx, "4.0.0", bounce_clnt.defer, mark_done=False)
     else:
         serve_request(conn, ctx, "5.0.0", bounce_clnt.bounce)
 

@@ -180,6 +180,8 @@ _EXT_NAMES = {"canonical": 1, "virtual": 2, "alias": EXT_PROP_ALIAS,
               "forward": EXT_PROP_FORWARD, "include": EXT_PROP_INCLUDE, "generic": 1 << 3}
 
 NESTING_LIMIT = 100
+# Address verification (sendmail -bv, verify(8) probes): report, do not deliver.
+TRACE_ONLY = FLAG_MTA_VRFY | FLAG_USR_VRFY
 INCLUDE = ":include:"
 
 
@@ -639,7 +641,7 @@ class Delivery:
     def deliver_indirect(self, attr: MsgAttr) -> int:
         if self.been_here(f"indirect {attr.rcpt.address}"):
             return DONE
-        if self.request.flags & FLAG_USR_VRFY:
+        if self.request.flags & TRACE_ONLY:
             return self.sent(attr, "2.0.0", f"forwards to {attr.rcpt.address}")
         if not self.forwarder.append(attr.delivered, attr.sender, attr.rcpt.orig_rcpt,
                                      attr.rcpt.address, attr.rcpt.dsn_orcpt, attr.rcpt.dsn_notify):
@@ -837,7 +839,7 @@ class Delivery:
     def deliver_mailbox_file(self, attr: MsgAttr, usr: UserAttr) -> int:
         agent = self.agent
         attr = attr.copy()
-        if self.request.flags & FLAG_USR_VRFY:
+        if self.request.flags & TRACE_ONLY:
             return self.sent(attr, "2.0.0", "delivers to mailbox")
         if not agent.frozen_delivered:
             attr.delivered = attr.rcpt.address
@@ -897,7 +899,7 @@ class Delivery:
     def deliver_maildir(self, attr: MsgAttr, usr: UserAttr, path: str) -> int:
         agent = self.agent
         attr = attr.copy()
-        if self.request.flags & FLAG_USR_VRFY:
+        if self.request.flags & TRACE_ONLY:
             return self.sent(attr, "2.0.0", "delivers to maildir")
         if not agent.frozen_delivered:
             attr.delivered = attr.rcpt.address
@@ -920,7 +922,7 @@ class Delivery:
             return DONE
         if not agent.file_mask & attr.exp_type:
             return self.bounce_workaround(attr, "5.7.1", "mail to file is restricted")
-        if self.request.flags & FLAG_USR_VRFY:
+        if self.request.flags & TRACE_ONLY:
             return self.sent(attr, "2.0.0", f"delivers to file: {path}")
         usr = replace(usr)
         usr.uid, usr.gid = self._owner_ids(usr)
@@ -959,7 +961,7 @@ class Delivery:
         attr = attr.copy()
         if self.been_here(f"command {attr.user}:{usr.uid} {command}"):
             return DONE
-        if self.request.flags & FLAG_USR_VRFY:
+        if self.request.flags & TRACE_ONLY:
             return self.sent(attr, "2.0.0", f"delivers to command: {command}")
         uid, gid = self._owner_ids(usr)
         flags = self._copy_flags(COPY_FROM | COPY_RETURN_PATH | COPY_ORIG_RCPT | COPY_DELIVERED, HDR_CMD)

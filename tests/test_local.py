@@ -309,3 +309,15 @@ def test_mailbox_size_limit_bounces_and_truncates(tmp_path: Path, users: None) -
         assert box.read_bytes() == b"x" * 900
     finally:
         agent.close()
+
+
+@needs_root
+def test_address_verification_reports_without_delivering(agent: Agent) -> None:
+    from libpfx.deliver_request import FLAG_USR_VRFY
+    rcpt = f"{U1}@host.example.com"
+    queued = agent.queue_message("sender@example.com", [rcpt], MESSAGE)
+    assert agent.deliver(queued, flags=FLAG_USR_VRFY) == 0, agent.stderr
+    assert not (agent.spool / U1).exists()
+    [entry] = agent.appended("trace")
+    assert (entry["address"], entry["dsn_status"], entry["reason"]) == \
+        (rcpt, "2.0.0", "delivery via local: delivers to mailbox")
