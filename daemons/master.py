@@ -308,7 +308,11 @@ class Master:
             host, port = "", serv.name
         fds = []
         for family, kind, proto, _, addr in self.inet_addresses(host.strip("[]"), port):
-            sock = socket.socket(family, kind, proto)
+            try:
+                sock = socket.socket(family, kind, proto)
+            except OSError as err:
+                msg.warn(f"socket: {err.strerror}: skipping {addr[0]} port {addr[1]}")
+                continue
             try:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 if family == socket.AF_INET6:

@@ -258,9 +258,12 @@ def _fatal_exit(ctx: Context | None, text: str) -> NoReturn:
     _exit(ctx, 1)
 
 
+_under_master = False           # set once the options are known
+
+
 def _exit(ctx: Context | None, status: int) -> NoReturn:
-    if status and ctx is not None and not ctx.stand_alone:
-        time.sleep(FATAL_SLEEP)
+    if status and _under_master:
+        time.sleep(FATAL_SLEEP)     # no fork storm when master starts us again
     sys.stdout.flush()
     os._exit(status)
 
@@ -280,9 +283,11 @@ class _Skeleton:
     # Start-up.
 
     def init(self, argv: list[str]) -> Context:
+        global _under_master
         from libpfx import master_cf
         from libpfx.config import Config
         opts = self.opts
+        _under_master = not opts.stand_alone
         # Before anything changes the environment: the title may take its space.
         set_process_title(process_title(argv), opts.command)
         msg.init(opts.service_name, stderr=opts.stand_alone or opts.debug)

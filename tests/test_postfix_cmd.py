@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 
 from tests.mailsystem import MailSystem, mail_system  # noqa: F401 - fixture
@@ -68,3 +69,39 @@ def test_start_creates_queue_tree(mail_system: MailSystem) -> None:
         assert grp.getgrgid(st.st_gid).gr_name == "postdrop"
         assert os.stat(queue / "pid").st_uid == 0
         assert os.stat(queue / "incoming").st_gid == 0
+
+
+def test_logrotate(mail_system: MailSystem) -> None:
+    mail_system.configure({"maillog_file_compressor": "true",
+                           "maillog_file_rotate_suffix": "old"})
+    mail_system.start()
+    done = mail_system.postfix("logrotate")
+    assert done.returncode == 0, done.stderr
+    old = mail_system.top / "maillog.old"
+    assert "daemon started" in old.read_text()
+    mail_system.command("postlog", "after", "rotation")
+    mail_system.wait_log(r"postfix/postlog\[\d+\]: after rotation")
+    assert "after rotation" not in old.read_text()
+
+
+def test_bad_master_cf_fails_start(mail_system: MailSystem) -> None:
+    mail_system.configure(None, "cleanup unix n - n - 0 cleanup\nbroken unix x\n")
+    done = mail_system.postfix("start")
+    assert done.returncode == 1
+    assert done.stderr.startswith(PREFIX + "fatal: ")
+    assert 'master.cf: line 2: missing "unprivileged" field' in done.stderr + mail_system.log()
+    assert mail_system.postfix("status").returncode == 1
+
+
+def test_start_fails_when_port_is_taken(mail_system: MailSystem) -> None:
+    import socket
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        mail_system.configure(None, f"127.0.0.1:{port} inet n - n - - smtpd\n")
+        done = mail_system.postfix("start")
+        assert done.returncode == 1
+        assert done.stderr.endswith(PREFIX + "fatal: mail system startup failed\n")
+        assert re.search(rf"postfix/master\[\d+\]: fatal: bind 127\.0\.0\.1 port {port}: "
+                         r"Address already in use", mail_system.log())

@@ -37,6 +37,10 @@ DESCRIPTION
     status
         Report whether the mail system is running (exit status 0) or not
         (exit status 1).
+    logrotate
+        Rename maillog_file to a name with the maillog_file_rotate_suffix
+        time stamp, make the running processes write a new file, and
+        compress the old one with maillog_file_compressor.
     set-permissions, upgrade-configuration
         Repair ownership and permissions; add what newer releases need to
         main.cf and master.cf.
@@ -211,6 +215,35 @@ def cmd_status(script: Script) -> int:
     return 0
 
 
+def cmd_logrotate(script: Script, args: list[str]) -> int:
+    """Rename maillog_file with a time suffix, have the writers reopen
+    it, and compress the old one."""
+    if args:
+        script.fatal("usage postfix logrotate (no arguments)")
+    values = {}
+    for name in ("maillog_file", "maillog_file_compressor", "maillog_file_rotate_suffix"):
+        values[name] = script.config.get(name)
+        if not values[name]:
+            script.fatal(f"empty '{name}' parameter value - logfile rotation failed")
+    path = values["maillog_file"]
+    if path.startswith("/dev/"):
+        script.fatal(f"not rotating '{path}'")
+    rotated = f"{path}.{time.strftime(values['maillog_file_rotate_suffix'])}"
+    try:
+        os.rename(path, rotated)
+    except OSError as err:
+        script.fatal(f"logfile '{path}' rotation failed: {err.strerror}")
+    pid = script.master_pid()
+    if pid is not None and pid > 0:
+        _kill(pid, signal.SIGHUP)
+    time.sleep(1)               # the writers notice within a second
+    result = subprocess.run([values["maillog_file_compressor"], rotated],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        script.fatal(f"logfile '{path}' rotation failed: {result.stderr.strip()}")
+    return 0
+
+
 def cmd_admin(script: Script, command: str) -> int:
     checker = _check_module()
     if checker is None:
@@ -263,6 +296,8 @@ def main(argv: list[str] | None = None) -> NoReturn:
         status = cmd_status(script)
     elif command in ("check", "set-permissions", "upgrade-configuration"):
         status = cmd_admin(script, command)
+    elif command == "logrotate":
+        status = cmd_logrotate(script, args[1:])
     else:
         script.fatal(f"unknown command: '{command}'. Usage: postfix {USAGE_COMMANDS}")
     sys.exit(status)
