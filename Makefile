@@ -7,7 +7,7 @@ STAMP    := $(VENV)/.installed
 # Debian packages the build and the tests need (libcap-dev for python-prctl).
 DEB_PKGS := libcap-dev gcc python3-dev python3-venv
 
-.PHONY: all deps venv compile test run bench man clean
+.PHONY: all deps venv compile test run bench man clean install uninstall
 
 all: venv
 
@@ -48,6 +48,25 @@ bench: $(STAMP) compile
 
 man: $(STAMP)
 	$(VPY) -m tools.mkman man
+
+# Installation (tools/install.sh): commands in $(DESTDIR)$(PREFIX)/sbin,
+# the code in $(PREFIX)/lib/pfx, configuration in /etc/postfix (kept when
+# present), a set-gid postdrop and postqueue built with $(CC).  PFX_PYTHON
+# is the interpreter that has pfx's dependencies: by default this
+# checkout's; a package would name the system's.  Without DESTDIR the
+# postfix user and postdrop group are created when missing
+# (CREATE_ACCOUNTS=no prevents it).
+PREFIX     ?= /usr
+PFX_PYTHON ?= $(abspath $(VPY))
+CC         ?= gcc
+
+install:
+	DESTDIR="$(DESTDIR)" PREFIX="$(PREFIX)" PFX_PYTHON="$(PFX_PYTHON)" CC="$(CC)" \
+	    $(if $(CREATE_ACCOUNTS),CREATE_ACCOUNTS="$(CREATE_ACCOUNTS)") sh tools/install.sh install
+
+# Removes what the manifest written by install lists, nothing else.
+uninstall:
+	DESTDIR="$(DESTDIR)" PREFIX="$(PREFIX)" sh tools/install.sh uninstall
 
 clean:
 	rm -rf $(VENV) build *.egg-info man

@@ -1,0 +1,119 @@
+"""make install and make uninstall into a staging directory (DESTDIR),
+and the set-gid wrapper that runs postdrop and postqueue."""
+
+from __future__ import annotations
+
+import grp
+import os
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+
+
+def make(target: str, destdir: Path, **extra: str) -> subprocess.CompletedProcess:
+    args = ["make", "-s", "-C", str(ROOT), target, f"DESTDIR={destdir}",
+            f"PFX_PYTHON={sys.executable}", *(f"{k}={v}" for k, v in extra.items())]
+    return subprocess.run(args, capture_output=True, text=True, timeout=120)
+
+
+def tree(top: Path) -> set[str]:
+    """Every file below top, as an absolute path inside the staging root."""
+    return {"/" + str(p.relative_to(top)) for p in top.rglob("*") if not p.is_dir()}
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc is needed for the set-gid wrapper")
+def test_install_and_uninstall_in_destdir(tmp_path: Path) -> None:
+    dest = tmp_path / "stage"
+    kept = dest / "etc" / "postfix" / "master.cf"
+    kept.parent.mkdir(parents=True)
+    kept.write_text("# the administrator's own\n")
+
+    result = make("install", dest)
+    assert result.returncode == 0, result.stderr
+    sbin = dest / "usr" / "sbin"
+    for name in ("sendmail", "mailq", "newaliases", "postfix", "postconf", "postmap",
+                 "postalias", "postdrop"):
+        assert os.access(sbin / name, os.X_OK), name
+    launcher = (sbin / "sendmail").read_text()
+    assert launcher.startswith(f"#!{sys.executable} -I\n")
+    assert "from tools.sendmail import main" in launcher
+    assert "from tools.sendmail import mailq_main" in (sbin / "mailq").read_text()
+    postdrop = os.stat(sbin / "postdrop")
+    assert (sbin / "postdrop").read_bytes()[:4] == b"\x7fELF"
+    if os.geteuid() == 0 and _group_exists("postdrop"):
+        assert stat.S_IMODE(postdrop.st_mode) == 0o2755
+        assert postdrop.st_gid == grp.getgrnam("postdrop").gr_gid
+    lib = dest / "usr" / "lib" / "pfx"
+    assert (lib / "daemons" / "pickup.py").is_file()
+    assert list((lib / "libpfx" / "__pycache__").glob("queue.*.pyc"))
+    assert (dest / "usr" / "lib" / "systemd" / "system" / "postfix.service").is_file()
+    assert (dest / "etc" / "postfix" / "main.cf").read_text() == (ROOT / "etc" / "main.cf").read_text()
+    assert kept.read_text() == "# the administrator's own\n"
+    assert "keeping existing /etc/postfix/master.cf" in result.stderr
+
+    # The manifest lists exactly what was installed.
+    manifest = (lib / "MANIFEST").read_text().splitlines()
+    listed = {line.split()[-1] for line in manifest if not line.startswith("dir ")}
+    assert listed == tree(dest) - {"/etc/postfix/master.cf"}
+
+    # The installed code works with the interpreter it was installed for.
+    check = subprocess.run([sys.executable, "-I", "-c",
+                            f"import sys; sys.path.insert(0, {str(lib)!r}); "
+                            "from tools.postconf import main; main(['-d', 'mail_name'])"],
+                           capture_output=True, text=True, timeout=30)
+    assert check.stdout == "mail_name = Postfix\n", check.stderr
+
+    again = make("install", dest)
+    assert again.returncode != 0
+    assert "already installed" in again.stderr
+
+    main_cf = dest / "etc" / "postfix" / "main.cf"
+    main_cf.write_text(main_cf.read_text() + "myhostname = mail.example\n")
+    result = make("uninstall", dest)
+    assert result.returncode == 0, result.stderr
+    assert "keeping changed /etc/postfix/main.cf" in result.stderr
+    assert tree(dest) == {"/etc/postfix/master.cf", "/etc/postfix/main.cf"}
+    assert not (dest / "usr").exists()
+
+
+def _group_exists(name: str) -> bool:
+    try:
+        grp.getgrnam(name)
+        return True
+    except KeyError:
+        return False
+
+
+def test_uninstall_without_installation(tmp_path: Path) -> None:
+    result = make("uninstall", tmp_path)
+    assert result.returncode != 0
+    assert "no pfx installation" in result.stderr
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc is needed for the set-gid wrapper")
+def test_setgid_wrapper_cleans_the_environment(tmp_path: Path) -> None:
+    script = tmp_path / "show.py"
+    script.write_text("import os, sys\n"
+                      "print(sorted(os.environ.items()))\n"
+                      "print(sys.flags.isolated, sys.flags.ignore_environment, sys.argv[1:])\n")
+    binary = tmp_path / "wrapper"
+    subprocess.run(["gcc", "-O2", "-Wall", "-Werror", f'-DPFX_PYTHON="{sys.executable}"',
+                    f'-DPFX_SCRIPT="{script}"', "-o", str(binary),
+                    str(ROOT / "tools" / "setgid_wrapper.c")], check=True, timeout=60)
+    env = {"MAIL_CONFIG": "/etc/pfx", "LANG": "C", "PYTHONPATH": "/evil", "LD_PRELOAD": "x.so",
+           "IFS": "x", "TZ": "UTC"}
+    result = subprocess.run([str(binary), "-c", "dir", "arg two"], env=env, capture_output=True,
+                            text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    # (Python itself adds LC_CTYPE when LANG is C: PEP 538.)
+    seen = [item for item in eval(lines[0]) if item[0] != "LC_CTYPE"]
+    assert seen == [("LANG", "C"), ("MAIL_CONFIG", "/etc/pfx"), ("PATH", "/usr/bin:/bin"),
+                    ("TZ", "UTC")]
+    assert lines[1] == "1 1 ['-c', 'dir', 'arg two']"
