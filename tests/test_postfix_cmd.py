@@ -85,7 +85,7 @@ def test_logrotate(mail_system: MailSystem) -> None:
 
 
 def test_bad_master_cf_fails_start(mail_system: MailSystem) -> None:
-    mail_system.configure(None, "cleanup unix n - n - 0 cleanup\nbroken unix x\n")
+    mail_system.configure(None, "postlog unix-dgram n - n - 1 postlogd\nbroken unix x\n")
     done = mail_system.postfix("start")
     assert done.returncode == 1
     assert done.stderr.startswith(PREFIX + "fatal: ")
@@ -99,7 +99,8 @@ def test_start_fails_when_port_is_taken(mail_system: MailSystem) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)
         port = taken.getsockname()[1]
-        mail_system.configure(None, f"127.0.0.1:{port} inet n - n - - smtpd\n")
+        mail_system.configure(None, f"127.0.0.1:{port} inet n - n - - smtpd\n"
+                                    "postlog unix-dgram n - n - 1 postlogd\n")
         done = mail_system.postfix("start")
         assert done.returncode == 1
         assert done.stderr.endswith(PREFIX + "fatal: mail system startup failed\n")
