@@ -291,6 +291,7 @@ class Local:
             msg.fatal("parameter mailbox_delivery_lock specifies no applicable mailbox locking method")
         self.locks = LockConfig.from_config(config)
         self.rcpt_delim = get("recipient_delimiter")
+        self.double_bounce = get("double_bounce_sender")
         self.home_mailbox = get("home_mailbox")
         self.spool_dir = get("mail_spool_directory")
         self.mailbox_command = config.raw("mailbox_command") or ""
@@ -450,16 +451,16 @@ class Delivery:
         attr.local = attr.user = local
         attr.extension = None
         if self.agent.rcpt_delim:
-            for i, c in enumerate(local):
-                if c in self.agent.rcpt_delim and i > 0:
-                    ext = local[i + 1:]
-                    if "/" in ext:
-                        msg.warn(f"{self.request.queue_id}: address with illegal extension: {local}")
-                        attr.local = local[:i]
-                    else:
-                        attr.extension = ext
-                    attr.user = local[:i]
-                    break
+            bare, ext = split_extension(local, self.agent.rcpt_delim,
+                                        ownreq_special=self.agent.ownreq_special,
+                                        double_bounce=self.agent.double_bounce)
+            if ext is not None:
+                attr.user = bare
+                if "/" in ext:
+                    msg.warn(f"{self.request.queue_id}: address with illegal extension: {local}")
+                    attr.local = bare
+                else:
+                    attr.extension = ext[1:]
         attr.unmatched = attr.extension
         if not attr.user:
             return self.bounce(attr, "5.1.3", f'null username in "{attr.rcpt.address}"')
