@@ -888,11 +888,14 @@ class SmtpSession:
 
 # The other modes run the program that does the job.
 
-def run_program(module: str, argv: list[str]) -> NoReturn:
+def run_program(cfg: Config, module: str, argv: list[str]) -> NoReturn:
     """Hand over to another pfx command in this process, as Postfix's
     sendmail executes it."""
     import importlib
-    program = importlib.import_module(f"tools.{module}")
+    try:
+        program = importlib.import_module(f"tools.{module}")
+    except ModuleNotFoundError:
+        fatal(f"execv {cfg.get('command_directory')}/{module}: No such file or directory")
     program.main(argv)
     sys.exit(0)
 
@@ -904,7 +907,7 @@ def newaliases(cfg: Config, o: Options) -> NoReturn:
         tables = split_list(cfg.get("alias_database"))
     if not tables:
         sys.exit(0)
-    run_program("postalias", ["-c", cfg.config_dir, *["-v"] * o.verbose, "--", *tables])
+    run_program(cfg, "postalias", ["-c", cfg.config_dir, *["-v"] * o.verbose, "--", *tables])
 
 
 def start_daemon(cfg: Config, o: Options) -> NoReturn:
@@ -957,21 +960,21 @@ def main(argv: list[str] | None = None, progname: str | None = None) -> NoReturn
         if o.site_to_flush:
             if args:
                 fatal("flush site requires no recipient")
-            run_program("postqueue", ["-c", cfg.config_dir, "-s", o.site_to_flush, *verbose])
+            run_program(cfg, "postqueue", ["-c", cfg.config_dir, "-s", o.site_to_flush, *verbose])
         if o.id_to_flush:
             if args:
                 fatal("flush queue_id requires no recipient")
-            run_program("postqueue", ["-c", cfg.config_dir, "-i", o.id_to_flush, *verbose])
+            run_program(cfg, "postqueue", ["-c", cfg.config_dir, "-i", o.id_to_flush, *verbose])
         enqueue(cfg, o, args)
         sys.exit(0)
     if o.mode == MAILQ:
         if args:
             fatal("display queue mode requires no recipient")
-        run_program("postqueue", ["-c", cfg.config_dir, "-p", *verbose])
+        run_program(cfg, "postqueue", ["-c", cfg.config_dir, "-p", *verbose])
     if o.mode == FLUSHQ:
         if args:
             fatal("flush queue mode requires no recipient")
-        run_program("postqueue", ["-c", cfg.config_dir, "-f", *verbose])
+        run_program(cfg, "postqueue", ["-c", cfg.config_dir, "-f", *verbose])
     if o.mode == DAEMON:
         if args:
             fatal("daemon mode requires no recipient")
