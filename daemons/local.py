@@ -139,7 +139,7 @@ import sys
 from dataclasses import dataclass, replace
 
 from libpfx import attr as attrs
-from libpfx import bounce_clnt, local_command, maildir, msg, queue, record
+from libpfx import bounce_clnt, local_command, maildir, msg, queue, record, rewrite_clnt
 from libpfx.attr import AttrError, AttrStream
 from libpfx.deliver_request import FLAG_MTA_VRFY, FLAG_USR_VRFY, NOTIFY_NEVER, NOTIFY_SUCCESS, \
     STAT_DEFER, DeliverRequest, Recipient, read_reply, receive, reply, send
@@ -402,7 +402,7 @@ class Delivery:
         if agent.ownreq_special:
             try:
                 owner = self._find_owner(attr.rcpt.address)
-            except _TableError:
+            except DictRetry:
                 return self.defer(attr, "4.3.0", "alias database unavailable")
             if owner is not None:
                 attr = attr.copy()
@@ -416,16 +416,12 @@ class Delivery:
         if ext is not None:
             candidates.append("owner-" + bare)
         for name in candidates:
-            try:
-                value = self.agent.alias_maps.find(name)
-            except DictRetry:
-                raise _TableError() from None
+            value = self.agent.alias_maps.find(name)
             if value is not None:
                 return self._canon(value if self.agent.exp_own_alias else name)
         return None
 
     def _canon(self, address: str) -> str:
-        from libpfx import rewrite_clnt
         return rewrite_clnt.rewrite("local", address)
 
     # The expansion, as Postfix's local(8) walks it.
@@ -618,7 +614,6 @@ class Delivery:
         return self.deliver_resolve_addr(attr, usr, token)
 
     def deliver_resolve_addr(self, attr: MsgAttr, usr: UserAttr, address: str) -> int:
-        from libpfx import rewrite_clnt
         attr = attr.copy()
         address = rewrite_clnt.rewrite("local", address)
         reply = rewrite_clnt.resolve(attr.sender, address)
@@ -790,7 +785,6 @@ class Delivery:
         return self.deliver_mailbox_file(attr, usr)
 
     def deliver_unknown(self, attr: MsgAttr, usr: UserAttr) -> int:
-        from libpfx import rewrite_clnt
         agent = self.agent
         attr = attr.copy()
         if self.been_here(f"deliver_unknown {attr.local}"):
@@ -1029,10 +1023,6 @@ class Delivery:
             fwd.rcpt.dsn_notify = NOTIFY_NEVER if notify == NOTIFY_SUCCESS else notify & ~NOTIFY_SUCCESS
             status |= self.sent(fwd, "2.0.0", f"forwarded as {queue_id}", action="relayed")
         return status
-
-
-class _TableError(Exception):
-    """An alias table lookup failed temporarily."""
 
 
 def _biff_notify(text: str) -> None:
