@@ -5,7 +5,7 @@ create-missing does: the queue directories that are missing are made,
 and the ones that exist keep what they have (``postfix set-permissions``
 is the command that repairs them).  As root, the modes and owners are
 those of Postfix's postfix-files: mail queues mail_owner:root 0700,
-maildrop mail_owner:setgid_group 0730, public mail_owner:setgid_group
+maildrop mail_owner:setgid_group 01730 (sticky, as Debian installs it), public mail_owner:setgid_group
 0710, pid root:root 0755; run by another user, everything belongs to
 that user.
 """
@@ -34,7 +34,7 @@ TREE = (
     QueueDir("flush", 0o700, "mail_owner", ""),
     QueueDir("hold", 0o700, "mail_owner", ""),
     QueueDir("incoming", 0o700, "mail_owner", ""),
-    QueueDir("maildrop", 0o730, "mail_owner", "setgid_group"),
+    QueueDir("maildrop", 0o1730, "mail_owner", "setgid_group"),
     QueueDir("pid", 0o755, "root", ""),
     QueueDir("private", 0o700, "mail_owner", ""),
     QueueDir("public", 0o710, "mail_owner", "setgid_group"),

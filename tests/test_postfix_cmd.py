@@ -59,7 +59,7 @@ def test_start_creates_queue_tree(mail_system: MailSystem) -> None:
     queue = mail_system.queue
     modes = {name: oct(os.stat(queue / name).st_mode & 0o7777)
              for name in ("maildrop", "public", "private", "pid", "incoming", "active")}
-    assert modes == {"maildrop": "0o730", "public": "0o710", "private": "0o700",
+    assert modes == {"maildrop": "0o1730", "public": "0o710", "private": "0o700",
                      "pid": "0o755", "incoming": "0o700", "active": "0o700"}
     if os.geteuid() == 0:
         import grp
