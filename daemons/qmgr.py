@@ -136,7 +136,7 @@ import os
 import time
 from typing import Callable, Iterator
 
-from libpfx import attr, bounce_clnt, master_cf, msg, server
+from libpfx import attr, bounce_clnt, master_cf, msg, rewrite_clnt, server
 from libpfx.qmgr_deliver import Scheduler, Transport
 from libpfx.qmgr_message import FLUSH_DFXP, FLUSH_ONCE, SCAN_ALL, SCAN_START, ActiveQueue
 from libpfx.queue import DEFERRED, INCOMING, QueueLayout
@@ -198,6 +198,9 @@ class Qmgr:
         config = ctx.config
         self.config = config
         bounce_clnt.init(config)
+        # As Postfix's qmgr: a broken channel is reset long before the
+        # watchdog would go off.
+        rewrite_clnt.configure(timeout=config.get_time("qmgr_ipc_timeout"))
         self.maxproc = maxproc
         self.active_limit = config.get_int("qmgr_message_active_limit")
         self.queue_run_delay = config.get_time("queue_run_delay")

@@ -302,11 +302,17 @@ class Scheduler:
 
     def enable_all(self) -> None:
         """Forget every dead transport and destination (the F trigger)."""
-        for transport in self.transports.values():
-            self.unthrottle_transport(transport)
-            for queue in transport.queues.values():
-                if queue.dead is not None:
-                    self.unthrottle_queue(queue)
+        for name in self.transports:
+            self.revive(name)
+
+    def revive(self, name: str) -> None:
+        """Forget that a transport and its destinations are dead (a
+        message that asks to be flushed)."""
+        transport = self.transport(name)
+        self.unthrottle_transport(transport)
+        for queue in transport.queues.values():
+            if queue.dead is not None:
+                self.unthrottle_queue(queue)
 
     def throttle_transport(self, transport: Transport, dsn: tuple[str, str]) -> None:
         if transport.dead is None:

@@ -27,6 +27,13 @@ SCAN_START = 1 << 0         # start a scan now, or when the current one ends
 SCAN_ALL = 1 << 1           # ignore the file time stamps
 FLUSH_ONCE = 1 << 2         # forget dead transports and destinations, once
 FLUSH_DFXP = 1 << 3         # ignore defer_transports
+FLUSH_EACH = 1 << 4         # revive this message's dead transports and destinations
+FORCE_EXPIRE = 1 << 5       # postsuper -e: return the message now
+
+# Queue file permission bits that ask for the above (postqueue -i, -s;
+# postsuper -e, -f), as Postfix's MAIL_QUEUE_STAT_*.
+STAT_UNTHROTTLE = stat.S_IRGRP
+STAT_EXPIRE = stat.S_IXGRP
 
 # Postfix's record of the time stamp it puts on a left-over active file.
 LOCKED_DEFER = 60
@@ -171,6 +178,10 @@ class ActiveQueue:
             return False
         if not scan_flags & SCAN_ALL and st.st_mtime > time.time() + 1:
             return False
+        if st.st_mode & STAT_UNTHROTTLE:
+            scan_flags |= FLUSH_EACH | FLUSH_DFXP
+        if st.st_mode & STAT_EXPIRE:
+            scan_flags |= FORCE_EXPIRE
         try:
             path = self.layout.move(queue_id, queue_name, ACTIVE)
         except FileNotFoundError as err:
@@ -204,14 +215,23 @@ class ActiveQueue:
             msg.warn(f"{queue_id}: {why[len(path) + 2:] if why.startswith(path + ': ') else why}")
             self.corrupt(queue_id)
             return False
+        if st.st_mode & STAT_UNTHROTTLE:
+            try:
+                os.chmod(path, st.st_mode & 0o777 & ~STAT_UNTHROTTLE)
+            except OSError as err:
+                msg.warn(f"{queue_id}: chmod {path}: {err.strerror}")
         message = Message(self, queue_id, path, env, scan_flags)
         self.messages[queue_id] = message
         msg.info(f"{queue_id}: from=<{message.sender}>, "
                  f"size={env.content_length or env.data_size}, "
                  f"nrcpt={env.rcpt_count} (queue {ACTIVE})")
-        # The defer log describes the previous attempt only.
-        self.layout.remove(DEFER, queue_id)
-        self.assign(message)
+        if scan_flags & FORCE_EXPIRE and _nonempty(self.layout.path(DEFER, queue_id)):
+            # Return it with the reasons of the last attempt.
+            message.deferred = True
+        else:
+            # The defer log describes the previous attempt only.
+            self.layout.remove(DEFER, queue_id)
+            self.assign(message)
         if message.refcount == 0:
             self.done(message)
         return True
@@ -285,8 +305,13 @@ class ActiveQueue:
             if flags & RESOLVE_CLASS_LOCAL and self.double_bounce(address):
                 self.discard_double_bounce(message, rcpt, nexthop)
                 continue
-            if transport in s.defer_transports and not message.qflags & FLUSH_DFXP:
+            if message.qflags & FORCE_EXPIRE:
+                transport = MAIL_SERVICE_RETRY
+                nexthop = "4.7.0 message is administratively expired"
+            elif transport in s.defer_transports and not message.qflags & FLUSH_DFXP:
                 transport, nexthop = MAIL_SERVICE_RETRY, "4.3.2 deferred transport"
+            if message.qflags & FLUSH_EACH:
+                self.sched.revive(transport)
             groups.setdefault((transport, self.queue_name(transport, nexthop, address),
                                nexthop), []).append(rcpt)
         for (transport, queue_name, nexthop), group in groups.items():
@@ -348,8 +373,11 @@ class ActiveQueue:
         if message.deferred:
             expire_time = env.create_time or int(env.arrival_time)
             lifetime = s.max_queue_time if message.sender else s.dsn_queue_time
-            if time.time() >= expire_time + lifetime:
-                msg.info(f"{qid}: from=<{message.sender}>, status=expired, returned to sender")
+            expired = "force-expired" if message.qflags & FORCE_EXPIRE else \
+                "expired" if time.time() >= expire_time + lifetime else ""
+            if expired:
+                msg.info(f"{qid}: from=<{message.sender}>, status={expired}, "
+                         "returned to sender")
                 message.deferred = bounce_clnt.defer_flush(*notify) != 0
             elif env.warn_time > 0 and time.time() >= env.warn_time - 1:
                 if bounce_clnt.defer_warn(*notify) == 0:
@@ -381,6 +409,13 @@ class ActiveQueue:
             msg.warn(f"{message.queue_id}: {len(left)} recipient(s) neither delivered nor "
                      f"deferred, e.g. <{left[0]}>: message stays queued")
         return bool(left)
+
+
+def _nonempty(path: str) -> bool:
+    try:
+        return os.stat(path).st_size > 0
+    except OSError:
+        return False
 
 
 def _locked(path: str) -> bool:
