@@ -817,7 +817,8 @@ def main(argv: list[str] | None = None) -> NoReturn:
             exit_time = int(a) if a.isdigit() else 0
         elif o == "-i" and os.getpid() != 1:
             msg.fatal("-i is allowed only for PID 1 process")
-    detach = "-d" not in flags and "-i" not in flags and "-s" not in flags
+    detach = "-d" not in flags
+    keep_stdout = "-s" in flags or "-i" in flags
     if "-t" in flags and "-w" in flags:
         msg.fatal("the -t and -w options cannot be used together")
     msg.verbose = verbose
@@ -830,16 +831,17 @@ def main(argv: list[str] | None = None) -> NoReturn:
     if detach:
         null = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):
-            if fd == 1 and "-s" in flags:
+            if fd == 1 and keep_stdout:
                 continue
             os.dup2(null, fd)
         if null > 2:
             os.close(null)
         msg.init("master", stderr=False)
-        try:
-            os.setsid()
-        except OSError:
-            pass
+        if "-i" not in flags and "-D" not in flags:
+            try:
+                os.setsid()         # "postfix stop" can then end the whole group
+            except OSError:
+                pass
     master = Master(config_dir, verbose, detach)
     master.load_config()
     clean_env(master.config)

@@ -106,3 +106,24 @@ def test_start_fails_when_port_is_taken(mail_system: MailSystem) -> None:
         assert done.stderr.endswith(PREFIX + "fatal: mail system startup failed\n")
         assert re.search(rf"postfix/master\[\d+\]: fatal: bind 127\.0\.0\.1 port {port}: "
                          r"Address already in use", mail_system.log())
+
+
+def test_start_fg(mail_system: MailSystem) -> None:
+    import subprocess
+    import sys
+    postfix = os.path.join(os.path.dirname(sys.executable), "postfix")
+    fg = subprocess.Popen([postfix, "-c", str(mail_system.etc), "start-fg"],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=mail_system.env())
+    try:
+        mail_system.wait_log(r"postfix/master\[\d+\]: daemon started")
+        mail_system.started = True
+        mail_system.master_pid = mail_system.read_master_pid()
+        assert mail_system.postfix("status").returncode == 0
+        assert fg.poll() is None, "start-fg stays in the foreground"
+        assert mail_system.postfix("stop").returncode == 0
+        mail_system.started = False
+        assert fg.wait(timeout=10) == 0
+    finally:
+        if fg.poll() is None:
+            fg.kill()
+            fg.wait()
