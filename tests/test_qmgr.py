@@ -12,9 +12,6 @@ import pwd
 import re
 import signal
 import time
-from pathlib import Path
-
-import pytest
 
 from libpfx import attr, queue, record
 from libpfx.queue import QueueLayout, size_record
@@ -155,9 +152,6 @@ def test_broken_agent_defers_and_keeps_the_message(mail_system: MailSystem) -> N
     assert count(ms, r"premature disconnect") == 1
 
 
-@pytest.mark.xfail(reason="the retry agent (daemons/error.py) marks the recipients it "
-                   "defers done, so nothing is left to deliver after postqueue -f",
-                   strict=False)
 def test_defer_transports_until_postqueue_f(mail_system: MailSystem) -> None:
     ms = started(mail_system, defer_transports="discard")
     qid = queue_file(ms, "incoming", ["x@held.example"])
