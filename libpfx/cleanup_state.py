@@ -234,11 +234,22 @@ class CleanupState:
 
     def out_header(self, header: str) -> None:
         """A header as N records: its first line, then each continuation
-        line (with a tab added where it does not start with white space)."""
+        line (with a tab added where it does not start with white space),
+        cut at header_size_limit: at a line end when most of the header
+        fits, else in the middle of the line (cleanup_out_header)."""
+        limit = self.s.header_limit
+        start = 0
         for i, line in enumerate(header.split("\n")):
+            if start + len(line) > limit:
+                if start > 0.9 * limit:
+                    break
+                line = line[:limit - start]
+            start += len(line) + 1
             if i and line[:1] not in (" ", "\t"):
                 line = "\t" + line
             self.out_text(record.NORM, line)
+            if start > limit:
+                break
 
     def bad(self, text: str) -> None:
         msg.warn(f"{self.queue_id}: message rejected: {text}")
@@ -509,7 +520,7 @@ class CleanupState:
 
     def act_log(self, action: str, where: str, content: str, text: str) -> None:
         """The log line of a header_checks or body_checks action."""
-        origin = self.attrs.get("log_message_origin", "unknown")
+        origin = self.attrs.get("log_message_origin", "local")
         line = f"{self.queue_id}: {action}: {where} {content[:200]} from {origin};"
         if self.sender is not None:
             line += f" from=<{self.sender}>"

@@ -69,9 +69,10 @@ class MimeState:
     body(rtype, data, offset): one body record, offset counting the body
         bytes before it.
 
-    A header longer than header_limit is truncated (as Postfix does,
-    without rejecting the message) and MIME_ERR_TRUNC_HEADER is set in
-    ``errors``.
+    A header stops growing once it holds header_limit bytes (as Postfix
+    does, without rejecting the message) and MIME_ERR_TRUNC_HEADER is set
+    in ``errors``.  Message text that follows the primary headers without
+    a blank line gets one, as Postfix inserts it.
     """
 
     def __init__(self, header: HeaderCallback, header_end: Callable[[], None],
@@ -84,7 +85,6 @@ class MimeState:
         self.disable_mime = disable_mime
         self.header_class: int | None = MIME_HDR_PRIMARY   # None: in a body
         self.pending: bytearray | None = None   # the header being collected
-        self.truncated = False
         self.in_line = False        # the last record was an L record
         self.body_offset = 0
         self.boundaries: list[str] = []
@@ -99,7 +99,6 @@ class MimeState:
             return
         text = self.pending.decode("utf-8", "surrogateescape")
         self.pending = None
-        self.truncated = False
         if not self.disable_mime:
             name = header_name(text)
             if name is not None and name.lower() == "content-type":
@@ -107,16 +106,13 @@ class MimeState:
         self.header_cb(self.header_class or MIME_HDR_PRIMARY, text)
 
     def _append_header(self, data: bytes, newline: bool) -> None:
+        """Add text to the header being collected; text arriving once the
+        header has reached header_limit is dropped (the output cuts the
+        header at the limit)."""
         assert self.pending is not None
-        if self.truncated:
-            return
-        room = self.header_limit - len(self.pending) - (1 if newline else 0)
-        if len(data) > room:
-            self.truncated = True
+        if len(self.pending) >= self.header_limit:
             self.errors |= MIME_ERR_TRUNC_HEADER
-            data = data[:max(room, 0)]
-            if room < 0:
-                return
+            return
         if newline:
             self.pending += b"\n"
         self.pending += data
@@ -158,7 +154,11 @@ class MimeState:
                 self._append_header(data, newline=False)
                 return
             else:
+                primary = self.header_class == MIME_HDR_PRIMARY
                 self._end_headers()
+                if primary and data != b"":
+                    # Text without the blank line that ends the headers.
+                    self._body(NORM, b"")
                 if self.nested_next and data == b"":
                     # The blank line after a message/rfc822 part's headers.
                     self._body(rtype, data)
