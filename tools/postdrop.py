@@ -76,7 +76,6 @@ SEE ALSO
 
 from __future__ import annotations
 
-import getopt
 import os
 import pwd
 import signal
@@ -87,7 +86,6 @@ from libpfx import attr, msg, record
 from libpfx.cleanup_clnt import (CLEANUP_STAT_BAD, CLEANUP_STAT_OK, CLEANUP_STAT_SIZE,
                                  CLEANUP_STAT_WRITE)
 from libpfx.config import Config, split_list
-from libpfx.deliver_request import FLAG_RECORD, FLAG_USR_VRFY
 from libpfx.queue import MAILDROP, QueueFile, QueueLayout
 
 # The record types of a submission, segment by segment; each segment ends
@@ -96,7 +94,8 @@ SEGMENTS = ("MCFSRVAin", "XLN", "EAR")
 # Attributes a user may set, besides encoding, trace_flags and rewrite_context.
 USER_ATTRS = frozenset(("envelope_id", "notify_flags", "dsn_orig_rcpt", "ret_flags"))
 ENCODINGS = frozenset(("7bit", "8bit", ""))
-TRACE_FLAGS = frozenset((FLAG_USR_VRFY, FLAG_RECORD))
+# sendmail -bv and -v (libpfx.deliver_request's FLAG_USR_VRFY, FLAG_RECORD).
+TRACE_FLAGS = frozenset((1 << 9, 1 << 10))
 
 
 def init_logging(cfg: Config, service: str) -> None:
@@ -248,19 +247,24 @@ def _interrupted(signum: int, frame: object) -> NoReturn:
 
 
 def main(argv: list[str] | None = None) -> NoReturn:
-    args = sys.argv[1:] if argv is None else argv
+    args = list(sys.argv[1:] if argv is None else argv)
     os.umask(0o022)
     msg.init("postdrop")
-    try:
-        opts, rest = getopt.getopt(args, "c:rv")
-    except getopt.GetoptError:
-        msg.fatal("usage: postdrop [-c config_dir] [-v]")
     config_dir = None
-    for opt, value in opts:
-        if opt == "-c":
-            config_dir = value
-        elif opt == "-v" and os.geteuid() == 0:
-            msg.verbose += 1
+    # Options by hand: getopt's import costs more than postdrop's work.
+    while args and args[0].startswith("-") and args[0] != "-":
+        arg = args.pop(0)
+        if arg == "--":
+            break
+        for i, opt in enumerate(arg[1:], 1):
+            if opt == "c" and (arg[i + 1:] or args):
+                config_dir = arg[i + 1:] or args.pop(0)
+                break
+            if opt == "v":
+                if os.geteuid() == 0:
+                    msg.verbose += 1
+            elif opt != "r":
+                msg.fatal("usage: postdrop [-c config_dir] [-v]")
     cfg = Config.load(config_dir)
     init_logging(cfg, "postdrop")
     queue_directory = cfg.get("queue_directory")
