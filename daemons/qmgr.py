@@ -229,10 +229,11 @@ class Qmgr:
             return config.get_int(own if config.raw(own) is not None else default)
 
         maxproc = self.maxproc.get(name, config.get_int("default_process_limit"))
+        limit = param("_destination_concurrency_limit", "default_destination_concurrency_limit")
+        initial = param("_initial_destination_concurrency", "initial_destination_concurrency")
         return Transport(
-            name, maxproc if maxproc > 0 else float("inf"),
-            param("_destination_concurrency_limit", "default_destination_concurrency_limit"),
-            param("_initial_destination_concurrency", "initial_destination_concurrency"),
+            name, maxproc if maxproc > 0 else float("inf"), limit,
+            min(initial, limit) if limit > 0 else initial,
             param("_destination_recipient_limit", "default_destination_recipient_limit"),
             param("_destination_concurrency_failed_cohort_limit",
                   "default_destination_concurrency_failed_cohort_limit"))

@@ -276,6 +276,40 @@ def test_destination_concurrency_limit(mail_system: MailSystem) -> None:
     assert len(pids) <= 2
 
 
+def sleeping(marker: str) -> int:
+    """Processes running /bin/sleep marker, on the whole machine (the
+    marker is chosen to be unique)."""
+    found = 0
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as fp:
+                if fp.read().split(b"\0")[:2] == [b"/bin/sleep", marker.encode()]:
+                    found += 1
+        except OSError:
+            continue
+    return found
+
+
+def test_local_concurrency_per_recipient(mail_system: MailSystem) -> None:
+    """Six messages to one slow local recipient: at most
+    local_destination_concurrency_limit deliveries at once, and no fewer."""
+    ms = mail_system
+    marker = f"0.{os.getpid() % 1000:03d}7"
+    ms.set_aliases(f'postmaster: root\nslow: "|/bin/sleep {marker}"\n')
+    ms.configure({"local_destination_concurrency_limit": "2"})
+    ms.start()
+    ms.wait_for(lambda: (ms.queue / "incoming").is_dir(), what="queue tree")
+    ids = [queue_file(ms, "incoming", ["slow@pfx.example"]) for _ in range(6)]
+    trigger(ms)
+    most = 0
+    deadline = time.monotonic() + 30
+    while count(ms, r": removed$") < len(ids) and time.monotonic() < deadline:
+        most = max(most, sleeping(marker))
+        time.sleep(0.02)
+    assert count(ms, r"postfix/local\[\d+\]: .*to=<slow@pfx.example>.*status=sent") == 6
+    assert most == 2
+
+
 def test_kill_9_during_burst_delivers_each_message_once(mail_system: MailSystem) -> None:
     ms = started(mail_system)
     ids = [queue_file(ms, "incoming", [f"u{i}@burst.example"]) for i in range(200)]
