@@ -544,7 +544,7 @@ class Master:
             status = err.code if isinstance(err.code, int) else (0 if err.code is None else 1)
         except BaseException as err:        # noqa: BLE001 - never return into master's loop
             try:
-                msg.init_from_config(self.config, serv.name)
+                msg.init_from_config(self.config, os.path.basename(serv.entry.command))
                 msg.error(f"{serv.path}: {type(err).__name__}: {err}")
             except BaseException:           # noqa: BLE001
                 pass

@@ -290,7 +290,7 @@ class _Skeleton:
         _under_master = not opts.stand_alone
         # Before anything changes the environment: the title may take its space.
         set_process_title(process_title(argv), opts.command)
-        msg.init(opts.service_name, stderr=opts.stand_alone or opts.debug)
+        msg.init(opts.command, stderr=opts.stand_alone or opts.debug)
         msg.verbose = opts.verbose
         signal.signal(signal.SIGTERM, _on_sigterm)
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
@@ -302,7 +302,7 @@ class _Skeleton:
         services = master_cf.load(config, warn=lambda text: None)
         entry = next((s for s in services
                       if s.name == opts.service_name and s.type == opts.service_type), None)
-        msg.init_from_config(config, opts.service_name)
+        msg.init_from_config(config, opts.command)   # the ident is the program, as Postfix's mail_task()
         ctx = Context(config, opts.service_name, opts.service_type,
                       config.get("queue_directory"), argv, opts.command, entry,
                       config.get_time("max_idle"), config.get_int("max_use"),

@@ -283,13 +283,13 @@ def test_wakeup_triggers(mail_system: MailSystem) -> None:
                               "tunix unix - n n 1 1 trigger\n"
                               "tcond unix - n n 1? 1 trigger\n")
     mail_system.start()
-    mail_system.wait_log(r"postfix/tfifo\[\d+\]: trigger tfifo b'W'", timeout=5)
-    mail_system.wait_log(r"postfix/tunix\[\d+\]: trigger tunix b'W'", timeout=5)
+    mail_system.wait_log(r"postfix/trigger\[\d+\]: trigger tfifo b'W'", timeout=5)
+    mail_system.wait_log(r"postfix/trigger\[\d+\]: trigger tunix b'W'", timeout=5)
     assert "tcond" not in mail_system.log(), "a conditional wakeup waits for the first use"
     kick = mail_system.command("postkick", "private", "tcond", "X")
     assert kick.returncode == 0, kick.stderr
-    mail_system.wait_log(r"postfix/tcond\[\d+\]: trigger tcond b'X'")
-    mail_system.wait_log(r"postfix/tcond\[\d+\]: trigger tcond b'W'", timeout=5)
+    mail_system.wait_log(r"postfix/trigger\[\d+\]: trigger tcond b'X'")
+    mail_system.wait_log(r"postfix/trigger\[\d+\]: trigger tcond b'W'", timeout=5)
     title = open(f"/proc/{mail_system.processes()[0]}/cmdline", "rb").read()
     assert title  # every process of the instance is readable
 
