@@ -479,8 +479,13 @@ def init_from_config(cfg: "Config", service: str) -> None:
     if not any(maillog.startswith(prefix) for prefix in prefixes):
         fatal(f"maillog_file value '{maillog}' does not match any prefix "
               "in maillog_file_prefixes")
-    if _basename(service) not in LOG_WRITERS and \
-            init_postlog(service, name, facility, _param(cfg, "queue_directory", "")):
+    writer = _basename(service) in LOG_WRITERS
+    if not writer and init_postlog(service, name, facility, _param(cfg, "queue_directory", "")):
+        return
+    if not writer and os.geteuid() != 0 and not os.access(maillog, os.W_OK) \
+            and not os.access(os.path.dirname(maillog) or ".", os.W_OK):
+        # An ordinary user's command while postlogd is down: its records
+        # are dropped, as Postfix's; standard error still shows them.
         return
     init_logfile(maillog, service, name, _param(cfg, "myhostname", ""))
 
