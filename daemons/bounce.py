@@ -251,7 +251,7 @@ class Bounce:
     def _notice(self, tclass: str, queue_name: str, queue_id: str, encoding: str,
                 smtputf8: int, dsn_envid: str) -> Notice:
         orig = read_original(self.layout.path(queue_name, queue_id), queue_id,
-                             self.settings().threaded)
+                             self.myhostname, self.settings().threaded)
         return Notice(self.settings(), self.templates[tclass], queue_id, orig,
                       encoding, smtputf8, dsn_envid)
 

@@ -117,7 +117,7 @@ def verp_sender(delimiters: str, sender: str, entry: LogEntry) -> str:
 @dataclass
 class Original:
     """What the notification needs from the original queue file."""
-    sender: str = ""                 # external form; MAILER-DAEMON for <>
+    sender: str = ""                 # external form; MAILER-DAEMON@$myhostname for <>
     arrival_time: int = 0
     message_size: int = 0
     content: bytes | None = None     # the whole file, when readable
@@ -125,7 +125,8 @@ class Original:
     message_id: str = ""             # for threaded bounces: "<id>"
 
 
-def read_original(path: str, queue_id: str, threaded: bool = False) -> Original:
+def read_original(path: str, queue_id: str, myhostname: str,
+                  threaded: bool = False) -> Original:
     """The sender, arrival time and content of the queue file at path,
     and with threaded the original Message-ID.  A missing or damaged file
     is not an error here: the notification is sent with what could be
@@ -152,7 +153,8 @@ def read_original(path: str, queue_id: str, threaded: bool = False) -> Original:
                     orig.arrival_time = int(first[0]) if first and first[0].isdigit() else 0
                 elif rtype == record.FROM:
                     sender = data.decode("utf-8", "surrogateescape")
-                    orig.sender = quote_822_local(sender) if sender else MAILER_DAEMON
+                    orig.sender = quote_822_local(sender) if sender \
+                        else f"{MAILER_DAEMON}@{myhostname}"
                 elif rtype == record.ATTR and threaded and data.startswith(b"message_id="):
                     value = data[len(b"message_id="):].decode("utf-8", "surrogateescape")
                     orig.message_id = "<" + value.strip().strip("<>").strip() + ">"

@@ -6,6 +6,7 @@ brings a delay warning."""
 
 from __future__ import annotations
 
+import difflib
 import email
 import email.policy
 import mailbox
@@ -34,12 +35,17 @@ def wait_messages(ms: MailSystem, user: str, count: int = 1,
                        messages(ms.mailbox(user)), timeout, f"{count} message(s) for {user}")
 
 
+def mailbox_messages(text: str) -> list[str]:
+    """The messages of an mbox text, each with its From_ line."""
+    return [part.rstrip("\n") for part in re.split(r"(?m)^(?=From )", text) if part]
+
+
 def normalized(text: str) -> str:
     """A mailbox's text with what differs between two runs replaced:
     queue IDs, dates, time stamps in boundaries and Message-IDs."""
     text = re.sub(r"\b[0-9A-F]{10,12}\b", "QUEUEID", text)
     text = re.sub(r"\w{3}, [ \d]\d \w{3} \d{4} \d\d:\d\d:\d\d [+-]\d{4} \(\w+\)", "DATE", text)
-    text = re.sub(r"^From MAILER-DAEMON .*$", "From MAILER-DAEMON DATE", text, flags=re.M)
+    text = re.sub(r"^From (\S+) .*$", r"From \1 DATE", text, flags=re.M)
     text = re.sub(r"QUEUEID\.\d+/", "QUEUEID.TIME/", text)
     return re.sub(r"<\d{14}\.QUEUEID@", "<STAMP.QUEUEID@", text)
 
@@ -93,6 +99,7 @@ class PrivatePostfix:
                     ("defer", "unix", "-", "-", "-", "0", "bounce"),
                     ("trace", "unix", "-", "-", "-", "0", "bounce"),
                     ("error", "unix", "-", "-", "-", "-", "error"),
+                    ("retry", "unix", "-", "-", "-", "-", "error"),
                     ("local", "unix", "-", "n", "-", "-", "local"),
                     ("postlog", "unix-dgram", "n", "-", "-", "1", "postlogd")]
         (self.etc / "master.cf").write_text("".join(
@@ -119,20 +126,46 @@ class PrivatePostfix:
         return self.top / "mail" / user
 
 
-@needs_postfix
-def test_bounce_side_by_side_with_postfix(mail_system: MailSystem, tmp_path: Path) -> None:
-    args = ["-f", f"root@{HOSTNAME}", f"nosuchuser@{HOSTNAME}"]
-    mail_system.start()
-    mail_system.sendmail(args, MESSAGE)
-    wait_messages(mail_system, "root")
-    ours = mail_system.mailbox("root").read_text()
-    with PrivatePostfix(tmp_path / "postfix", mail_system.main_cf_params()) as postfix:
+def side_by_side(ms: MailSystem, tmp_path: Path, args: list[str], count: int,
+                 settings: dict[str, str] | None = None) -> None:
+    """Send the same message through pfx and a private Postfix with the
+    same settings; root's mailboxes must be the same but for queue IDs
+    and times."""
+    ms.configure(main_cf_extra=settings)
+    ms.start()
+    ms.sendmail(args, MESSAGE)
+    wait_messages(ms, "root", count, timeout=30)
+    ours = ms.mailbox("root").read_text()
+    with PrivatePostfix(tmp_path / "postfix", dict(ms.main_cf_params(), **(settings or {}))) \
+            as postfix:
         postfix.sendmail(args, MESSAGE)
         box = postfix.mailbox("root")
-        mail_system.wait_for(lambda: box.exists() and box.read_text().rstrip().endswith("--"),
-                             20, "Postfix's bounce")
+        ms.wait_for(lambda: len(messages(box)) >= count and box.read_text().endswith("--\n\n"),
+                    30, "Postfix's notifications")
         theirs = box.read_text()
-    assert normalized(ours) == normalized(theirs)
+    # Notifications may arrive in either order.
+    mine = sorted(normalized(m) for m in mailbox_messages(ours))
+    postfix_ = sorted(normalized(m) for m in mailbox_messages(theirs))
+    diff = difflib.unified_diff("".join(postfix_).splitlines(), "".join(mine).splitlines(),
+                                "Postfix", "pfx", lineterm="")
+    assert mine == postfix_, "\n".join(diff)
+
+
+@needs_postfix
+def test_bounce_side_by_side_with_postfix(mail_system: MailSystem, tmp_path: Path) -> None:
+    side_by_side(mail_system, tmp_path, ["-f", f"root@{HOSTNAME}", f"nosuchuser@{HOSTNAME}"], 1)
+
+
+@needs_postfix
+def test_delay_warning_side_by_side_with_postfix(mail_system: MailSystem,
+                                                 tmp_path: Path) -> None:
+    """The delay warning and its postmaster copy, as Postfix sends them."""
+    transport = tmp_path / "transport"
+    transport.write_text(f"someone@{HOSTNAME} retry:4.4.1 try again later\n")
+    side_by_side(mail_system, tmp_path, ["-f", f"root@{HOSTNAME}", f"someone@{HOSTNAME}"], 2,
+                 {"transport_maps": f"texthash:{transport}", "delay_warning_time": "1s",
+                  "queue_run_delay": "1s", "minimal_backoff_time": "1s",
+                  "maximal_backoff_time": "1s", "notify_classes": "delay"})
 
 
 def test_double_bounce_to_postmaster(mail_system: MailSystem) -> None:
@@ -193,3 +226,17 @@ def test_delay_warning(mail_system: MailSystem) -> None:
     assert original.get_content_type() == "text/rfc822-headers"
     # The message stays queued, and so does its defer log.
     assert mail_system.queue_files("defer")
+
+
+@needs_postfix
+def test_postmaster_copy_side_by_side_with_postfix(mail_system: MailSystem,
+                                                   tmp_path: Path) -> None:
+    side_by_side(mail_system, tmp_path, ["-f", f"root@{HOSTNAME}", f"nosuchuser@{HOSTNAME}"], 2,
+                 {"notify_classes": "bounce"})
+
+
+@needs_postfix
+def test_double_bounce_side_by_side_with_postfix(mail_system: MailSystem,
+                                                 tmp_path: Path) -> None:
+    side_by_side(mail_system, tmp_path, ["-f", "", f"nosuchuser@{HOSTNAME}"], 1,
+                 {"notify_classes": "2bounce"})

@@ -154,8 +154,10 @@ class Services(threading.Thread):
                 except OSError:
                     return
                 env = dict(os.environ, MAIL_CONFIG=str(self.instance.etc), PYTHONPATH=str(ROOT))
+                # argv as master gives it: the command name first.
                 proc = subprocess.run(
-                    [sys.executable, "-m", "daemons.bounce", "-n", name, "-t", "unix", "-S"],
+                    [sys.executable, "-c", "import sys; from daemons.bounce import main; "
+                     "main(['bounce'] + sys.argv[1:])", "-n", name, "-t", "unix", "-S"],
                     stdin=conn, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
                     cwd=ROOT, timeout=60)
                 self.stderr += proc.stderr.decode(errors="replace")
@@ -599,10 +601,10 @@ def test_double_bounce(make_instance) -> None:
     msg = posted.message()
     assert msg["Subject"] == "Postmaster Copy: Undelivered Mail"
     per_message = status_fields(text_parts(msg)[1])[0]
-    assert per_message["X-Postfix-Sender"] == "rfc822; MAILER-DAEMON"
+    assert per_message["X-Postfix-Sender"] == f"rfc822; MAILER-DAEMON@{HOST}"
     original = text_parts(msg)[2]
     assert original.get_content_type() == "message/rfc822"
-    assert original.get_payload()[0]["Return-Path"] == "<MAILER-DAEMON>"
+    assert original.get_payload()[0]["Return-Path"] == f"<MAILER-DAEMON@{HOST}>"
 
 
 def test_double_bounce_off(make_instance) -> None:
