@@ -62,7 +62,9 @@ CC         ?= gcc
 
 install:
 	DESTDIR="$(DESTDIR)" PREFIX="$(PREFIX)" PFX_PYTHON="$(PFX_PYTHON)" CC="$(CC)" \
-	    $(if $(CREATE_ACCOUNTS),CREATE_ACCOUNTS="$(CREATE_ACCOUNTS)") sh tools/install.sh install
+	    $(if $(CREATE_ACCOUNTS),CREATE_ACCOUNTS="$(CREATE_ACCOUNTS)") \
+	    $(if $(CONFIG_DIR),CONFIG_DIR="$(CONFIG_DIR)") \
+	    $(if $(ALIASES_FILE),ALIASES_FILE="$(ALIASES_FILE)") sh tools/install.sh install
 
 # Removes what the manifest written by install lists, nothing else.
 uninstall:

@@ -12,9 +12,10 @@
 #   CC               the C compiler for the set-gid postdrop and postqueue
 #   CREATE_ACCOUNTS  yes: create the postfix user and postdrop group when missing
 #                    (default: yes without DESTDIR, no with it)
+#   CONFIG_DIR       /etc/postfix, pfx's default config_directory
+#   ALIASES_FILE     /etc/aliases, the stock alias_database source
 #
-# Configuration files go to /etc/postfix (pfx's default config_directory)
-# and are never overwritten.  Everything installed is listed in
+# Configuration files are never overwritten.  Everything installed is listed in
 # $PREFIX/lib/pfx/MANIFEST; uninstall removes exactly those files
 # (configuration files only when unchanged since installation) and the
 # directories install created, when empty.  Queues, logs and accounts
@@ -25,7 +26,8 @@ SRC=$(cd "$(dirname "$0")/.." && pwd)
 DESTDIR=${DESTDIR:-}
 PREFIX=${PREFIX:-/usr}
 CC=${CC:-gcc}
-CONFIG_DIR=/etc/postfix
+CONFIG_DIR=${CONFIG_DIR:-/etc/postfix}
+ALIASES_FILE=${ALIASES_FILE:-/etc/aliases}
 LIBDIR=$PREFIX/lib/pfx
 SBINDIR=$PREFIX/sbin
 UNITDIR=$PREFIX/lib/systemd/system
@@ -156,10 +158,10 @@ do_install() {
         fi
         record conf "$target"
     done
-    if [ ! -e "$DESTDIR/etc/aliases" ]; then
-        makedir /etc
-        install -m 644 "$SRC/etc/aliases" "$DESTDIR/etc/aliases"
-        record conf /etc/aliases
+    if [ ! -e "$DESTDIR$ALIASES_FILE" ]; then
+        makedir "$(dirname "$ALIASES_FILE")"
+        install -m 644 "$SRC/etc/aliases" "$DESTDIR$ALIASES_FILE"
+        record conf "$ALIASES_FILE"
     fi
 
     # systemd

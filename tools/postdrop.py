@@ -54,7 +54,10 @@ DIAGNOSTICS
 
 ENVIRONMENT
     MAIL_CONFIG
-           The configuration directory when -c is not given.
+           The configuration directory when -c is not given.  Run with
+           set-gid privileges, postdrop accepts only /etc/postfix or a
+           directory listed in its alternate_config_directories or
+           multi_instance_directories.
 
 CONFIGURATION PARAMETERS
     queue_directory
@@ -65,6 +68,9 @@ CONFIGURATION PARAMETERS
            The largest queue file (0: no limit).
     authorized_submit_users (static:anyone)
            Who may submit mail.
+    alternate_config_directories, multi_instance_directories
+           The other configuration directories that a set-gid postdrop
+           may use (read from /etc/postfix/main.cf).
     import_environment
            The environment variables kept.
     syslog_name, syslog_facility, maillog_file
@@ -106,6 +112,23 @@ def init_logging(cfg: Config, service: str) -> None:
     if maillog and os.geteuid() != 0 and not os.access(maillog, os.W_OK):
         return
     msg.init_from_config(cfg, service)
+
+
+def check_config_dir(config_dir: str) -> None:
+    """A set-gid postdrop reads only the default configuration or one
+    that the default main.cf names: another one could point it at
+    anything its group may write (Postfix's mail_conf_checkdir)."""
+    from libpfx.config import DEFAULT_CONFIG_DIR
+    if os.path.realpath(config_dir) == DEFAULT_CONFIG_DIR:
+        return
+    default = Config.load(DEFAULT_CONFIG_DIR)
+    allowed = split_list(default.get("alternate_config_directories")) \
+        + split_list(default.get("multi_instance_directories"))
+    if config_dir not in allowed:
+        msg.error(f"unauthorized configuration directory name: {config_dir}")
+        msg.fatal(f'specify "alternate_config_directories = {config_dir}" or '
+                  f'"multi_instance_directories = {config_dir}" in '
+                  f"{DEFAULT_CONFIG_DIR}/main.cf")
 
 
 def user_allowed(cfg: Config, uid: int) -> str | None:
@@ -265,6 +288,9 @@ def main(argv: list[str] | None = None) -> NoReturn:
                     msg.verbose += 1
             elif opt != "r":
                 msg.fatal("usage: postdrop [-c config_dir] [-v]")
+    if os.getegid() != os.getgid() or os.geteuid() != os.getuid():
+        from libpfx.config import config_dir_from
+        check_config_dir(config_dir_from(config_dir))
     cfg = Config.load(config_dir)
     init_logging(cfg, "postdrop")
     queue_directory = cfg.get("queue_directory")
