@@ -240,3 +240,12 @@ def test_double_bounce_side_by_side_with_postfix(mail_system: MailSystem,
                                                  tmp_path: Path) -> None:
     side_by_side(mail_system, tmp_path, ["-f", "", f"nosuchuser@{HOSTNAME}"], 1,
                  {"notify_classes": "2bounce"})
+
+
+@needs_postfix
+def test_expired_side_by_side_with_postfix(mail_system: MailSystem, tmp_path: Path) -> None:
+    """With maximal_queue_lifetime = 0 the first deferral returns the mail."""
+    transport = tmp_path / "transport"
+    transport.write_text(f"someone@{HOSTNAME} retry:4.4.1 try again later\n")
+    side_by_side(mail_system, tmp_path, ["-f", f"root@{HOSTNAME}", f"someone@{HOSTNAME}"], 1,
+                 {"transport_maps": f"texthash:{transport}", "maximal_queue_lifetime": "0"})
