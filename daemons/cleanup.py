@@ -334,12 +334,13 @@ def pre_init(ctx: Any) -> None:
     before the chroot).  Queue paths are relative: the daemon runs in
     queue_directory."""
     global _settings, _timeout
-    from libpfx import rewrite_clnt
+    from libpfx import bounce_clnt, rewrite_clnt
     from libpfx.cleanup_addr import AddressMapper
     from libpfx.cleanup_state import CleanupSettings
     from libpfx.queue import QueueLayout
     config = ctx.config
     _timeout = float(config.get_time("ipc_timeout"))
+    bounce_clnt.init(config)
     mapper = AddressMapper(config)
     _settings = CleanupSettings(config, QueueLayout.from_config(config, "."),
                                 rewrite_clnt.rewrite, mapper)

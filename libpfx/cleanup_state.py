@@ -35,9 +35,11 @@ from libpfx.cleanup_addr import ENV_FROM, ENV_RCPT, HDR_FROM, HDR_RCPT, AddressM
 from libpfx.cleanup_clnt import (
     CLEANUP_FLAG_BCC_OK, CLEANUP_FLAG_BOUNCE, CLEANUP_FLAG_DISCARD, CLEANUP_FLAG_FILTER,
     CLEANUP_FLAG_FILTER_ALL, CLEANUP_FLAG_HOLD, CLEANUP_FLAG_MAP_OK, CLEANUP_STAT_BAD,
-    CLEANUP_STAT_CONT, CLEANUP_STAT_DEFER, CLEANUP_STAT_HOPS, CLEANUP_STAT_MASK_INCOMPLETE,
+    CLEANUP_STAT_CONT, CLEANUP_STAT_DEFER, CLEANUP_STAT_HOPS, CLEANUP_STAT_MASK_CANT_BOUNCE,
+    CLEANUP_STAT_MASK_INCOMPLETE,
     CLEANUP_STAT_RCPT, CLEANUP_STAT_SIZE, CLEANUP_STAT_WRITE, stat_detail)
 from libpfx.config import Config, split_list
+from libpfx.deliver_request import DeliverRequest, Recipient
 from libpfx.dsn_util import dsn_split
 from libpfx.header_opts import (
     HDR_CONTENT_TRANSFER_ENCODING, HDR_CC, HDR_DATE, HDR_FROM as HDR_FROM_HEADER,
@@ -59,6 +61,7 @@ RECIPIENT_TYPES = "DRO/Kon"
 
 MAIL_ADDR_MAIL_DAEMON = "MAILER-DAEMON"
 LOCAL_CONTEXT, REMOTE_CONTEXT = "local", "remote"
+DSN_RET_HDRS = 2                # return only the headers (RET=HDRS)
 MAX_ATTR_COUNT = 100            # queue file attributes (Postfix's qattr_count_limit)
 
 # Actions of header_checks and body_checks that drop the line.
@@ -185,6 +188,9 @@ class CleanupState:
         self.hbc_rcpt: list[str] = []
         self.dups: set[str] = set()
         self.rcpt_count = 0
+        self.written: list[Recipient] = []      # for a bounce by cleanup itself
+        self.dsn_envid = ""
+        self.dsn_ret = 0
         self.data_offset = 0
         self.xtra_offset = 0
         self.qmgr_opts = 0
@@ -323,12 +329,14 @@ class CleanupState:
             if not _text(value).isprintable():
                 self.bad("bad DSN envelope ID record")
                 return
+            self.dsn_envid = _text(value)
             self.out(rtype, data)
             return
         if mapped_type == record.DSN_RET:
             if not value.isdigit() or int(value) not in (1, 2):
                 self.bad(f"bad DSN RET record <{_text(data)[:200]}>")
                 return
+            self.dsn_ret = int(value)
             self.out(rtype, data)
             return
         if rtype == record.WARN:
@@ -490,6 +498,9 @@ class CleanupState:
             if dsn_orcpt:
                 self.out_text(record.ATTR, f"dsn_orig_rcpt={dsn_orcpt}")
             self.out_text(record.ORCP, orcpt)
+            if self.out_ok():
+                self.written.append(Recipient(orcpt, address, dsn_orcpt, dsn_notify,
+                                              self.qf.tell()))
             self.out_text(record.RCPT, address)
             self.rcpt_count += 1
 
@@ -838,6 +849,9 @@ class CleanupState:
             self.errs = 0
         if self.out_ok():
             self._final()
+        if self.errs and not self.errs & CLEANUP_STAT_MASK_CANT_BOUNCE \
+                and self.sender is not None and self.flags & CLEANUP_FLAG_BOUNCE:
+            self._bounce()
         if self.errs == 0 and not self.flags & CLEANUP_FLAG_DISCARD:
             try:
                 if self.flags & CLEANUP_FLAG_HOLD:
@@ -850,6 +864,43 @@ class CleanupState:
                 self.errs |= CLEANUP_STAT_WRITE
         self._remove()
         return self.errs
+
+    def _bounce(self) -> None:
+        """Return the message to its sender instead of refusing it
+        (cleanup_bounce, for clients that asked with CLEANUP_FLAG_BOUNCE):
+        each recipient goes into the bounce log, the bounce service sends
+        the notification, and the message is dropped.  Only a failure to
+        do that is reported to the client."""
+        from libpfx import bounce_clnt
+        if self.reason:
+            status, text = dsn_split("5.0.0", self.reason)
+        else:
+            _, status, text = stat_detail(self.errs)
+        try:
+            self.qf.fp.flush()
+        except OSError:
+            pass
+        request = DeliverRequest(
+            queue_name=self.queue_name, queue_id=self.queue_id, data_offset=self.data_offset,
+            data_size=max(self.xtra_offset - self.data_offset, 0), nexthop="",
+            sender=self.sender or "", encoding=self.attrs.get("encoding", ""),
+            smtputf8=self.smtputf8, dsn_envid=self.dsn_envid, dsn_ret=self.dsn_ret,
+            incoming_arrival=str(self.arrival_time))
+        for rcpt in self.written or [Recipient("", "unknown")]:
+            if bounce_clnt.bounce(request, rcpt, bounce_clnt.NO_RELAY, status, text) != 0:
+                self.errs |= CLEANUP_STAT_WRITE
+                break
+        if not self.errs & CLEANUP_STAT_WRITE:
+            dsn_ret = DSN_RET_HDRS if self.errs & (CLEANUP_STAT_CONT | CLEANUP_STAT_SIZE) \
+                else self.dsn_ret
+            if bounce_clnt.bounce_flush(self.queue_name, self.queue_id, self.sender or "",
+                                        request.encoding, self.smtputf8, self.dsn_envid,
+                                        dsn_ret, bounce_clnt.BOUNCE_FLAG_CLEAN) != 0:
+                msg.warn(f"{self.queue_id}: bounce message failure")
+                self.errs |= CLEANUP_STAT_WRITE
+        self.errs &= CLEANUP_STAT_WRITE
+        if not self.errs:
+            self.flags |= CLEANUP_FLAG_DISCARD
 
     def _final(self) -> None:
         """Rewrite the C record with the final sizes (cleanup_final)."""

@@ -18,7 +18,7 @@ from libpfx.cleanup_clnt import (
     CLEANUP_FLAG_MASK_EXTERNAL, CLEANUP_STAT_BAD, CLEANUP_STAT_CONT, CleanupClient,
     CleanupError, submit, strerror)
 from libpfx.queue import read_envelope
-from mailsystem import HOSTNAME, MailSystem, stock_master_cf
+from mailsystem import HOSTNAME, MailSystem, mail_system, stock_master_cf  # noqa: F401
 
 
 def without_qmgr() -> str:
@@ -191,3 +191,26 @@ def test_broken_clients(system: MailSystem) -> None:
 def test_missing_service() -> None:
     with pytest.raises(CleanupError, match="connect to /nonexistent/public/cleanup"):
         submit("a", ["b"], b"x\n", path="/nonexistent/public/cleanup")
+
+
+def test_rejected_local_submission_is_bounced(mail_system: MailSystem) -> None:
+    """pickup asks cleanup to bounce bad mail: the sender gets the
+    non-delivery notification, sendmail itself succeeds."""
+    checks = mail_system.etc / "header_checks"
+    checks.write_text("/^Subject: spam/ REJECT\n")
+    mail_system.configure({"header_checks": f"regexp:{checks}"})
+    mail_system.start()
+    mail_system.sendmail(["-f", "root", "bob"], b"Subject: spam\n\nbody\n")
+    found = mail_system.wait_log(
+        rf"postfix/cleanup\[\d+\]: (\w+): to=<bob@{HOSTNAME}>, orig_to=<bob>, relay=none, "
+        r"delay=[\d.]+, delays=[\d./]+, dsn=5\.7\.1, status=bounced \(message content rejected\)",
+        timeout=20)
+    queue_id = found.group(1)
+    mail_system.wait_log(rf"{queue_id}: reject: header Subject: spam from local; "
+                         rf"from=<root@{HOSTNAME}> to=<bob@{HOSTNAME}>: 5\.7\.1 message content "
+                         "rejected")
+    mail_system.wait_log(rf"{queue_id}: sender non-delivery notification: \w+", timeout=20)
+    mbox = mail_system.mailbox("root")
+    mail_system.wait_for(lambda: mbox.exists() and b"message content rejected" in
+                         mbox.read_bytes(), timeout=20, what="the bounce in root's mailbox")
+    assert queue_id not in mail_system.queue_files("incoming")
