@@ -117,3 +117,16 @@ def test_set_permissions_repairs_modes(system: MailSystem) -> None:
     if os.geteuid() == 0:
         import pwd
         assert os.stat(queued).st_uid == pwd.getpwnam("postfix").pw_uid
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the jail's copies must belong to root")
+def test_check_compares_the_chroot_jail_with_the_system(system: MailSystem) -> None:
+    import subprocess
+    from conftest import ROOT
+    check(system)
+    subprocess.run(["sh", str(ROOT / "chroot-setup" / "setup-chroot.sh"), str(system.queue),
+                    system.mail_owner, system.setgid_group], check=True, timeout=30)
+    assert check(system)[:2] == (0, [])
+    hosts = system.queue / "etc" / "hosts"
+    hosts.write_text(hosts.read_text() + "192.0.2.1 stale.example\n")
+    assert check(system)[1] == [f"{WARN}{system.queue}/etc/hosts and /etc/hosts differ"]
