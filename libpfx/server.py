@@ -34,7 +34,9 @@ Service routines:
 Hooks, all optional keyword arguments: pre_init(ctx), post_init(ctx),
 loop(ctx) -> timeout or None (called before each wait), pre_accept(ctx),
 exit_hook(ctx).  ``ctx.max_idle`` and ``ctx.max_use`` may be changed by
-the hooks (qmgr and pickup set both to 0: they never retire).
+the hooks (qmgr and pickup set both to 0: they never retire).  ``ctx.args``
+holds the master.cf arguments after the daemon options (pipe's
+``flags=... argv=...``).
 
 An exception escaping a service routine is logged as ``fatal: ...`` and the
 process exits with status 1 after a one-second pause (no fork storms);
@@ -82,6 +84,7 @@ class Context:
     max_idle: int = 100
     max_use: int = 100
     stand_alone: bool = False
+    args: list[str] = field(default_factory=list)         # master.cf arguments after the options
     use_count: int = 0
     clients: dict[int, Any] = field(default_factory=dict)   # multi_server: fd -> AttrStream
 
@@ -104,8 +107,6 @@ class Options:
     debug: bool = False
     stand_alone: bool = False
     socket_count: int = 1
-    solitary: bool = False             # -l: process limit 1
-    unlimited: bool = False            # -z: no process limit
     overrides: dict[str, str] = field(default_factory=dict)
     rest: list[str] = field(default_factory=list)
 
@@ -167,12 +168,8 @@ def parse_argv(argv: list[str]) -> Options:
                 pass
             elif letter == "S":
                 opts.stand_alone = True
-            elif letter == "l":
-                opts.solitary = True
-            elif letter == "z":
-                opts.unlimited = True
-            elif letter == "V":
-                pass
+            elif letter in "lzV":
+                pass                    # process limit 1, no limit, stderr logging
             else:
                 msg.fatal(f"invalid option: {letter}")
     opts.rest = argv[i:]
@@ -306,7 +303,7 @@ class _Skeleton:
         ctx = Context(config, opts.service_name, opts.service_type,
                       config.get("queue_directory"), argv, opts.command, entry,
                       config.get_time("max_idle"), config.get_int("max_use"),
-                      opts.stand_alone)
+                      opts.stand_alone, opts.rest)
         self.ctx = ctx
         self.hook("pre_init")
         try:
