@@ -126,7 +126,13 @@ def test_check_compares_the_chroot_jail_with_the_system(system: MailSystem) -> N
     check(system)
     subprocess.run(["sh", str(ROOT / "chroot-setup" / "setup-chroot.sh"), str(system.queue),
                     system.mail_owner, system.setgid_group], check=True, timeout=30)
-    assert check(system)[:2] == (0, [])
+    # The jail's passwd and group hold only the mail system's accounts:
+    # Postfix's check reports them as different, as it does here.
+    subset = {f"{WARN}{system.queue}/etc/{name} and /etc/{name} differ"
+              for name in ("passwd", "group")}
+    status, errors, _ = check(system)
+    assert status == 0 and set(errors) <= subset
     hosts = system.queue / "etc" / "hosts"
     hosts.write_text(hosts.read_text() + "192.0.2.1 stale.example\n")
-    assert check(system)[1] == [f"{WARN}{system.queue}/etc/hosts and /etc/hosts differ"]
+    assert set(check(system)[1]) - subset == {
+        f"{WARN}{system.queue}/etc/hosts and /etc/hosts differ"}
