@@ -670,56 +670,67 @@ class Master:
                     pass
 
     def run(self) -> NoReturn:
+        """The event loop.  A system error in one round (out of descriptors,
+        say) is logged and the loop goes on after a pause: master must not
+        die of what a moment may cure."""
         while True:
-            if self.got_term:
-                self.terminate(self.got_term)
-            if self.got_chld:
-                self.got_chld = False
-                self.reap()
-            if self.got_hup:
-                self.got_hup = False
-                self.reload()
-            now = time.monotonic()
-            if self.exit_at and now >= self.exit_at:
-                msg.info("master exit time has arrived")
-                self.terminate(signal.SIGTERM)
-            poller = select.poll()
-            poller.register(self.wake_r, select.POLLIN)
-            listening: dict[int, Service] = {}
-            timeout = 500.0
-            for serv in self.services.values():
-                if serv.next_wakeup:
-                    if now >= serv.next_wakeup:
-                        self.wakeup(serv)
-                        serv.next_wakeup = now + serv.entry.wakeup
-                    timeout = min(timeout, serv.next_wakeup - now)
-                if serv.can_spawn(now):
-                    for fd in serv.fds:
-                        listening[fd] = serv
-                        poller.register(fd, select.POLLIN)
-                elif serv.throttled_until > now:
-                    timeout = min(timeout, serv.throttled_until - now)
-            for fd in self.status_fds:
-                poller.register(fd, select.POLLIN)
-            if self.exit_at:
-                timeout = min(timeout, self.exit_at - now)
             try:
-                events = poller.poll(max(timeout, 0.0) * 1000 + 1)
-            except InterruptedError:
-                continue
-            for fd, _ in events:
-                if fd == self.wake_r:
-                    try:
-                        while os.read(self.wake_r, 512):
-                            pass
-                    except BlockingIOError:
+                self.round()
+            except OSError as err:
+                msg.warn(f"master: {err}")
+                time.sleep(1)
+
+    def round(self) -> None:
+        """Handle signals, send wake-ups, wait for events, start processes."""
+        if self.got_term:
+            self.terminate(self.got_term)
+        if self.got_chld:
+            self.got_chld = False
+            self.reap()
+        if self.got_hup:
+            self.got_hup = False
+            self.reload()
+        now = time.monotonic()
+        if self.exit_at and now >= self.exit_at:
+            msg.info("master exit time has arrived")
+            self.terminate(signal.SIGTERM)
+        poller = select.poll()
+        poller.register(self.wake_r, select.POLLIN)
+        listening: dict[int, Service] = {}
+        timeout = 500.0
+        for serv in self.services.values():
+            if serv.next_wakeup:
+                if now >= serv.next_wakeup:
+                    self.wakeup(serv)
+                    serv.next_wakeup = now + serv.entry.wakeup
+                timeout = min(timeout, serv.next_wakeup - now)
+            if serv.can_spawn(now):
+                for fd in serv.fds:
+                    listening[fd] = serv
+                    poller.register(fd, select.POLLIN)
+            elif serv.throttled_until > now:
+                timeout = min(timeout, serv.throttled_until - now)
+        for fd in self.status_fds:
+            poller.register(fd, select.POLLIN)
+        if self.exit_at:
+            timeout = min(timeout, self.exit_at - now)
+        try:
+            events = poller.poll(max(timeout, 0.0) * 1000 + 1)
+        except InterruptedError:
+            return
+        for fd, _ in events:
+            if fd == self.wake_r:
+                try:
+                    while os.read(self.wake_r, 512):
                         pass
-                elif fd in self.status_fds:
-                    self.read_status(fd)
-            for fd, _ in events:
-                serv = listening.get(fd)
-                if serv is not None and serv.can_spawn(time.monotonic()):
-                    self.spawn(serv, time.monotonic())
+                except BlockingIOError:
+                    pass
+            elif fd in self.status_fds:
+                self.read_status(fd)
+        for fd, _ in events:
+            serv = listening.get(fd)
+            if serv is not None and serv.can_spawn(time.monotonic()):
+                self.spawn(serv, time.monotonic())
 
 
 # Start-up.
