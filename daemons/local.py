@@ -146,7 +146,7 @@ from libpfx.deliver_request import FLAG_MTA_VRFY, FLAG_USR_VRFY, NOTIFY_NEVER, N
 from libpfx.dsn_util import DSN
 from libpfx.local_expand import EXP_ERROR, EXP_EXTENSION_MATCHED, EXP_UNDEF, expand
 from libpfx.local_forward import Forwarder
-from libpfx.maps import DictRetry, changed_table
+from libpfx.maps import DictRetry, changed_table, open_dict_or_surrogate
 from libpfx.maps.search import Maps, quote_local, split_extension
 from libpfx.mbox import COPY_DELIVERED, COPY_FROM, COPY_MBOX, COPY_ORIG_RCPT, \
     COPY_RETURN_PATH, COPY_TOFILE, DOT_LOCK_MAY_FAIL, CorruptError, LockConfig, \
@@ -274,10 +274,13 @@ class Local:
         self.config = config
         self.service = service
         get = config.get
-        self.alias_maps = Maps("aliases", get("alias_maps"))
-        self.mbox_transport_maps = Maps("mailbox_transport_maps", get("mailbox_transport_maps"))
-        self.cmd_maps = Maps("mailbox_command_maps", get("mailbox_command_maps"))
-        self.fbck_transport_maps = Maps("fallback_transport_maps", get("fallback_transport_maps"))
+        # A table that cannot be opened defers the mail that needs it.
+        def maps(title: str, param: str) -> Maps:
+            return Maps(title, get(param), opener=open_dict_or_surrogate)
+        self.alias_maps = maps("aliases", "alias_maps")
+        self.mbox_transport_maps = maps("mailbox_transport_maps", "mailbox_transport_maps")
+        self.cmd_maps = maps("mailbox_command_maps", "mailbox_command_maps")
+        self.fbck_transport_maps = maps("fallback_transport_maps", "fallback_transport_maps")
         self.file_mask = _names_mask("allow_mail_to_files", get("allow_mail_to_files"), _EXPAND_NAMES)
         self.cmd_mask = _names_mask("allow_mail_to_commands", get("allow_mail_to_commands"), _EXPAND_NAMES)
         self.hdr_mask = _names_mask("prepend_delivered_header", get("prepend_delivered_header"), _HDR_NAMES)

@@ -321,3 +321,19 @@ def test_address_verification_reports_without_delivering(agent: Agent) -> None:
     [entry] = agent.appended("trace")
     assert (entry["address"], entry["dsn_status"], entry["reason"]) == \
         (rcpt, "2.0.0", "delivery via local: delivers to mailbox")
+
+
+@needs_root
+def test_missing_alias_table_defers(tmp_path: Path, users: None) -> None:
+    agent = Agent(tmp_path, {"alias_maps": f"hash:{tmp_path}/no-such-aliases"})
+    try:
+        rcpt = f"{U1}@host.example.com"
+        queued = agent.queue_message("sender@example.com", [rcpt], MESSAGE)
+        assert agent.deliver(queued) == 0, agent.stderr
+        log = agent.log()
+        assert f"warning: hash:{tmp_path}/no-such-aliases is unavailable." in log
+        assert "dsn=4.3.0, status=deferred (alias database unavailable)" in _status_line(log, rcpt)
+        assert not (agent.spool / U1).exists()
+        assert agent.done_offsets(queued) == []
+    finally:
+        agent.close()
