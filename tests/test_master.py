@@ -354,3 +354,17 @@ def test_changed_table_restarts_daemon(mail_system: MailSystem) -> None:
     sock, (pid3, value) = talk(path, b"key")
     sock.close()
     assert value == "new" and pid3 != pid2
+
+
+def test_service_disable_and_exit_time(mail_system: MailSystem) -> None:
+    import subprocess
+    with_daemons(mail_system, "echo unix - - n - 2 echo\nother unix - - n - 2 echo\n",
+                 master_service_disable="other.unix")
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "daemons.master", "-c", str(mail_system.etc),
+                           "-d", "-e", "1"], capture_output=True, text=True, timeout=20, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert 1 <= time.monotonic() - started < 10
+    assert (mail_system.queue / "private" / "echo").exists()
+    assert not (mail_system.queue / "private" / "other").exists()
+    assert re.search(r"postfix/master\[\d+\]: master exit time has arrived", mail_system.log())
