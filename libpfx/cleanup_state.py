@@ -39,8 +39,8 @@ from libpfx.cleanup_clnt import (
     CLEANUP_STAT_MASK_INCOMPLETE,
     CLEANUP_STAT_RCPT, CLEANUP_STAT_SIZE, CLEANUP_STAT_WRITE, stat_detail)
 from libpfx.config import Config, split_list
-from libpfx.deliver_request import DeliverRequest, Recipient
-from libpfx.dsn_util import dsn_split
+from libpfx.deliver_request import NOTIFY_NEVER, NOTIFY_SUCCESS, DeliverRequest, Recipient
+from libpfx.dsn_util import DSN, dsn_split
 from libpfx.header_opts import (
     HDR_CONTENT_TRANSFER_ENCODING, HDR_CC, HDR_DATE, HDR_FROM as HDR_FROM_HEADER,
     HDR_MESSAGE_ID, HDR_OPT_DROP, HDR_OPT_MIME, HDR_OPT_RECIP, HDR_OPT_RR, HDR_OPT_SENDER,
@@ -91,6 +91,37 @@ def dsn_prepend(default_status: str, text: str) -> str:
     return f"{status} {rest}"
 
 
+_ESCAPES = {"a": "\a", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v"}
+
+
+def unescape(text: str) -> str:
+    """C-style escapes (\\t, \\r, \\0, \\ooo, \\\\) as Postfix's unescape()
+    reads message_reject_characters and message_strip_characters."""
+    out, i = [], 0
+    while i < len(text):
+        ch = text[i]
+        i += 1
+        if ch != "\\" or i >= len(text):
+            out.append(ch)
+            continue
+        ch = text[i]
+        i += 1
+        if ch in "01234567":
+            digits = ch
+            while i < len(text) and len(digits) < 3 and text[i] in "01234567":
+                digits += text[i]
+                i += 1
+            out.append(chr(int(digits, 8) & 0xFF))
+        else:
+            out.append(_ESCAPES.get(ch, ch))
+    return "".join(out)
+
+
+def _octets(text: str) -> bytes:
+    """Characters as bytes: escapes such as \\377 stand for one byte."""
+    return b"".join(bytes([ord(c)]) if ord(c) < 256 else _bytes(c) for c in text)
+
+
 def fold_header(header: str) -> str:
     """Join a rewritten address list, one address per line, into lines of
     about 70 characters (the output adds the tab that starts each
@@ -133,6 +164,8 @@ class CleanupSettings:
         self.disable_mime = config.get_bool("disable_mime_input_processing")
         self.auto_8bit_enc_hdr = config.get_bool("detect_8bit_encoding_header")
         self.headers = HeaderTable(config.get_list("message_drop_headers"))
+        self.reject_chars = _octets(unescape(get("message_reject_characters")))
+        self.strip_chars = _octets(unescape(get("message_strip_characters")))
         opened: dict[str, Maps] = {}
 
         def maps(name: str) -> Maps | None:
@@ -481,9 +514,12 @@ class CleanupState:
         recipient records (cleanup_out_recipient)."""
         if self.flags & CLEANUP_FLAG_MAP_OK and self.s.mapper.virtual is not None:
             addresses = self.s.mapper.virtual_expand(self, recip)
-            if dsn_notify & 2 and (len(addresses) > 1 or addresses[0] != recip):
-                # SUCCESS notification: report "expanded" and stop asking.
-                dsn_notify = 1 if dsn_notify == 2 else dsn_notify & ~2
+            if dsn_notify & NOTIFY_SUCCESS and (len(addresses) > 1 or addresses[0] != recip):
+                # The sender asked for success notices: this one says
+                # "expanded", the expanded addresses no longer ask.
+                self._trace_expanded(Recipient(orcpt, recip, dsn_orcpt, dsn_notify))
+                dsn_notify = NOTIFY_NEVER if dsn_notify == NOTIFY_SUCCESS \
+                    else dsn_notify & ~NOTIFY_SUCCESS
         else:
             addresses = [recip]
         for address in addresses:
@@ -504,6 +540,26 @@ class CleanupState:
             self.out_text(record.RCPT, address)
             self.rcpt_count += 1
 
+    def _trace_expanded(self, rcpt: Recipient) -> None:
+        """A DSN SUCCESS entry in the trace log for an expanded alias
+        (cleanup_trace_append); qmgr sends the report later."""
+        from libpfx import bounce_clnt
+        request = self._request()
+        request.flags |= bounce_clnt.BOUNCE_FLAG_CLEAN
+        dsn = DSN(status="2.0.0", reason="alias expanded", action="expanded")
+        if bounce_clnt.trace_append(request, rcpt, bounce_clnt.NO_RELAY, dsn) != 0:
+            msg.warn(f"{self.queue_id}: trace logfile update error")
+            self.errs |= CLEANUP_STAT_WRITE
+
+    def _request(self) -> DeliverRequest:
+        """This message as the bounce client's calls describe it."""
+        return DeliverRequest(
+            queue_name=self.queue_name, queue_id=self.queue_id, data_offset=self.data_offset,
+            data_size=max(self.xtra_offset - self.data_offset, 0), nexthop="",
+            sender=self.sender or "", encoding=self.attrs.get("encoding", ""),
+            smtputf8=self.smtputf8, dsn_envid=self.dsn_envid, dsn_ret=self.dsn_ret,
+            incoming_arrival=str(self.arrival_time))
+
     # Content segment.
 
     def _message_start(self) -> None:
@@ -516,6 +572,13 @@ class CleanupState:
 
     def _message(self, rtype: str, data: bytes) -> None:
         assert self.mime is not None
+        if self.flags & CLEANUP_FLAG_FILTER:
+            if self.s.reject_chars and any(c in data for c in self.s.reject_chars):
+                self.act("content", _text(data), "REJECT disallowed character",
+                         "character reject")
+                return
+            if self.s.strip_chars:
+                data = data.translate(None, self.s.strip_chars)
         if rtype in (record.NORM, record.CONT):
             self.mime.update(rtype, data)
             return
@@ -880,12 +943,7 @@ class CleanupState:
             self.qf.fp.flush()
         except OSError:
             pass
-        request = DeliverRequest(
-            queue_name=self.queue_name, queue_id=self.queue_id, data_offset=self.data_offset,
-            data_size=max(self.xtra_offset - self.data_offset, 0), nexthop="",
-            sender=self.sender or "", encoding=self.attrs.get("encoding", ""),
-            smtputf8=self.smtputf8, dsn_envid=self.dsn_envid, dsn_ret=self.dsn_ret,
-            incoming_arrival=str(self.arrival_time))
+        request = self._request()
         for rcpt in self.written or [Recipient("", "unknown")]:
             if bounce_clnt.bounce(request, rcpt, bounce_clnt.NO_RELAY, status, text) != 0:
                 self.errs |= CLEANUP_STAT_WRITE

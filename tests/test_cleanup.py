@@ -214,3 +214,26 @@ def test_rejected_local_submission_is_bounced(mail_system: MailSystem) -> None:
     mail_system.wait_for(lambda: mbox.exists() and b"message content rejected" in
                          mbox.read_bytes(), timeout=20, what="the bounce in root's mailbox")
     assert queue_id not in mail_system.queue_files("incoming")
+
+
+def test_virtual_alias_with_success_notice(system: MailSystem) -> None:
+    """A recipient that asked for success notices (NOTIFY=SUCCESS) and is
+    expanded by virtual_alias_maps gets an "expanded" trace entry; its
+    expansions no longer ask."""
+    virtual = system.etc / "virtual"
+    virtual.write_text("team@example.org ann@example.org, ben@example.org\n")
+    path = start(system, virtual_alias_maps=f"texthash:{virtual}")
+    client = CleanupClient.open(path, CLEANUP_FLAG_MASK_EXTERNAL, timeout=30)
+    client.record(record.TIME, b"1700000000 0")
+    client.record(record.FROM, b"alice@example.org")
+    client.record(record.ATTR, b"notify_flags=2")
+    client.record(record.RCPT, b"team@example.org")
+    client.record(record.MESG, b"")
+    client.records(record.encode(record.NORM, b"Subject: s") + record.encode(record.NORM, b""))
+    client.record(record.XTRA, b"")
+    client.record(record.END, b"")
+    assert client.finish() == (0, "")
+    env = read_envelope(str(queue_path(system, "incoming", client.queue_id)))
+    assert [(r.address, r.dsn_notify) for r in env.recipients] == [
+        ("ann@example.org", 1), ("ben@example.org", 1)]
+    assert client.queue_id in system.queue_files("trace")

@@ -408,3 +408,22 @@ def test_mime_header_classes(tmp_path: Path) -> None:
     assert state.reason == "5.7.1 html part"
     run.submit(b"Subject: inner\n\nbody\n")
     assert run.status == 0      # only nested headers are checked by nested_header_checks
+
+
+def test_reject_and_strip_characters(tmp_path: Path, capfd: pytest.CaptureFixture) -> None:
+    run = Run(tmp_path, "message_strip_characters = \\0\\r\nmessage_reject_characters = \\177\n")
+    run.submit(b"Subject: a\rb\n\nnul\x00 here\n")
+    assert run.status == 0
+    assert "Subject: ab" in run.headers().split("\n")
+    assert run.content().endswith("\n\nnul here\n")
+    state = run.submit(b"Subject: s\n\nbad \x7f char\n")
+    assert run.status == CLEANUP_STAT_CONT
+    assert state.reason == "5.7.1 disallowed character"
+    # The log shows the control character as "?", as Postfix does.
+    assert (f"{state.queue_id}: reject: content bad ? char from local; from=<alice@{ORIGIN}> "
+            f"to=<bob@{ORIGIN}>: 5.7.1 disallowed character") in capfd.readouterr().err
+
+
+def test_unescape() -> None:
+    from libpfx.cleanup_state import unescape
+    assert unescape(r"\0\r\n\t\\x\101\377") == "\0\r\n\t\\xA\xff"
