@@ -40,7 +40,9 @@ holds the master.cf arguments after the daemon options (pipe's
 
 An exception escaping a service routine is logged as ``fatal: ...`` and the
 process exits with status 1 after a one-second pause (no fork storms);
-SIGTERM ends the process quietly.
+SIGTERM ends the process quietly.  Handling the events of one wake-up
+for longer than daemon_timeout ends the process with ``fatal: watchdog
+timeout``.
 """
 
 from __future__ import annotations
@@ -246,12 +248,22 @@ def _on_sigterm(signum: int, frame: Any) -> NoReturn:
     os._exit(0)
 
 
-def _fatal_exit(ctx: Context | None, text: str) -> NoReturn:
-    """A service routine failed: log it, pause, and exit 1."""
+def _on_watchdog(signum: int, frame: Any) -> NoReturn:
+    """A round of the event loop took longer than daemon_timeout."""
+    _emit_fatal("watchdog timeout")
+    os._exit(1)
+
+
+def _emit_fatal(text: str) -> None:
     try:
         msg.fatal(text)
     except msg.FatalError:
         pass
+
+
+def _fatal_exit(ctx: Context | None, text: str) -> NoReturn:
+    """A service routine failed: log it, pause, and exit 1."""
+    _emit_fatal(text)
     _exit(ctx, 1)
 
 
@@ -388,6 +400,8 @@ class _Skeleton:
         poller.register(self.status_fd, select.POLLIN)
         idle_since = time.monotonic()
         listening = True
+        watchdog = ctx.config.get_time("daemon_timeout")
+        signal.signal(signal.SIGALRM, _on_watchdog)
         while ctx.max_use <= 0 or ctx.use_count < ctx.max_use or ctx.clients:
             if listening and 0 < ctx.max_use <= ctx.use_count:
                 # Used up: finish the clients it has, take no new ones.
@@ -404,10 +418,12 @@ class _Skeleton:
             if timeout is not None and timeout < 0:
                 timeout = None
             self.sync_clients(poller)
+            signal.alarm(0)             # waiting for work is not working too long
             try:
                 events = poller.poll(None if timeout is None else max(int(timeout * 1000), 0))
             except InterruptedError:
                 continue
+            signal.alarm(watchdog)
             # Clients first: a retired process (master closed its status
             # socket) still serves what is already waiting for it.
             events.sort(key=lambda item: item[0] == self.status_fd)

@@ -368,3 +368,26 @@ def test_service_disable_and_exit_time(mail_system: MailSystem) -> None:
     assert (mail_system.queue / "private" / "echo").exists()
     assert not (mail_system.queue / "private" / "other").exists()
     assert re.search(r"postfix/master\[\d+\]: master exit time has arrived", mail_system.log())
+
+
+HANG_DAEMON = '''\
+import sys, time
+from libpfx import server
+
+def service(conn, ctx):
+    time.sleep(30)
+
+server.single_server(sys.argv, service)
+'''
+
+
+def test_watchdog(mail_system: MailSystem) -> None:
+    install(mail_system, "hang", HANG_DAEMON)
+    with_daemons(mail_system, "hang unix - - n - 1 hang -o daemon_timeout=1\n")
+    mail_system.start()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(10)
+    sock.connect(str(mail_system.queue / "private" / "hang"))
+    assert sock.recv(10) == b""
+    mail_system.wait_log(r"postfix/hang\[\d+\]: fatal: watchdog timeout")
+    mail_system.wait_log(r"warning: process .*/libexec/hang pid \d+ exit status 1")
