@@ -67,6 +67,7 @@ STATUS = struct.Struct("=iI")          # pid, avail
 STAT_TAKEN = 0
 STAT_AVAIL = 1
 TRIGGER_READ = 8192                    # a FIFO read, or one datagram (postlog records)
+TRIGGER_TIMEOUT = 10                   # seconds a trigger client may take to send its bytes
 FATAL_SLEEP = 1.0                      # seconds, before a daemon dies of a fatal error
 
 Hook = Callable[["Context"], Any]
@@ -604,7 +605,7 @@ class _Trigger(_Skeleton):
             if conn is None:
                 return False
             self.taken()
-            conn.settimeout(ctx.config.get_time("ipc_timeout"))
+            conn.settimeout(TRIGGER_TIMEOUT)
             data = b""
             try:
                 while len(data) < 1024:
