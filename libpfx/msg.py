@@ -27,7 +27,10 @@ DESCRIPTION
       daemon listens;
     * or, instead of syslog, the file named by maillog_file, in the layout
       of Postfix's own logger: ``Mmm dd hh:mm:ss host ident[pid]: text``,
-      host being the first label of myhostname.
+      host being the first label of myhostname.  Processes other than
+      master and postlogd send these records, as syslog datagrams, to
+      postlogd (queue_directory/public/postlog), which appends them; they
+      write the file themselves when postlogd does not answer.
 
     Levels, as in Postfix: info (no prefix), warning, error, fatal and
     panic; syslog priorities info, warning, err, crit and crit.  error()
