@@ -499,7 +499,7 @@ class Content:
     def records(self, src: BinaryIO) -> Iterator[bytes]:
         skip_from = True
         in_headers = self.extractor is not None
-        header: list[bytes] = []        # pieces of the header being read
+        header: list[tuple[str, bytes]] = []    # records of the header being read
         prev = ""
         for rtype, data in read_lines(src, self.limit):
             if self.strip_cr is None and rtype == record.NORM:
@@ -512,26 +512,36 @@ class Content:
                 data = data.rstrip(b"\r")
             if self.dot_ends and prev != record.CONT and data == b".":
                 break
-            if in_headers and prev != record.CONT:
-                # A new physical line: does it continue the header?
-                text = data.decode("utf-8", "surrogateescape")
-                if header and text[:1] in (" ", "\t"):
-                    pass
-                else:
-                    self._header_done(header)
-                    from libpfx.header_opts import is_header
-                    if not is_header(text):
-                        in_headers = False
-            if in_headers:
-                header.append(data + (b"\n" if rtype == record.NORM else b""))
+            new_line = prev != record.CONT
             prev = rtype
+            if in_headers:
+                if new_line and not (header and data[:1] in (b" ", b"\t")):
+                    yield from self._header_done(header)
+                    from libpfx.header_opts import is_header
+                    in_headers = is_header(data.decode("utf-8", "surrogateescape"))
+                if in_headers:
+                    header.append((rtype, data))
+                    continue
             yield record.encode(rtype, data)
-        self._header_done(header)
+        if header:
+            # With -t, Postfix's header parser ends an unterminated last
+            # header line as a complete one ...
+            if header[-1][0] == record.CONT:
+                header[-1] = (record.NORM, header[-1][1])
+            yield from self._header_done(header)
+        elif self.extractor is not None and prev == record.CONT:
+            # ... and an unterminated last body line with an empty one.
+            yield record.encode(record.NORM, b"")
 
-    def _header_done(self, header: list[bytes]) -> None:
-        if header and self.extractor is not None:
-            self.extractor.header(b"".join(header).rstrip(b"\n").decode("utf-8", "surrogateescape"))
+    def _header_done(self, header: list[tuple[str, bytes]]) -> list[bytes]:
+        """The records of a complete header, its recipients noted."""
+        if not header or self.extractor is None:
+            return []
+        text = b"".join(data + (b"\n" if rtype == record.NORM else b"") for rtype, data in header)
+        self.extractor.header(text.rstrip(b"\n").decode("utf-8", "surrogateescape"))
+        out = [record.encode(rtype, data) for rtype, data in header]
         header.clear()
+        return out
 
 
 # Submission through postdrop.
