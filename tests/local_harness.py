@@ -10,9 +10,11 @@ from __future__ import annotations
 import grp
 import os
 import pwd
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -52,16 +54,6 @@ def ensure_users() -> None:
                 break
             except KeyError:
                 time.sleep(0.1)
-
-
-def _open_up(path: Path) -> None:
-    """Let unprivileged users traverse the directories above path."""
-    for parent in [path, *path.parents]:
-        if str(parent) in ("/", "/tmp"):
-            break
-        mode = parent.stat().st_mode & 0o7777
-        if mode & 0o011 != 0o011:
-            os.chmod(parent, mode | 0o011)
 
 
 class _Service(threading.Thread):
@@ -108,7 +100,13 @@ class Agent:
     """One instance directory with an agent ready to be driven."""
 
     def __init__(self, tmp: Path, settings: dict[str, str] | None = None) -> None:
-        self.tmp = tmp
+        # The instance lives outside pytest's temporary tree: the
+        # recipients must traverse it, and another pytest session on the
+        # machine resets that tree's top to mode 0700.  tmp is kept for
+        # the test's own files.
+        self.test_tmp = tmp
+        self.tmp = tmp = Path(tempfile.mkdtemp(prefix="pfx-local-", dir="/tmp"))
+        os.chmod(tmp, 0o711)
         self.etc = tmp / "etc"
         self.queue = tmp / "queue"
         self.spool = tmp / "mail"
@@ -136,7 +134,6 @@ class Agent:
         (self.etc / "master.cf").write_text(MASTER_CF)
         owner = None
         if IS_ROOT:
-            _open_up(tmp)
             pw = pwd.getpwnam("postfix")
             owner = (pw.pw_uid, pw.pw_gid)
             for path in [self.queue, *self.queue.rglob("*")]:
@@ -161,6 +158,7 @@ class Agent:
     def close(self) -> None:
         for service in self.services.values():
             service.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
 
     def queue_message(self, sender: str, recipients: list[str | tuple[str, str]],
                       content: bytes) -> Queued:
@@ -201,6 +199,7 @@ class Agent:
                 flags: int = 0, timeout: float = 60) -> int:
         """Run the agent for one request; its reply status."""
         ours, theirs = socket.socketpair()
+        program = command or service
         now = time.time()
         request = DeliverRequest(queue_name="active", queue_id=queued.queue_id,
                                  data_offset=queued.data_offset, data_size=queued.data_size,
@@ -209,7 +208,8 @@ class Agent:
                                  recipients=queued.recipients)
         env = dict(os.environ, MAIL_CONFIG=str(self.etc), PYTHONPATH=str(ROOT))
         proc = subprocess.Popen(
-            [sys.executable, "-m", f"daemons.{command or service}", "-n", service, "-t", "unix", "-S"],
+            [sys.executable, "-c", f"import sys; from daemons.{program} import main; main(sys.argv[1:])",
+             program, "-n", service, "-t", "unix", "-S"],
             stdin=theirs, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, cwd=ROOT)
         theirs.close()
         try:

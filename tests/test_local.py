@@ -133,10 +133,12 @@ def test_maildir_in_home(tmp_path: Path, users: None) -> None:
 
 
 @needs_root
-def test_alias_to_file_and_command(agent: Agent, tmp_path: Path) -> None:
-    out = tmp_path / "alias.out"
-    idfile = tmp_path / "id.out"
-    os.chmod(tmp_path, 0o777)
+def test_alias_to_file_and_command(agent: Agent) -> None:
+    shared = agent.tmp / "shared"
+    shared.mkdir(mode=0o777)
+    os.chmod(shared, 0o777)
+    out = shared / "alias.out"
+    idfile = shared / "id.out"
     agent.set_aliases(
         f"tofile: {out}\n"
         f'tocmd: "|id -u > {idfile}; cat > /dev/null"\n')
