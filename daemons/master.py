@@ -105,6 +105,7 @@ from libpfx.server import MASTER_LISTEN_FD, MASTER_STATUS_FD, STAT_AVAIL, STAT_T
 PID_FILE = "pid/master.pid"
 INIT_TIMEOUT = 100          # seconds that master -w waits for start-up
 MASTER_SIGNALS = {signal.SIGCHLD, signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT}
+STRESS_TIME = 1000          # seconds of stress mode once a process limit is reached
 TERM_WAIT = 2               # seconds that master waits for children when it stops
 PID_WIDTH = 32              # Postfix writes "%*lu\n", sizeof(unsigned long) * 4 wide
 
@@ -134,6 +135,8 @@ class Service:
         self.throttled_until = 0.0
         self.used = False
         self.next_wakeup = 0.0
+        self.stress_until = 0.0     # children started before then get -o stress=yes
+        self.busy_warned = -STRESS_TIME
 
     @property
     def name(self) -> str:
@@ -150,6 +153,14 @@ class Service:
     def endpoint_key(self) -> tuple:
         e = self.entry
         return (e.name, e.type, e.private)
+
+    @property
+    def stress_capable(self) -> bool:
+        return "stress=" in self.argv
+
+    def at_limit(self, now: float) -> bool:
+        return (self.avail == 0 and now >= self.throttled_until
+                and 0 < self.maxproc <= self.total)
 
     def can_spawn(self, now: float) -> bool:
         return (self.avail == 0 and now >= self.throttled_until
@@ -474,6 +485,20 @@ class Master:
         except OSError:
             pass
 
+    def warn_busy(self, serv: Service, now: float) -> None:
+        """Every process of an inet service is busy: say so, at most every
+        STRESS_TIME seconds."""
+        if now - serv.busy_warned < STRESS_TIME:
+            return
+        serv.busy_warned = now
+        from libpfx.master_cf import internal_name
+        msg.warn(f'service "{serv.name}" ({internal_name(serv.entry)}) has reached its '
+                 f'process limit "{serv.maxproc}": new clients may experience noticeable delays')
+        msg.warn("to avoid this condition, increase the process count in master.cf "
+                 "or reduce the service time per client")
+        msg.warn("see https://www.postfix.org/STRESS_README.html for examples of "
+                 "stress-adapting configuration settings")
+
     def throttle(self, serv: Service, now: float) -> None:
         serv.throttled_until = now + self.config.get_time("service_throttle_time")
         msg.debug(1, f"throttling command {serv.path}")
@@ -483,6 +508,8 @@ class Master:
         if how is None:
             self.unavailable(serv, now)
             return
+        if serv.stress_capable and serv.total + 1 >= serv.maxproc:
+            serv.stress_until = now + STRESS_TIME   # this one reaches the limit
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         # A signal that arrives before the child has reset its handlers
         # must not reach master's handlers in the child: block them.
@@ -532,6 +559,8 @@ class Master:
             os.closerange(3, MASTER_STATUS_FD)
             os.closerange(MASTER_LISTEN_FD + len(serv.fds), 1 << 16)
             argv = list(serv.argv)
+            if serv.stress_until > time.monotonic():
+                argv[argv.index("stress=")] = "stress=yes"
             if len(serv.fds) > 1:
                 argv[1:1] = ["-s", str(len(serv.fds))]
             if how[0] == "exec":
@@ -708,6 +737,8 @@ class Master:
                 for fd in serv.fds:
                     listening[fd] = serv
                     poller.register(fd, select.POLLIN)
+            elif serv.at_limit(now) and serv.stress_capable:
+                self.warn_busy(serv, now)
             elif serv.throttled_until > now:
                 timeout = min(timeout, serv.throttled_until - now)
         for fd in self.status_fds:

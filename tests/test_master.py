@@ -391,3 +391,26 @@ def test_watchdog(mail_system: MailSystem) -> None:
     assert sock.recv(10) == b""
     mail_system.wait_log(r"postfix/hang\[\d+\]: fatal: watchdog timeout")
     mail_system.wait_log(r"warning: process .*/libexec/hang pid \d+ exit status 1")
+
+
+def test_inet_process_limit_stress(mail_system: MailSystem) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with_daemons(mail_system, f"127.0.0.1:{port} inet n - n - 2 echo\n")
+    mail_system.start()
+    held = []
+    for _ in range(2):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        sock.sendall(b"x")
+        held.append((sock, sock.recv(200).decode().split()[0]))
+    titles = [open(f"/proc/{pid}/cmdline", "rb").read().rstrip(b"\0").decode() for _, pid in held]
+    assert titles[0].endswith("-o stress=") and titles[1].endswith("-o stress=yes")
+    waiting = socket.create_connection(("127.0.0.1", port), timeout=10)
+    mail_system.wait_log(rf'warning: service "127.0.0.1:{port}" \(\[127\.0\.0\.1\]:{port}\) has '
+                         r'reached its process limit "2": new clients may experience noticeable '
+                         r"delays")
+    assert "to avoid this condition, increase the process count in master.cf" in mail_system.log()
+    waiting.close()
+    for sock, _ in held:
+        sock.close()
