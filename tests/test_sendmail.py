@@ -259,7 +259,11 @@ def test_stand_alone_smtp(stopped: MailSystem) -> None:
         "221 2.0.0 Bye"]
     envelope, content, _ = segments(maildrop_records(stopped))
     assert ("S", b"a@example.com") in envelope and ("R", b"b@example.com") in envelope
-    assert content == [("N", b"Subject: s"), ("N", b""), ("N", b".dotted")]
+    queue_id = queued[0].encode()
+    assert content[:2] == [("N", b"Received: from client (localhost [127.0.0.1])"),
+                           ("N", b"\tby pfx.example (Postfix) with ESMTP id " + queue_id)]
+    assert content[2][1].startswith(b"\tfor <b@example.com>; ")
+    assert content[3:] == [("N", b"Subject: s"), ("N", b""), ("N", b".dotted")]
 
 
 def test_stand_alone_smtp_size_limit(stopped: MailSystem) -> None:
@@ -287,6 +291,15 @@ def test_newaliases_modes(stopped: MailSystem) -> None:
                                "from tools.sendmail import newaliases_main; newaliases_main([])"],
                               env=stopped.env(), capture_output=True, text=True, timeout=30)
     assert via_name.returncode == 0, via_name.stderr
+
+
+def test_daemon_mode_starts_the_mail_system(mail_system: MailSystem) -> None:
+    mail_system.queue.mkdir()
+    result = send(mail_system, ["-bd", "-q30m"], b"")
+    assert result.returncode == 0
+    mail_system.wait_log(r"postfix/master\[\d+\]: daemon started")
+    mail_system.started = True
+    mail_system.master_pid = mail_system.read_master_pid()
 
 
 def test_ignored_options_and_queue_interval(stopped: MailSystem) -> None:

@@ -165,6 +165,7 @@ import os
 import pwd
 import subprocess
 import sys
+import time
 from typing import BinaryIO, Iterator, NoReturn
 
 from libpfx import attr, msg, record
@@ -714,9 +715,11 @@ class SmtpSession:
         self.size_limit = cfg.get_long("message_size_limit")
         self.line_limit = cfg.get_int("line_length_limit")
         self.helo: str | None = None
+        self.protocol = "SMTP"
         self.reset()
 
     def reset(self) -> None:
+        self.arrival_time = 0.0
         self.sender: str | None = None
         self.recipients: list[str] = []
         self.encoding: str | None = None
@@ -751,6 +754,7 @@ class SmtpSession:
             self.reply("501 Syntax: HELO hostname")
             return
         self.helo = arg
+        self.protocol = "SMTP"
         self.reset()
         self.reply(f"250 {self.hostname}")
 
@@ -759,6 +763,7 @@ class SmtpSession:
             self.reply("501 Syntax: EHLO hostname")
             return
         self.helo = arg
+        self.protocol = "ESMTP"
         self.reset()
         size = f"SIZE {self.size_limit}" if self.size_limit else "SIZE"
         lines = [self.hostname, "PIPELINING", size, "VRFY", "ENHANCEDSTATUSCODES",
@@ -812,6 +817,7 @@ class SmtpSession:
                 self.reply(f"555 5.5.4 Unsupported option: {param}")
                 return
         self.sender = sender
+        self.arrival_time = time.time()
         self.reply("250 2.1.0 Ok")
 
     def do_rcpt(self, arg: str) -> None:
@@ -842,6 +848,18 @@ class SmtpSession:
             self.reply("501 5.5.4 Syntax: VRFY address")
         else:
             self.reply(f"252 2.0.0 {arg}")
+
+    def received(self, queue_id: str) -> list[str]:
+        """Postfix's smtpd Received: header; a stand-alone session comes
+        from localhost."""
+        from libpfx.cleanup_state import mail_date
+        from libpfx.tok822 import quote_822_local
+        date = mail_date(self.arrival_time)
+        by = f"\tby {self.hostname} ({self.cfg.get('mail_name')}) with {self.protocol} id {queue_id}"
+        lines = [f"Received: from {self.helo or 'localhost'} (localhost [127.0.0.1])"]
+        if len(self.recipients) == 1:
+            return [*lines, by, f"\tfor <{quote_822_local(self.recipients[0])}>; {date}"]
+        return [*lines, by + ";", f"\t{date}"]
 
     def do_data(self, arg: str) -> None:
         from libpfx.cleanup_clnt import CLEANUP_STAT_OK, stat_detail
@@ -887,6 +905,8 @@ class SmtpSession:
         for rcpt in self.recipients:
             drop.record(record.RCPT, rcpt)
         drop.record(record.MESG, b"")
+        for line in self.received(drop.queue_id):
+            drop.record(record.NORM, line)
         drop.write(b"".join(content))
         drop.record(record.XTRA, b"")
         drop.record(record.END, b"")
