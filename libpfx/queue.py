@@ -54,6 +54,10 @@ MESSAGE_QUEUES = (MAILDROP, INCOMING, ACTIVE, DEFERRED, HOLD, CORRUPT, SAVED)
 
 # The owner read, write and execute bits: the file is complete.
 STAT_READY = stat.S_IRUSR | stat.S_IWUSR | stat.S_IXUSR
+# Group bits on a complete file: postsuper -e/-f asks qmgr to expire the
+# message (group execute); qmgr resets a destination's back-off (group read).
+STAT_EXPIRE = stat.S_IXGRP
+STAT_UNTHROTTLE = stat.S_IRGRP
 
 # Long queue IDs: Postfix's vowel-free alphabet.
 _SAFE_CHARS = "0123456789BCDFGHJKLMNPQRSTVWXYZbcdfghjklmnpqrstvwxyz"
@@ -124,6 +128,23 @@ def queue_id_inode(queue_id: str) -> int | None:
         return int(queue_id[_SH_USEC_PAD:], 16)
     except ValueError:
         return None
+
+
+def queue_id_for_inode(queue_id: str, inode: int, long_queue_ids: bool = False) -> str:
+    """The name a file with this inode should have, keeping the time part
+    of queue_id (postsuper -s renames files copied from another file
+    system, whose names no longer match their inode)."""
+    sep = queue_id.rfind(_LG_INUM_SEP)
+    if sep < _LG_SEC_PAD + _LG_USEC_PAD:
+        return queue_id[:_SH_USEC_PAD] + f"{inode:X}"
+    if long_queue_ids:
+        return queue_id[:sep] + _LG_INUM_SEP + _safe_encode(inode, _LG_INUM_BASE, 0)
+    usec = _safe_decode(queue_id[sep - _LG_USEC_PAD:sep], _LG_USEC_BASE) or 0
+    return f"{usec:05X}{inode:X}"
+
+
+def is_long_queue_id(queue_id: str) -> bool:
+    return queue_id.rfind(_LG_INUM_SEP) >= _LG_SEC_PAD + _LG_USEC_PAD
 
 
 def valid_queue_id(queue_id: str) -> bool:
