@@ -929,7 +929,9 @@ def run_program(cfg: Config, module: str, argv: list[str]) -> NoReturn:
         program = importlib.import_module(f"tools.{module}")
     except ModuleNotFoundError:
         fatal(f"execv {cfg.get('command_directory')}/{module}: No such file or directory")
-    program.main(argv)
+    # Through sys.argv, as if the program had been executed.
+    sys.argv = [module, *argv]
+    program.main()
     sys.exit(0)
 
 
