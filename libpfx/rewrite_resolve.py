@@ -33,7 +33,7 @@ from libpfx.match_list import DomainList, StringList, parent_style
 from libpfx.resolve_local import LocalDomains
 from libpfx.rewrite_valid import (valid_hostaddr, valid_mailhost_literal,
                                   valid_utf8_hostname)
-from libpfx.tok822 import DOMLIT, QSTRING, Tok, join_internal, quote_822_local, scan
+from libpfx.tok822 import ADDR, DOMLIT, QSTRING, Tok, join_internal, quote_822_local, scan
 
 from libpfx.rewrite_clnt import (RESOLVE_CLASS_ALIAS, RESOLVE_CLASS_DEFAULT,
                                  RESOLVE_CLASS_LOCAL, RESOLVE_CLASS_RELAY,
@@ -86,6 +86,28 @@ def _find(toks: list[Tok], ttype: int, start: int = 0) -> int:
     return -1
 
 
+# The owner of tokens added to an empty address: such tokens, and those
+# added after them, are not separated by spaces when the address is
+# turned back into text (see tok822.join_internal).
+_OWNED = Tok(ADDR)
+
+
+def _extend(toks: list[Tok], new: list[Tok]) -> list[Tok]:
+    """toks + new, the new tokens taking the owner of the last one."""
+    owner = toks[-1].owner if toks else _OWNED
+    for tp in new:
+        tp.owner = owner
+    return toks + new
+
+
+def _prepend(toks: list[Tok], new: list[Tok]) -> list[Tok]:
+    """new + toks, the new tokens taking the owner of the first one."""
+    owner = toks[0].owner if toks else _OWNED
+    for tp in new:
+        tp.owner = owner
+    return new + toks
+
+
 def _has_surrogates(text: str) -> bool:
     return any("\udc80" <= ch <= "\udcff" for ch in text)
 
@@ -124,7 +146,7 @@ class Rewriter:
         if len(toks) == 1 and toks[0].type == QSTRING and not toks[0].text:
             return toks                         # the null address
         if len(toks) == 1 and toks[0].type == _AT:
-            return [Tok(QSTRING, "")]           # a lone @ is the null address
+            return _extend([], [Tok(QSTRING, "")])   # a lone @ is the null address
         # Strip a source route: @a,@b:user@domain.
         if toks[0].type == _AT:
             colon = _find(toks, _COLON)
@@ -134,18 +156,20 @@ class Rewriter:
             bang = _find(toks, _BANG) if self.swap_bangpath else -1
             percent = _rfind(toks, _PERCENT) if self.percent_hack else -1
             if bang >= 0:                       # site!user -> user@site
-                toks = toks[bang + 1:] + [Tok(_AT)] + toks[:bang]
+                local = toks[bang + 1:]
+                toks = _prepend(toks[:bang], [Tok(_AT)])
+                toks = _prepend(toks, local)
             elif percent >= 0:                  # user%domain -> user@domain
                 toks[percent].type = _AT
             elif self.append_at_myorigin and origin:
-                toks = toks + [Tok(_AT)] + scan(origin)
+                toks = _extend(toks, [Tok(_AT)] + scan(origin))
         at = _rfind(toks, _AT)
         if (self.append_dot_mydomain and domain_text and at >= 0
                 and at != len(toks) - 1 and _find(toks, DOMLIT, at) < 0
                 and _find(toks, _DOT, at) < 0):
             if self.warn_compat:
                 self._warn_compat(toks[at + 1].text)
-            toks = toks + [Tok(_DOT)] + scan(domain_text)
+            toks = _extend(toks, [Tok(_DOT)] + scan(domain_text))
         # Strip a trailing dot, but not dot-dot or @-dot.
         if (toks[-1].type == _DOT and len(toks) > 1
                 and toks[-2].type not in (_DOT, _AT)):
@@ -326,13 +350,13 @@ class Resolver:
                 toks = scan(self.empty_addr)
                 continue
             if saved_domain is None:            # re-resolve with @$myhostname
-                toks = toks + [Tok(_AT)] + scan(self.myhostname)
+                toks = _extend(toks, [Tok(_AT)] + scan(self.myhostname))
                 continue
             break
 
         is_remote = remote_at >= 0
         if not is_remote:
-            toks = toks + (saved_domain if saved_domain is not None
+            toks = _extend(toks, saved_domain if saved_domain is not None
                            else [Tok(_AT)] + scan(self.myhostname))
         nextrcpt = join_internal(toks)
         at_pos = nextrcpt.rfind("@")

@@ -381,6 +381,8 @@ def _needs_space(tp: Tok) -> bool:
 
 
 _WORDS = frozenset((ATOM, QSTRING, COMMENT, DOMLIT, ADDR))
+_COMMA = ord(",")
+_LT = ord("<")
 
 
 def internalize(tree: Tok | None, line: bool = False) -> str:
@@ -413,9 +415,15 @@ def _internalize(out: list[str], tree: Tok | None, line: bool) -> None:
 
 
 def join_internal(toks: list[Tok]) -> str:
-    """The internal form of the tokens of one address, as a list."""
+    """The internal form of the tokens of one address, given as a list.
+
+    As in Postfix, tokens that belong to no group (those made by scan())
+    are separated by the spaces an address list would have: after a
+    comma, and between two words.
+    """
     out = []
-    for tp in toks:
+    last = len(toks) - 1
+    for i, tp in enumerate(toks):
         t = tp.type
         if t in (ATOM, QSTRING, COMMENT):
             out.append(tp.text)
@@ -427,6 +435,11 @@ def join_internal(toks: list[Tok]) -> str:
             out.append(":")
         else:
             out.append(chr(t))
+        if i < last and tp.owner is None:
+            nxt = toks[i + 1]
+            if (t in (_COMMA, STARTGRP) or nxt.type == _LT
+                    or (t in _WORDS and nxt.type in _WORDS)):
+                out.append(" ")
     return "".join(out)
 
 
