@@ -31,8 +31,12 @@ CLEANUP_FLAG_SMTP_REPLY = 1 << 7    # answer with an SMTP reply text
 CLEANUP_FLAG_SMTPUTF8 = 1 << 8      # SMTPUTF8 requested
 CLEANUP_FLAG_AUTOUTF8 = 1 << 9      # detect SMTPUTF8 from the content
 CLEANUP_FLAG_FILTER_ALL = CLEANUP_FLAG_FILTER | CLEANUP_FLAG_MILTER
-# The flags every local submission sets (Postfix's input_transp defaults).
+# Normally set for mail from outside (before receive_override_options).
 CLEANUP_FLAG_MASK_EXTERNAL = CLEANUP_FLAG_FILTER_ALL | CLEANUP_FLAG_BCC_OK | CLEANUP_FLAG_MAP_OK
+# Normally set for notifications and internally forwarded mail.
+CLEANUP_FLAG_MASK_INTERNAL = CLEANUP_FLAG_MAP_OK
+# May be set in an f record of the envelope.
+CLEANUP_FLAG_MASK_EXTRA = CLEANUP_FLAG_HOLD | CLEANUP_FLAG_DISCARD
 
 # Answer status bits (Postfix's CLEANUP_STAT_*).
 CLEANUP_STAT_OK = 0

@@ -34,10 +34,10 @@ from libpfx import msg, record, tok822
 from libpfx.cleanup_addr import ENV_FROM, ENV_RCPT, HDR_FROM, HDR_RCPT, AddressMapper
 from libpfx.cleanup_clnt import (
     CLEANUP_FLAG_BCC_OK, CLEANUP_FLAG_BOUNCE, CLEANUP_FLAG_DISCARD, CLEANUP_FLAG_FILTER,
-    CLEANUP_FLAG_FILTER_ALL, CLEANUP_FLAG_HOLD, CLEANUP_FLAG_MAP_OK, CLEANUP_STAT_BAD,
-    CLEANUP_STAT_CONT, CLEANUP_STAT_DEFER, CLEANUP_STAT_HOPS, CLEANUP_STAT_MASK_CANT_BOUNCE,
-    CLEANUP_STAT_MASK_INCOMPLETE,
-    CLEANUP_STAT_RCPT, CLEANUP_STAT_SIZE, CLEANUP_STAT_WRITE, stat_detail)
+    CLEANUP_FLAG_FILTER_ALL, CLEANUP_FLAG_HOLD, CLEANUP_FLAG_MAP_OK, CLEANUP_FLAG_MASK_EXTRA,
+    CLEANUP_STAT_BAD, CLEANUP_STAT_CONT, CLEANUP_STAT_DEFER, CLEANUP_STAT_HOPS,
+    CLEANUP_STAT_MASK_CANT_BOUNCE, CLEANUP_STAT_MASK_INCOMPLETE, CLEANUP_STAT_RCPT,
+    CLEANUP_STAT_SIZE, CLEANUP_STAT_WRITE, stat_detail)
 from libpfx.config import Config, split_list
 from libpfx.deliver_request import NOTIFY_NEVER, NOTIFY_SUCCESS, DeliverRequest, Recipient
 from libpfx.dsn_util import DSN, dsn_split
@@ -383,10 +383,11 @@ class CleanupState:
         self.out(rtype, data)
 
     def _extra_flags(self, data: bytes) -> None:
-        extra = int(data) if data.isdigit() else -1
-        allowed = CLEANUP_FLAG_HOLD | CLEANUP_FLAG_DISCARD | CLEANUP_FLAG_FILTER_ALL
-        if extra < 0 or extra & ~allowed:
-            msg.warn(f"{self.queue_id}: ignoring bad extra flags: {_text(data)}")
+        """An f record: HOLD or DISCARD decided while the envelope was
+        received (smtpd access rules)."""
+        extra = int(data) if data.isdigit() else 0
+        if extra & ~CLEANUP_FLAG_MASK_EXTRA:
+            msg.warn(f"{self.queue_id}: ignoring bad extra flags: {extra:#x}")
         else:
             self.flags |= extra
 
