@@ -139,3 +139,19 @@ def test_mailbox_transport_passes_recipient(mail_system: MailSystem) -> None:
                          r"status=sent \(handed over\)", timeout=20)
     mail_system.wait_log(r"postfix/qmgr\[\d+\]: \w+: removed")
     assert not mail_system.mailbox(U1).exists()
+
+
+def test_luser_relay_expands_user_and_fallback_transport(mail_system: MailSystem) -> None:
+    mail_system.configure({"luser_relay": f"{U1}+$user", "recipient_delimiter": "+"})
+    mail_system.start()
+    _send(mail_system, ["Lost.Soul"])
+    mail_system.wait_log(rf"to=<{U1}\+lost\.soul@{DOMAIN}>, orig_to=<Lost\.Soul>, .*status=sent "
+                         r"\(delivered to mailbox\)", timeout=20)
+    box = mail_system.mailbox(U1).read_bytes()
+    # frozen_delivered_to: the address as it was before the relay took it.
+    assert f"Delivered-To: Lost.Soul@{DOMAIN}\n".encode() in box
+    mail_system.configure({"fallback_transport": "discard:no such user here"})
+    mail_system.reload()
+    _send(mail_system, ["nobody-at-all"])
+    mail_system.wait_log(r"postfix/discard\[\d+\]: \w+: to=<nobody-at-all@pfx\.example>, .*"
+                         r"status=sent \(no such user here\)", timeout=20)
