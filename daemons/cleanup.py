@@ -341,7 +341,7 @@ def pre_init(ctx: Any) -> None:
     config = ctx.config
     _timeout = float(config.get_time("ipc_timeout"))
     bounce_clnt.init(config)
-    mapper = AddressMapper(config)
+    mapper = AddressMapper(config, rewrite_clnt.rewrite)
     _settings = CleanupSettings(config, QueueLayout.from_config(config, "."),
                                 rewrite_clnt.rewrite, mapper)
 

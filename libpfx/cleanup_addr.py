@@ -53,7 +53,8 @@ def _classes(config: Config, name: str) -> frozenset[str]:
 class AddressMapper:
     """The cleanup service's tables and the parameters that go with them."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, rewrite: Callable[[str, str], str]) -> None:
+        self.rewrite = rewrite         # trivial-rewrite's "local" rule for table results
         local = LocalDomains(config)
         self.is_local: Callable[[str], bool] = lambda domain: local.match(domain) == 1
         self.myorigin = config.get("myorigin")
@@ -88,7 +89,9 @@ class AddressMapper:
     # Table lookups with Postfix's search order.
 
     def addr_map(self, maps: Maps, address: str, propagate: bool) -> list[str] | None:
-        """The addresses a table maps an address to (mail_addr_map), or None.
+        """The addresses a table maps an address to (mail_addr_map), or None:
+        each one in canonical form (user -> user@$myorigin), with the
+        extension of the looked-up address when propagate says so.
         Raises DictRetry, or MapNotAddress for a value without addresses."""
         hit = mail_addr_find(maps, address, is_local=self.is_local,
                              myorigin=self.myorigin, delimiter=self.delimiter)
@@ -102,7 +105,9 @@ class AddressMapper:
             if extension and local.endswith(extension):
                 local = local[:-len(extension)]
             value = tok822.quote_822_local(local + value)
-        result = tok822.extract_addresses(value)
+        if value == "<>":
+            value = '""'
+        result = [self.rewrite("local", a) if a else a for a in tok822.extract_addresses(value)]
         if not result:
             msg.warn(f'{maps.title} lookup of {address} returns non-address result "{value}"')
             raise MapNotAddress(value)
