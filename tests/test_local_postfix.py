@@ -206,3 +206,28 @@ def test_status_texts_as_postfix_logs_them(pair, tmp_path: Path) -> None:
             time.sleep(0.1)
     ours, theirs = statuses(ms.log()), statuses(pf.log())
     assert ours == theirs
+
+
+def test_include_forwarding_as_postfix_does_it(pair, tmp_path: Path) -> None:
+    inc = tmp_path / "team.inc"
+    inc.write_text(f"{U2}\n")
+    os.chmod(inc, 0o644)
+    ms, pf = pair(None, f"postmaster: root\nteam: :include:{inc}\n")
+    _both(ms, pf, ["-f", "sender@pfx.example", "team"])
+    for inst in (ms, pf):
+        inst.wait_log(r"to=<team@pfx\.example>, orig_to=<team>, .*status=sent \(forwarded as \w+\)")
+        inst.wait_log(rf"to=<{U2}@pfx\.example>, orig_to=<team>, .*status=sent \(delivered to mailbox\)")
+
+    def shape(mbox: bytes) -> list[bytes]:
+        head = mbox.partition(b"\n\n")[0]
+        head = re.sub(rb"  \w{3} \w{3} [ \d]\d \d\d:\d\d:\d\d \d{4}\n", b"  DATE\n", head)
+        head = re.sub(rb"id [0-9A-F]+; .*", b"id ID; DATE", head)
+        # Message-Id, Date and From come from cleanup, with different IDs and times.
+        return [line for line in head.split(b"\n")
+                if not line.startswith((b"Message-I", b"Date:", b"From:"))]
+
+    ours = shape((ms.spool / U2).read_bytes())
+    theirs = shape((pf.spool / U2).read_bytes())
+    assert ours == theirs
+    assert b"Received: by pfx.example (Postfix)" in ours
+    assert b"Delivered-To: team@pfx.example" in ours
