@@ -65,6 +65,7 @@ import errno
 import os
 import stat
 import time
+from typing import Iterator
 
 from libpfx import msg, record, server
 from libpfx.cleanup_clnt import (CLEANUP_FLAG_BCC_OK, CLEANUP_FLAG_BOUNCE, CLEANUP_FLAG_FILTER,
@@ -171,6 +172,40 @@ class Damaged(Exception):
     """A maildrop file with unexpected or malformed records."""
 
 
+REVERSE_JUMP_LIMIT = 10000
+
+
+def queue_records(qfile, path: str, max_length: int) -> Iterator[tuple[str, bytes]]:
+    """The records of a file as Postfix's rec_get() reads them: pointer
+    records followed (a file put back by postsuper -r has them), padding
+    skipped.  Raises RecordError."""
+    last_target = reverse_jumps = 0
+    while True:
+        rec = record.read(qfile, max_length)
+        if rec is None:
+            return
+        rtype, data = rec
+        if rtype == record.DTXT:
+            continue
+        if rtype != record.PTR:
+            yield rtype, data
+            continue
+        text = data.decode("ascii", "replace").strip()
+        if not text.isdigit():
+            msg.warn(f"{path}: malformed pointer record value: {text}")
+            raise record.RecordError("malformed pointer record")
+        target = int(text)
+        if target == 0:
+            continue
+        if target <= last_target:
+            reverse_jumps += 1
+            if reverse_jumps > REVERSE_JUMP_LIMIT:
+                msg.warn(f"{path}: too many reverse jump records")
+                raise record.RecordError("too many reverse jumps")
+        qfile.seek(target)
+        last_target = target
+
+
 class Copier:
     """Copies one maildrop file to cleanup, segment by segment."""
 
@@ -178,7 +213,7 @@ class Copier:
                  st: os.stat_result) -> None:
         self.pickup = pickup
         self.client = client
-        self.records = record.scan(qfile, pickup.line_limit)
+        self.records = queue_records(qfile, path, pickup.line_limit)
         self.path = path
         self.st = st
         self.id = client.queue_id
@@ -204,7 +239,7 @@ class Copier:
                 raise self.bad_record(-2) from None
             if item is None:
                 raise self.bad_record(-1)
-            _, rtype, data = item
+            rtype, data = item
             if rtype not in expected:
                 raise self.bad_record(ord(rtype))
             if rtype == expected[0]:

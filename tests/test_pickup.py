@@ -82,3 +82,22 @@ def test_incomplete_files_wait(mail_system: MailSystem) -> None:
     mail_system.wait_log(r"status=sent")
     assert waiting.exists()
     assert mail_system.log().count("uid=0 from=<me@pfx.example>") == 1
+
+
+def test_pointer_and_padding_records_are_followed(mail_system: MailSystem) -> None:
+    head = b"".join(record.encode(t, d) for t, d in [
+        ("S", b"me@pfx.example"), ("R", b"root"), ("M", b""), ("N", b"Subject: pointers")])
+    skipped = record.encode("N", b"never seen")
+    pointer_len = len(record.encode("p", b"%15d" % 0))
+    target = len(head) + pointer_len + len(skipped)
+    tail = b"".join(record.encode(t, d) for t, d in [
+        ("N", b""), ("w", b"padding"), ("N", b"followed"), ("p", b"%15d" % 0), ("X", b""),
+        ("E", b"")])
+    path = drop(mail_system)
+    path.write_bytes(head + record.encode("p", b"%15d" % target) + skipped + tail)
+    mail_system.start()
+    wake_pickup(mail_system)
+    mail_system.wait_log(r"status=sent")
+    box = mail_system.mailbox("root").read_text()
+    assert "Subject: pointers\n" in box and "\n\nfollowed\n" in box
+    assert "never seen" not in box and "padding" not in box
