@@ -51,9 +51,10 @@ DESCRIPTION
 
 DIAGNOSTICS
     Problems are logged to syslog or maillog_file.  trivial-rewrite
-    checks every 10 seconds whether a lookup table it uses has changed;
-    it then logs "table ... has changed -- restarting" and exits, and its
-    clients reconnect to a new process.
+    checks whether a lookup table it uses has changed every 10 seconds
+    and before it accepts a new client; it then logs "table ... has
+    changed -- restarting" and exits, and its clients reconnect to a new
+    process.
 
 CONFIGURATION PARAMETERS
     myorigin ($myhostname), mydomain, myhostname
@@ -156,23 +157,33 @@ def pre_init(ctx: Any) -> None:
     _state["next_check"] = time.monotonic() + TABLE_CHECK_INTERVAL
 
 
+def _exit_if_changed() -> None:
+    from libpfx import maps
+    name = maps.changed_table()
+    if name is not None:
+        msg.info(f"table {name} has changed -- restarting")
+        sys.exit(0)
+
+
 def loop(ctx: Any) -> float:
     """Restart when a table changed, even while clients stay connected."""
     now = time.monotonic()
     if now >= _state["next_check"]:
-        from libpfx import maps
-        name = maps.changed_table()
-        if name is not None:
-            msg.info(f"table {name} has changed -- restarting")
-            sys.exit(0)
+        _exit_if_changed()
         _state["next_check"] = now + TABLE_CHECK_INTERVAL
     return _state["next_check"] - now
+
+
+def pre_accept(ctx: Any) -> None:
+    """A new client is served by a process with the current tables: the
+    connection waits in the listening socket for the next process."""
+    _exit_if_changed()
 
 
 def main(argv: list[str] | None = None) -> None:
     from libpfx import server
     server.multi_server(sys.argv if argv is None else argv, rewrite_service,
-                        pre_init=pre_init, loop=loop)
+                        pre_init=pre_init, loop=loop, pre_accept=pre_accept)
 
 
 if __name__ == "__main__":
