@@ -127,9 +127,10 @@ from typing import Any
 from libpfx import attr, bounce_log, bounce_template, msg, queue
 from libpfx.bounce_clnt import BOUNCE_FLAG_CLEAN, BOUNCE_FLAG_DELRCPT
 from libpfx.bounce_log import LogEntry
-from libpfx.bounce_notify import (NOTIFY_DELAY, NOTIFY_FAILURE, NOTIFY_OVERRIDE, RET_HDRS,
-                                  Notice, Settings, read_original, verp_sender)
-from libpfx.deliver_request import FLAG_RECORD, FLAG_USR_VRFY
+from libpfx.bounce_notify import (NOTIFY_OVERRIDE, RET_HDRS, Notice, Settings, read_original,
+                                  verp_sender)
+from libpfx.cleanup_clnt import strerror
+from libpfx.deliver_request import FLAG_RECORD, FLAG_USR_VRFY, NOTIFY_DELAY, NOTIFY_FAILURE
 from libpfx.dsn_util import DSN, ERROR_2BOUNCE, ERROR_BOUNCE, ERROR_DELAY, error_mask
 
 _APPEND_ATTRS = {"flags": int, "queue_id": str, "orig_rcpt": str, "address": str,
@@ -303,13 +304,13 @@ class Bounce:
                                     self.double_bounce, self.twobounce_rcpt, True,
                                     NOTIFY_OVERRIDE, False, "postmaster non-delivery")
                 if status:
-                    msg.warn(f"{queue_id}: postmaster notification failed")
+                    msg.warn(f"{queue_id}: postmaster notification failed{_why(status)}")
         else:
             status = self._send(bounce_template.FAILURE, args, entries, "", sender, False,
                                 NOTIFY_FAILURE, dsn_ret == RET_HDRS,
                                 "sender non-delivery")
             if status:
-                msg.warn(f"{queue_id}: sender notification failed to {sender}")
+                msg.warn(f"{queue_id}: sender notification failed to {sender}{_why(status)}")
             elif self.notify_mask & ERROR_BOUNCE:
                 if self._send(bounce_template.FAILURE, args, entries,
                               self.double_bounce, self.bounce_rcpt, True,
@@ -347,7 +348,7 @@ class Bounce:
                 status = self._send(bounce_template.FAILURE, args, [entry], "", dest, False,
                                     NOTIFY_OVERRIDE, dsn_ret == RET_HDRS, "sender non-delivery")
                 if status:
-                    msg.warn(f"{queue_id}: sender notification failed to {dest}")
+                    msg.warn(f"{queue_id}: sender notification failed to {dest}{_why(status)}")
                     break
                 if flags & BOUNCE_FLAG_DELRCPT:
                     self._mark_done(queue_name, queue_id, [entry])
@@ -375,12 +376,12 @@ class Bounce:
                                 self.double_bounce, self.delay_rcpt, True,
                                 NOTIFY_OVERRIDE, False, "postmaster delay")
             if status:
-                msg.warn(f"{queue_id}: postmaster notification failed")
+                msg.warn(f"{queue_id}: postmaster notification failed{_why(status)}")
             return status
         status = self._send(bounce_template.DELAY, args, entries, "", sender, False,
                             NOTIFY_DELAY, True, "sender delay")
         if status:
-            msg.warn(f"{queue_id}: sender notification failed to {sender}")
+            msg.warn(f"{queue_id}: sender notification failed to {sender}{_why(status)}")
         elif self.notify_mask & ERROR_DELAY:
             if self._send(bounce_template.DELAY, args, entries, self.double_bounce,
                           self.delay_rcpt, True, NOTIFY_OVERRIDE, True, "postmaster delay"):
@@ -413,7 +414,7 @@ class Bounce:
                             entries, from_, dest, False, NOTIFY_OVERRIDE, True,
                             "sender delivery status")
         if status:
-            msg.warn(f"{queue_id}: sender notification failed to {dest}")
+            msg.warn(f"{queue_id}: sender notification failed to {dest}{_why(status)}")
         else:
             self._remove_log(queue_id)
         return status
@@ -435,6 +436,12 @@ class Bounce:
             pass
         except OSError as err:
             msg.fatal(f"remove {self.service} {queue_id}: {err.strerror}")
+
+
+def _why(status: int) -> str:
+    """": reason" for a notification that cleanup refused; nothing when
+    cleanup could not be reached (that was logged already)."""
+    return f": {strerror(status)}" if status > 0 else ""
 
 
 def _checked(request: dict[str, Any], expect: dict[str, type],

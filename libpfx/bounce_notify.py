@@ -22,18 +22,16 @@ from libpfx import cleanup_clnt, msg, record
 from libpfx.bounce_log import LogEntry
 from libpfx.bounce_template import DELAY, FAILURE, Template
 from libpfx.cleanup_clnt import CleanupClient, CleanupError
+from libpfx.deliver_request import NOTIFY_DELAY, NOTIFY_FAILURE, NOTIFY_NEVER, NOTIFY_SUCCESS
 from libpfx.header_opts import header_name_length
 from libpfx.tok822 import quote_822_local
 
 if TYPE_CHECKING:
     from libpfx.config import Config
 
-# DSN NOTIFY bits (Postfix's DSN_NOTIFY_*) and the RET values.
-NOTIFY_NEVER = 1
-NOTIFY_SUCCESS = 2
-NOTIFY_FAILURE = 4
-NOTIFY_DELAY = 8
+# Every recipient, whatever its DSN NOTIFY (postmaster copies, reports).
 NOTIFY_OVERRIDE = NOTIFY_NEVER | NOTIFY_SUCCESS | NOTIFY_FAILURE | NOTIFY_DELAY
+# DSN RET=HDRS (Postfix's DSN_RET_HDRS).
 RET_HDRS = 2
 
 # SMTPUTF8 request bits (Postfix's SOPT_SMTPUTF8_*).
@@ -403,7 +401,10 @@ class Notice:
         "QUEUEID: <what> notification: NEWID"; 0 when it is queued, else
         the cleanup status (or -1 when cleanup could not be reached)."""
         try:
-            client = CleanupClient.open(cleanup_path, _CLEANUP_FLAGS)
+            flags = _CLEANUP_FLAGS
+            if self.smtputf8 & SMTPUTF8_REQUESTED:
+                flags |= cleanup_clnt.CLEANUP_FLAG_SMTPUTF8
+            client = CleanupClient.open(cleanup_path, flags)
         except CleanupError as err:
             msg.warn(f"{log_queue_id}: {err}")
             return -1

@@ -13,6 +13,7 @@ import mailbox
 import re
 import shutil
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -20,6 +21,8 @@ from conftest import needs_postfix
 from tests.mailsystem import HOSTNAME, MailSystem, mail_system, open_path  # noqa: F401
 
 MESSAGE = b"Subject: hi\n\nbody\n"
+# Mail for someone is deferred by the retry transport.
+TRANSPORT = f"inline:{{ {{someone@{HOSTNAME} = retry:4.4.1 try again later}} }}"
 
 
 def messages(path: Path) -> list[email.message.EmailMessage]:
@@ -76,8 +79,11 @@ class PrivatePostfix:
     """A second, private Postfix instance with the same settings as the
     pfx instance, for side-by-side comparisons."""
 
-    def __init__(self, top: Path, params: dict[str, str]) -> None:
-        self.top = top
+    def __init__(self, params: dict[str, str]) -> None:
+        # Outside pytest's temporary tree: a pytest run that starts
+        # meanwhile makes its top directory 0700 again, and Postfix's
+        # unprivileged processes must be able to reach their files.
+        top = self.top = Path(tempfile.mkdtemp(prefix="pfx-postfix-"))
         self.etc = top / "etc"
         for name in ("etc", "queue", "data", "mail"):
             (top / name).mkdir(parents=True)
@@ -110,7 +116,9 @@ class PrivatePostfix:
 
     def run(self, *args: str, input: bytes | None = None) -> None:
         result = subprocess.run(args, input=input, capture_output=True, timeout=60)
-        assert result.returncode == 0, f"{args}: {result.stderr.decode(errors='replace')}"
+        log = self.top / "maillog"
+        assert result.returncode == 0, f"{args}: {result.stderr.decode(errors='replace')}" \
+            f"{log.read_text() if log.exists() else ''}"
 
     def __enter__(self) -> "PrivatePostfix":
         self.run("/usr/sbin/postfix", "-c", str(self.etc), "start")
@@ -118,6 +126,7 @@ class PrivatePostfix:
 
     def __exit__(self, *exc: object) -> None:
         subprocess.run(["/usr/sbin/postfix", "-c", str(self.etc), "stop"], capture_output=True)
+        shutil.rmtree(self.top, ignore_errors=True)
 
     def sendmail(self, args: list[str], message: bytes) -> None:
         self.run("/usr/sbin/sendmail", "-C", str(self.etc), *args, input=message)
@@ -126,7 +135,7 @@ class PrivatePostfix:
         return self.top / "mail" / user
 
 
-def side_by_side(ms: MailSystem, tmp_path: Path, args: list[str], count: int,
+def side_by_side(ms: MailSystem, args: list[str], count: int,
                  settings: dict[str, str] | None = None) -> None:
     """Send the same message through pfx and a private Postfix with the
     same settings; root's mailboxes must be the same but for queue IDs
@@ -136,8 +145,7 @@ def side_by_side(ms: MailSystem, tmp_path: Path, args: list[str], count: int,
     ms.sendmail(args, MESSAGE)
     wait_messages(ms, "root", count, timeout=30)
     ours = ms.mailbox("root").read_text()
-    with PrivatePostfix(tmp_path / "postfix", dict(ms.main_cf_params(), **(settings or {}))) \
-            as postfix:
+    with PrivatePostfix(dict(ms.main_cf_params(), **(settings or {}))) as postfix:
         postfix.sendmail(args, MESSAGE)
         box = postfix.mailbox("root")
         ms.wait_for(lambda: len(messages(box)) >= count and box.read_text().endswith("--\n\n"),
@@ -152,18 +160,15 @@ def side_by_side(ms: MailSystem, tmp_path: Path, args: list[str], count: int,
 
 
 @needs_postfix
-def test_bounce_side_by_side_with_postfix(mail_system: MailSystem, tmp_path: Path) -> None:
-    side_by_side(mail_system, tmp_path, ["-f", f"root@{HOSTNAME}", f"nosuchuser@{HOSTNAME}"], 1)
+def test_bounce_side_by_side_with_postfix(mail_system: MailSystem) -> None:
+    side_by_side(mail_system, ["-f", f"root@{HOSTNAME}", f"nosuchuser@{HOSTNAME}"], 1)
 
 
 @needs_postfix
-def test_delay_warning_side_by_side_with_postfix(mail_system: MailSystem,
-                                                 tmp_path: Path) -> None:
+def test_delay_warning_side_by_side_with_postfix(mail_system: MailSystem) -> None:
     """The delay warning and its postmaster copy, as Postfix sends them."""
-    transport = tmp_path / "transport"
-    transport.write_text(f"someone@{HOSTNAME} retry:4.4.1 try again later\n")
-    side_by_side(mail_system, tmp_path, ["-f", f"root@{HOSTNAME}", f"someone@{HOSTNAME}"], 2,
-                 {"transport_maps": f"texthash:{transport}", "delay_warning_time": "1s",
+    side_by_side(mail_system, ["-f", f"root@{HOSTNAME}", f"someone@{HOSTNAME}"], 2,
+                 {"transport_maps": TRANSPORT, "delay_warning_time": "1s",
                   "queue_run_delay": "1s", "minimal_backoff_time": "1s",
                   "maximal_backoff_time": "1s", "notify_classes": "delay"})
 
@@ -229,23 +234,19 @@ def test_delay_warning(mail_system: MailSystem) -> None:
 
 
 @needs_postfix
-def test_postmaster_copy_side_by_side_with_postfix(mail_system: MailSystem,
-                                                   tmp_path: Path) -> None:
-    side_by_side(mail_system, tmp_path, ["-f", f"root@{HOSTNAME}", f"nosuchuser@{HOSTNAME}"], 2,
+def test_postmaster_copy_side_by_side_with_postfix(mail_system: MailSystem) -> None:
+    side_by_side(mail_system, ["-f", f"root@{HOSTNAME}", f"nosuchuser@{HOSTNAME}"], 2,
                  {"notify_classes": "bounce"})
 
 
 @needs_postfix
-def test_double_bounce_side_by_side_with_postfix(mail_system: MailSystem,
-                                                 tmp_path: Path) -> None:
-    side_by_side(mail_system, tmp_path, ["-f", "", f"nosuchuser@{HOSTNAME}"], 1,
+def test_double_bounce_side_by_side_with_postfix(mail_system: MailSystem) -> None:
+    side_by_side(mail_system, ["-f", "", f"nosuchuser@{HOSTNAME}"], 1,
                  {"notify_classes": "2bounce"})
 
 
 @needs_postfix
-def test_expired_side_by_side_with_postfix(mail_system: MailSystem, tmp_path: Path) -> None:
+def test_expired_side_by_side_with_postfix(mail_system: MailSystem) -> None:
     """With maximal_queue_lifetime = 0 the first deferral returns the mail."""
-    transport = tmp_path / "transport"
-    transport.write_text(f"someone@{HOSTNAME} retry:4.4.1 try again later\n")
-    side_by_side(mail_system, tmp_path, ["-f", f"root@{HOSTNAME}", f"someone@{HOSTNAME}"], 1,
-                 {"transport_maps": f"texthash:{transport}", "maximal_queue_lifetime": "0"})
+    side_by_side(mail_system, ["-f", f"root@{HOSTNAME}", f"someone@{HOSTNAME}"], 1,
+                 {"transport_maps": TRANSPORT, "maximal_queue_lifetime": "0"})
