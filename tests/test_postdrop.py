@@ -117,3 +117,17 @@ def test_submit_acl(system: MailSystem) -> None:
     sent = system.command("sendmail", "root", input=b"x\n")
     assert sent.returncode == 75
     assert sent.stderr.endswith(b"sendmail: fatal: User root(0) is not allowed to submit mail\n")
+
+
+def test_login_sender_maps(system: MailSystem) -> None:
+    system.configure({"recipient_delimiter": "+", "local_login_sender_maps":
+                      "inline:{ {root = @pfx.example, <>, boss@example.com} }"})
+    for sender in ("me@pfx.example", "", "boss+ext@example.com", "Boss@Example.com"):
+        result = system.command("sendmail", "-f", sender, "root", input=b"x\n")
+        assert result.returncode == 0, (sender, result.stderr)
+    result = system.command("sendmail", "-f", "other@example.com", "root", input=b"x\n")
+    assert result.returncode == 75
+    assert result.stderr.decode().splitlines()[-1] == (
+        "sendmail: fatal: other@example.com(0): not authorized to use "
+        "sender='other@example.com'")
+    assert len(system.queue_files("maildrop")) == 4

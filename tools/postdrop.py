@@ -68,6 +68,10 @@ CONFIGURATION PARAMETERS
            The largest queue file (0: no limit).
     authorized_submit_users (static:anyone)
            Who may submit mail.
+    local_login_sender_maps (static:*)
+           Which envelope senders each login name may use: "*", "<>"
+           (empty_address_local_login_sender_maps_lookup_key), "@domain"
+           or an address without extension.
     alternate_config_directories, multi_instance_directories
            The other configuration directories that a set-gid postdrop
            may use (read from /etc/postfix/main.cf).
@@ -145,6 +149,51 @@ def user_allowed(cfg: Config, uid: int) -> str | None:
     return None if StringList("authorized_submit_users", patterns).match(name) else name
 
 
+def login_sender_check(cfg: Config, uid: int, sender: str) -> tuple[int, str]:
+    """May this user submit mail as sender (local_login_sender_maps)?
+    A cleanup status and the reason when not."""
+    from libpfx.cleanup_clnt import CLEANUP_STAT_NOPERM
+    tables = cfg.get("local_login_sender_maps")
+    if tables == "static:*":
+        return CLEANUP_STAT_OK, ""
+    try:
+        login = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        login = f"uid:{uid}"
+    from libpfx.maps import DictError, DictRetry
+    from libpfx.maps.search import Maps
+    try:
+        patterns = Maps("local_login_sender_maps", tables).find(login)
+    except (DictError, DictRetry):
+        return CLEANUP_STAT_WRITE, \
+            f"local_login_sender_maps table lookup error for '{tables}'"
+    null_key = cfg.get("empty_address_local_login_sender_maps_lookup_key")
+    for pattern in split_list(patterns or ""):
+        low = pattern.lower()
+        if low.startswith("@"):
+            if "@" in sender and sender[sender.rindex("@"):].lower() == low:
+                return CLEANUP_STAT_OK, ""
+        elif low == "*":
+            return CLEANUP_STAT_OK, ""
+        elif low == null_key.lower():
+            if not sender:
+                return CLEANUP_STAT_OK, ""
+        elif low == stripped_sender(sender, cfg.get("recipient_delimiter")).lower():
+            return CLEANUP_STAT_OK, ""
+    return CLEANUP_STAT_NOPERM, f"not authorized to use sender='{sender}'"
+
+
+def stripped_sender(sender: str, delimiters: str) -> str:
+    """The sender without address extension, in external form."""
+    from libpfx.tok822 import quote_822_local
+    local, at, domain = sender.rpartition("@") if "@" in sender else (sender, "", "")
+    if delimiters:
+        cut = min((i for i in (local.find(d) for d in delimiters) if i > 0), default=-1)
+        if cut > 0:
+            local = local[:cut]
+    return quote_822_local(local + at + domain)
+
+
 def split_nameval(text: str) -> tuple[str, str] | str:
     """name=value of an A record, or the reason it is malformed."""
     name, eq, value = text.partition("=")
@@ -160,12 +209,14 @@ class Dropper:
     """Copies one record stream into a maildrop file."""
 
     def __init__(self, cfg: Config, qf: QueueFile, uid: int) -> None:
+        self.cfg = cfg
         self.qf = qf
         self.uid = uid
         self.line_limit = cfg.get_int("line_length_limit")
         self.size_limit = cfg.get_long("message_size_limit")
         self.from_count = 0
         self.rcpt_count = 0
+        self.reason = ""
 
     def attribute(self, data: bytes) -> None:
         """Copy an A record the user may set; warn about the others."""
@@ -218,15 +269,19 @@ class Dropper:
                 expected += 1
             if rtype == record.FROM:
                 self.from_count += 1
+                sender_status, self.reason = login_sender_check(
+                    self.cfg, uid, data.decode("utf-8", "surrogateescape"))
+                status |= sender_status
             elif rtype == record.RCPT:
                 self.rcpt_count += 1
             if rtype == record.ATTR:
                 self.attribute(data)
                 continue
             try:
-                self.qf.write_record(rtype, data)
-                if 0 < self.size_limit < self.qf.tell():
-                    status = CLEANUP_STAT_SIZE
+                if status == CLEANUP_STAT_OK:
+                    self.qf.write_record(rtype, data)
+                    if 0 < self.size_limit < self.qf.tell():
+                        status = CLEANUP_STAT_SIZE
             except OSError as err:
                 msg.warn(f"uid={uid}: {err.strerror}")
                 status = CLEANUP_STAT_WRITE
@@ -333,7 +388,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
     if status == CLEANUP_STAT_OK:
         wake_pickup(cfg)
     try:
-        out.send(status=status, reason="")
+        out.send(status=status, reason=dropper.reason if status else "")
     except attr.AttrError:
         pass
     sys.exit(status)
