@@ -9,6 +9,7 @@ import os
 import re
 import socket
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from libpfx.cleanup_clnt import (
     CLEANUP_FLAG_MASK_EXTERNAL, CLEANUP_STAT_BAD, CLEANUP_STAT_CONT, CleanupClient,
     CleanupError, submit, strerror)
 from libpfx.queue import read_envelope
+from conftest import needs_postfix
 from mailsystem import HOSTNAME, MailSystem, mail_system, stock_master_cf  # noqa: F401
 
 
@@ -237,3 +239,33 @@ def test_virtual_alias_with_success_notice(system: MailSystem) -> None:
     assert [(r.address, r.dsn_notify) for r in env.recipients] == [
         ("ann@example.org", 1), ("ben@example.org", 1)]
     assert client.queue_id in system.queue_files("trace")
+
+
+@needs_postfix
+def test_postfix_postcat_reads_the_queue_file(system: MailSystem) -> None:
+    """Postfix's own postcat understands the file record for record."""
+    path = start(system)
+    queue_id, status, _ = submit(
+        "alice", ["bob"], b"To: bob, carol\nSubject: s\n\nline 1\n" + b"z" * 3000 + b"\n",
+        CLEANUP_FLAG_MASK_EXTERNAL, path=path, fullname="Alice",
+        attrs={"rewrite_context": "local"}, arrival_time=1700000000.25, timeout=30)
+    assert status == 0
+    qf = queue_path(system, "incoming", queue_id)
+    result = subprocess.run(["/usr/sbin/postcat", "-c", str(system.etc), str(qf)],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    env = read_envelope(str(qf))
+    size = (f"message_size: {env.data_size:15d} {env.data_offset:15d} {1:15d} {0:15d} "
+            f"{env.data_size:15d} {0:15d}")
+    assert out.splitlines()[1] == size
+    expected = [
+        "sender_fullname: Alice", "named_attribute: rewrite_context=local",
+        f"sender: alice@{HOSTNAME}", f"named_attribute: dsn_orig_rcpt=rfc822;bob@{HOSTNAME}",
+        "original_recipient: bob", f"recipient: bob@{HOSTNAME}",
+        f"*** MESSAGE CONTENTS {qf} ***", f"To: bob@{HOSTNAME}, carol@{HOSTNAME}", "Subject: s",
+        f"From: Alice <alice@{HOSTNAME}>", "", "line 1", "z" * 3000,
+        f"*** HEADER EXTRACTED {qf} ***", f"*** MESSAGE FILE END {qf} ***"]
+    lines = out.splitlines()
+    positions = [lines.index(line) for line in expected]
+    assert positions == sorted(positions), out
