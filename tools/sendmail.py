@@ -972,11 +972,10 @@ def main(argv: list[str] | None = None, progname: str | None = None) -> NoReturn
         msg.warn("the Postfix sendmail command must be installed without set-uid root "
                  "file permissions")
         os.setuid(os.getuid())
-    config_dir = config_dir_option(args)
-    if config_dir is not None:
+    config_dir = config_dir_option(args) or os.environ.get("MAIL_CONFIG")
+    if config_dir:
         # postdrop and the other programs run in the queue directory.
-        config_dir = os.path.abspath(config_dir)
-        os.environ["MAIL_CONFIG"] = config_dir
+        config_dir = os.environ["MAIL_CONFIG"] = os.path.abspath(config_dir)
     cfg = Config.load(config_dir)
     from tools.postdrop import init_logging
     init_logging(cfg, "sendmail")
