@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from libpfx import attr, msg
+from libpfx import attr, flush_clnt, msg
 from libpfx.deliver_request import (FLAG_MTA_VRFY, FLAG_RECORD, FLAG_USR_VRFY,
                                     NOTIFY_SUCCESS, DeliverRequest, Recipient)
 from libpfx.dsn_util import DSN, delays, dsn_valid, status_line
@@ -45,9 +45,11 @@ NO_RELAY = "none"
 
 @dataclass
 class _Settings:
+    config: "Config"
     soft_bounce: bool
     resolution: int
     bounce_service: str
+    flush_service: str
     defer_service: str
     trace_service: str
     timeout: float
@@ -60,9 +62,11 @@ def init(config: "Config") -> None:
     """Take the parameters this module needs from config."""
     global _settings
     _settings = _Settings(
+        config=config,
         soft_bounce=config.get_bool("soft_bounce"),
         resolution=config.get_int("delay_logging_resolution_limit"),
         bounce_service=config.get("bounce_service_name"),
+        flush_service=config.get("flush_service_name"),
         defer_service=config.get("defer_service_name"),
         trace_service=config.get("trace_service_name"),
         timeout=float(config.get_time("ipc_timeout")))
@@ -219,6 +223,11 @@ def _defer(request: DeliverRequest, rcpt: Recipient, relay: str, dsn: DSN,
     _log(request, rcpt, relay, dsn, "deferred", done)
     if request.flags & FLAG_RECORD and trace_append(request, rcpt, relay, dsn, done) != 0:
         msg.warn(f"{request.queue_id}: {cfg.trace_service} service failure")
+    # Let "sendmail -qR" and ETRN find this message for its destination.
+    domain = rcpt.address.rpartition("@")[2] if "@" in rcpt.address else ""
+    if domain and flush_clnt.flush_add(cfg.config, domain, request.queue_id) \
+            not in (flush_clnt.STAT_OK, flush_clnt.STAT_DENY):
+        msg.warn(f"{request.queue_id}: {cfg.flush_service} service failure")
     return status
 
 

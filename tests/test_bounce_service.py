@@ -318,6 +318,37 @@ def test_status_lines(make_instance, capfd: pytest.CaptureFixture[str]) -> None:
     assert "status=4.2.2\naction=delayed\nreason=mailbox full\n" in inst.log_file("defer", qid).read_text()
 
 
+def test_deferral_registered_for_fast_flush(make_instance,
+                                            capfd: pytest.CaptureFixture[str]) -> None:
+    """A deferred recipient in fast_flush_domains is reported to the
+    flush service; one outside is not (and no flush service is needed)."""
+    inst = make_instance(fast_flush_domains="example.com")
+    requests: list[dict] = []
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(inst.queue / "public" / "flush"))
+    listener.listen(4)
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with attr.AttrStream(conn, "flush", 10) as stream:
+            stream.announce("flush")
+            requests.append(stream.recv())
+            stream.send(status=0)
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    rcpts = [Recipient("bob@example.com", "bob@example.com"),
+             Recipient("carol@example.net", "carol@example.net")]
+    qid, _ = inst.queue_message("alice@example.org", rcpts)
+    request = inst.request(qid, "alice@example.org", rcpts)
+    for rcpt in rcpts:
+        assert bounce_clnt.defer(request, rcpt, "", "4.4.1", "no route") == 0
+    server.join(10)
+    listener.close()
+    assert requests == [{"request": "add", "site": "example.com", "queue_id": qid}]
+    assert "flush service failure" not in capfd.readouterr().err
+
+
 def test_bad_dsn_code_is_replaced(make_instance, capfd: pytest.CaptureFixture[str]) -> None:
     inst = make_instance()
     rcpt = Recipient("bob@example.com", "bob@example.com")
