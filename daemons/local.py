@@ -999,7 +999,7 @@ class Delivery:
             attr = MsgAttr(level=0, rcpt=replace(rcpt), sender=request.sender,
                            dsn_envid=request.dsn_envid, dsn_ret=request.dsn_ret)
             status = self.deliver_recipient(attr, UserAttr())
-            status |= self.finish_forward(attr)
+            status |= self.finish_forward(attr, cancel=status != DONE)
             if status == DONE and rcpt.offset >= 0:
                 try:
                     queue.mark_done(self.path, rcpt.offset)
@@ -1009,13 +1009,16 @@ class Delivery:
             msg_stat |= status
         return STAT_DEFER if msg_stat & FAILED else 0
 
-    def finish_forward(self, attr: MsgAttr) -> int:
+    def finish_forward(self, attr: MsgAttr, cancel: bool) -> int:
+        """Submit the forwarded copies -- unless the recipient is not done
+        (part of it was deferred): it will be expanded again later, and
+        forwarding now would send those copies twice."""
         agent = self.agent
         if not self.forwarder.batches:
             return DONE
         ids = self.forwarder.finish(self.content, myhostname=agent.myhostname,
                                     mail_name=agent.mail_name,
-                                    delivered_header=bool(agent.hdr_mask & HDR_FWD), cancel=False)
+                                    delivered_header=bool(agent.hdr_mask & HDR_FWD), cancel=cancel)
         status = DONE
         for queue_id in ids:
             if queue_id is None:
@@ -1098,7 +1101,16 @@ def post_init(ctx) -> None:
 
 
 def pre_accept(ctx) -> None:
-    table = changed_table()
+    # Look with local's full privileges: a table behind a directory that
+    # mail_owner cannot search must not look changed.
+    privs = _agent.privs if _agent is not None else None
+    if privs is not None:
+        privs.set(0, 0)
+    try:
+        table = changed_table()
+    finally:
+        if privs is not None:
+            privs.reset()
     if table is not None:
         msg.info(f"table {table} has changed -- restarting")
         sys.exit(0)

@@ -155,3 +155,16 @@ def test_luser_relay_expands_user_and_fallback_transport(mail_system: MailSystem
     _send(mail_system, ["nobody-at-all"])
     mail_system.wait_log(r"postfix/discard\[\d+\]: \w+: to=<nobody-at-all@pfx\.example>, .*"
                          r"status=sent \(no such user here\)", timeout=20)
+
+
+def test_partly_deferred_alias_forwards_nothing_yet(mail_system: MailSystem, tmp_path: Path) -> None:
+    include = tmp_path / "one.inc"
+    include.write_text(f"{U2}\n")
+    mail_system.set_aliases(f'postmaster: root\nmixed: :include:{include}, "|exit 75"\n')
+    mail_system.start()
+    _send(mail_system, ["mixed"])
+    mail_system.wait_log(r"to=<mixed@pfx\.example>, orig_to=<mixed>, .*dsn=4\.3\.0, "
+                         r"status=deferred \(temporary failure\)", timeout=20)
+    mail_system.wait_log(r"postfix/qmgr\[\d+\]: \w+: .*")
+    assert "forwarded as" not in mail_system.log()
+    assert mail_system.queue_files("deferred")
