@@ -63,6 +63,16 @@ def test_sendmail_delivers_through_pickup(mail_system: MailSystem) -> None:
     assert mail_system.queue_files("maildrop") == []
 
 
+def test_extracted_recipients_end_to_end(mail_system: MailSystem) -> None:
+    mail_system.start()
+    send(mail_system, ["-t"], b"To: root\nBcc: postmaster\nSubject: blind\n\nbody\n")
+    mail_system.wait_for(lambda: mail_system.log().count("status=sent") == 2, 10,
+                         "both recipients")
+    assert "orig_to=<postmaster>" in mail_system.log()
+    box = mail_system.mailbox("root").read_text()
+    assert "Subject: blind" in box and "Bcc:" not in box
+
+
 def test_mail_waits_in_maildrop_while_the_system_is_down(mail_system: MailSystem) -> None:
     create_missing(Config.load(str(mail_system.etc)))
     result = send(mail_system, ["root"], b"Subject: later\n\nwaiting\n")
