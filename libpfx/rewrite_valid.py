@@ -10,12 +10,18 @@ says what is wrong, in Postfix's words.
 
 from __future__ import annotations
 
+import re
+
 from libpfx import msg
 
 VALID_LABEL_LEN = 63
 VALID_HOSTNAME_LEN = 255
 IPV6_COL = "IPv6:"
 _HEX = frozenset("0123456789abcdefABCDEF")
+# The common, valid case, decided without a loop over the characters.
+_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+_PLAIN_HOSTNAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\Z")
+_NUMERIC = re.compile(r"[0-9.]*\Z")
 
 
 def _isalnum(ch: str) -> bool:
@@ -31,6 +37,9 @@ def valid_hostname(name: str, gripe: bool = False) -> bool:
             msg.warn(f"{me}: {text}")
         return False
 
+    if (len(name) <= VALID_HOSTNAME_LEN and _PLAIN_HOSTNAME.match(name)
+            and not _NUMERIC.match(name)):
+        return True
     if not name:
         return bad("empty hostname")
     label_length = 0
@@ -196,6 +205,10 @@ def valid_utf8_hostname(enable_utf8: bool, name: str, gripe: bool = False) -> bo
         return False
     if enable_utf8 and not name.isascii():
         try:
+            # UTS 46 hyphen rules, which the IDNA 2003 codec does not check.
+            if any(label.startswith("-") or label.endswith("-") or label[2:4] == "--"
+                   for label in name.split(".")):
+                raise ValueError(name)
             ascii_name = name.encode("idna").decode("ascii")
         except (UnicodeError, ValueError):
             if gripe:

@@ -29,6 +29,7 @@ externalize(), and the Tok node with the tree operations cleanup needs.
 
 from __future__ import annotations
 
+import re
 from typing import Callable, Iterator
 
 # Token types: operators are their character code (below 256).
@@ -44,6 +45,13 @@ SPECIALS = '()<>@,;:\\".[]'
 # because alias files use it.
 OPCHARS = frozenset("|%!" + SPECIALS)
 _SPACE = frozenset(" \t\r\n")
+_TO_SPACE = str.maketrans("\t\r\n", "   ")
+_OPS_CLASS = re.escape("".join(sorted(OPCHARS)))
+# Runs of characters that need no attention inside each kind of token.
+_ATOM_TEXT = re.compile(f"[^ \\t\\r\\n{_OPS_CLASS}]*")
+_QSTRING_TEXT = re.compile(r'[^"\\]*')
+_DOMLIT_TEXT = re.compile(r"[^\]\\]*")
+_NOT_ATOM = re.compile(f"[ \\x00-\\x1f\\x7f{_OPS_CLASS}]")
 _HEADER_SPACE = " \t\r\n"
 
 # Non-address text allowed in one address expression before comments and
@@ -155,25 +163,23 @@ def grep(tree: Tok | None, ttype: int) -> list[Tok]:
 
 # Tokenizer.
 
-def _collect(text: str, i: int, stop: Callable[[str], bool]) -> tuple[str, int]:
-    """Collect characters until stop(ch); backslash escapes the next one.
-
-    White space inside the token becomes a plain space.
-    """
-    out: list[str] = []
+def _collect(text: str, i: int, plain: re.Pattern[str]) -> tuple[str, int]:
+    """Collect the characters that plain matches; a backslash escapes the
+    next character, whatever it is.  White space becomes a plain space."""
+    parts: list[str] = []
     n = len(text)
-    while i < n:
-        ch = text[i]
-        if ch == "\\":
-            i += 1
-            if i >= n:
-                break
-            ch = text[i]
-        elif stop(ch):
+    while True:
+        m = plain.match(text, i)
+        parts.append(m.group())
+        i = m.end()
+        if i >= n or text[i] != "\\":
             break
-        out.append(" " if ch in _SPACE else ch)
         i += 1
-    return "".join(out), i
+        if i >= n:
+            break
+        parts.append(text[i])
+        i += 1
+    return "".join(parts).translate(_TO_SPACE), i
 
 
 def _comment(text: str, i: int) -> tuple[str, int]:
@@ -205,10 +211,7 @@ def _iscntrl(ch: str) -> bool:
 
 def _atom_type(value: str) -> int:
     """An atom that would not survive as an atom is a quoted string."""
-    for ch in value:
-        if ch == " " or _iscntrl(ch) or ch in OPCHARS:
-            return QSTRING
-    return ATOM
+    return QSTRING if _NOT_ATOM.search(value) else ATOM
 
 
 def scan(text: str, limit: int = 0) -> list[Tok]:
@@ -230,20 +233,19 @@ def scan(text: str, limit: int = 0) -> list[Tok]:
             value, i = _comment(text, i)
             tp = Tok(COMMENT, value)
         elif ch == "[":
-            value, i = _collect(text, i, lambda c: c == "]")
+            value, i = _collect(text, i, _DOMLIT_TEXT)
             if i < n:
                 i += 1
             tp = Tok(DOMLIT, value)
         elif ch == '"':
-            value, i = _collect(text, i, lambda c: c == '"')
+            value, i = _collect(text, i, _QSTRING_TEXT)
             if i < n:
                 i += 1
             tp = Tok(QSTRING, value)
         elif ch != "\\" and ch in OPCHARS:
             tp = Tok(ord(ch))
         else:
-            value, i = _collect(text, i - 1,
-                                lambda c: c in _SPACE or c in OPCHARS)
+            value, i = _collect(text, i - 1, _ATOM_TEXT)
             tp = Tok(_atom_type(value), value)
         toks.append(tp)
         if limit > 0 and len(toks) >= limit:

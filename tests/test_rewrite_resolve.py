@@ -352,3 +352,12 @@ def test_valid_ipv6(addr: str, ok: bool) -> None:
 ])
 def test_valid_mailhost_literal(literal: str, ok: bool) -> None:
     assert valid_mailhost_literal(literal) is ok
+
+
+@pytest.mark.parametrize("name, utf8, ok", [
+    ("exämple.com", True, True), ("exämple.com", False, False),
+    ("-exämple.com", True, False), ("exämple-.com", True, False), ("ab--ä.com", True, False),
+])
+def test_valid_utf8_hostname(name: str, utf8: bool, ok: bool) -> None:
+    from libpfx.rewrite_valid import valid_utf8_hostname
+    assert valid_utf8_hostname(utf8, name) is ok
