@@ -255,10 +255,11 @@ class CleanupState:
             return
         try:
             if rtype in (record.NORM, record.CONT) and len(data) > self.s.line_limit:
-                limit = self.s.line_limit
-                while len(data) > limit:
-                    self.qf.write_record(record.CONT, data[:limit])
-                    data = data[limit:]
+                limit, view, start = self.s.line_limit, memoryview(data), 0
+                while len(data) - start > limit:
+                    self.qf.write_record(record.CONT, bytes(view[start:start + limit]))
+                    start += limit
+                data = bytes(view[start:])
             self.qf.write_record(rtype, data)
         except OSError as err:
             msg.warn(f"{self.queue_id}: write queue file: {err.strerror}")

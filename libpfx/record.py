@@ -90,10 +90,11 @@ def encode_content(data: bytes, limit: int) -> bytes:
     """A content line as N records, split into L records every `limit`
     bytes as Postfix splits lines longer than line_length_limit."""
     out = []
-    while len(data) > limit:
-        out.append(encode(CONT, data[:limit]))
-        data = data[limit:]
-    out.append(encode(NORM, data))
+    view, start = memoryview(data), 0
+    while len(data) - start > limit:
+        out.append(encode(CONT, bytes(view[start:start + limit])))
+        start += limit
+    out.append(encode(NORM, bytes(view[start:])))
     return b"".join(out)
 
 

@@ -54,12 +54,12 @@ def queue_path(ms: MailSystem, queue_name: str, queue_id: str) -> Path:
 def content(path: Path) -> str:
     env = read_envelope(str(path))
     data = path.read_bytes()[env.data_offset:env.data_offset + env.data_size]
-    out, line = [], b""
+    out, line = [], []
     for _, rtype, chunk in record.parse(data):
-        line += chunk
+        line.append(chunk)
         if rtype == record.NORM:
-            out.append(line.decode("utf-8", "surrogateescape"))
-            line = b""
+            out.append(b"".join(line).decode("utf-8", "surrogateescape"))
+            line = []
     return "\n".join(out) + "\n"
 
 

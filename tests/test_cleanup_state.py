@@ -85,12 +85,12 @@ class Run:
         """The message text as a delivery agent would see it."""
         env = read_envelope(self.path)
         data = Path(self.path).read_bytes()[env.data_offset:env.data_offset + env.data_size]
-        out, line = [], b""
+        out, line = [], []
         for _, rtype, chunk in record.parse(data):
-            line += chunk
+            line.append(chunk)
             if rtype == record.NORM:
-                out.append(line.decode("utf-8", "surrogateescape"))
-                line = b""
+                out.append(b"".join(line).decode("utf-8", "surrogateescape"))
+                line = []
         return "\n".join(out) + "\n"
 
     def headers(self) -> str:
