@@ -508,15 +508,14 @@ class Delivery:
         finally:
             privs.reset()
 
-    def _alias_owner(self, d) -> tuple[str, int]:
-        """("trusted"|"user"|"unknown", uid) for an alias table, from the
-        owner of its file: root-owned tables are trusted."""
+    def _alias_owner(self, d) -> int:
+        """The owner of an alias table's file, 0 (trusted) for root and for
+        tables without a file (static:, inline:, ...)."""
         path = getattr(d, "path", None) or d.name
         try:
-            st = os.stat(path)
+            return self._as_user(0, 0, os.stat, path).st_uid
         except (OSError, TypeError, ValueError):
-            return "trusted", 0
-        return ("trusted", 0) if st.st_uid == 0 else ("user", st.st_uid)
+            return 0
 
     def deliver_alias(self, attr: MsgAttr, usr: UserAttr, name: str) -> int | None:
         agent = self.agent
@@ -541,8 +540,8 @@ class Delivery:
             if self.request.flags & FLAG_MTA_VRFY:
                 return self.sent(attr, "2.0.0", f"aliased to {result}")
             attr.exp_type = EXPAND_ALIAS
-            kind, uid = self._alias_owner(d)
-            if kind == "trusted":
+            uid = self._alias_owner(d)
+            if uid == 0:
                 usr = UserAttr()
             else:
                 pw = _getpwuid(uid)

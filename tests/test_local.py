@@ -339,3 +339,18 @@ def test_missing_alias_table_defers(tmp_path: Path, users: None) -> None:
         assert agent.done_offsets(queued) == []
     finally:
         agent.close()
+
+
+@needs_root
+def test_alias_table_owned_by_user_runs_commands_as_that_user(agent: Agent) -> None:
+    shared = agent.tmp / "shared"
+    shared.mkdir(mode=0o777)
+    os.chmod(shared, 0o777)
+    idfile = shared / "id.out"
+    agent.set_aliases(f'mine: "|id -u > {idfile}"\n')
+    pw = user(U2)
+    for table in agent.etc.glob("aliases.*"):
+        os.chown(table, pw.pw_uid, pw.pw_gid)
+    queued = agent.queue_message("sender@example.com", ["mine@host.example.com"], MESSAGE)
+    assert agent.deliver(queued) == 0, agent.stderr
+    assert idfile.read_text().strip() == str(pw.pw_uid)
