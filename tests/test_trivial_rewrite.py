@@ -96,3 +96,34 @@ def test_restart_when_table_changes(running: MailSystem) -> None:
     running.wait_log(r"postfix/trivial-rewrite\[\d+\]: table hash:\S+/transport has changed "
                      r"-- restarting")
     assert rewrite_clnt.resolve("", "u@remote.test").nexthop == "[other-gateway.test]"
+
+
+def test_client_waits_for_the_service(mail_system: MailSystem,  # noqa: F811
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """No service yet: the client logs a warning, waits, and tries again."""
+    import threading
+    rewrite_clnt.configure(path=str(mail_system.queue / "private" / "rewrite"), timeout=10)
+    results: list[str] = []
+    try:
+        worker = threading.Thread(target=lambda: results.append(
+            rewrite_clnt.rewrite("local", "late")), daemon=True)
+        worker.start()
+        mail_system.wait_for(lambda: "problem talking to service rewrite" in
+                             capsys.readouterr().err, what="a warning")
+        mail_system.start()
+        worker.join(30)
+        assert results == ["late@pfx.example"]
+    finally:
+        rewrite_clnt.configure(path="private/rewrite", timeout=3600)
+
+
+def test_client_cache_and_reconnect(running: MailSystem) -> None:
+    """A repeated question is answered from the cache; after the server
+    went away the client reconnects without a word."""
+    assert rewrite_clnt.resolve("", "again@remote.test").nexthop == "[gateway.test]"
+    running.postfix("stop")
+    running.wait_for(lambda: not running.processes(), what="the instance to stop")
+    # Cached: no server needed for the same question.
+    assert rewrite_clnt.resolve("", "again@remote.test").nexthop == "[gateway.test]"
+    running.start()
+    assert rewrite_clnt.rewrite("local", "back") == "back@pfx.example"
