@@ -190,13 +190,9 @@ DSN_NOTIFY = {"never": NOTIFY_NEVER, "success": NOTIFY_SUCCESS,
 DSN_RET = {"full": 1, "hdrs": 2}
 
 
-def fatal(text: str) -> NoReturn:
-    """As msg_fatal_status in Postfix's sendmail, whose clean-up routine
-    turns every fatal error into EX_TEMPFAIL."""
-    msg.fatal(text)
-
-
 def _tempfail() -> None:
+    """msg.fatal's clean-up: as in Postfix's sendmail, every fatal error
+    ends with EX_TEMPFAIL, whatever status the error would have had."""
     raise SystemExit(EX_TEMPFAIL)
 
 
@@ -302,30 +298,30 @@ def parse_args(cfg: Config, args: list[str], mode: int) -> Options:
             elif arg[:1] == "R":
                 o.site_to_flush = arg[1:]
                 if not o.site_to_flush:
-                    fatal("specify: -qRsitename")
+                    msg.fatal("specify: -qRsitename")
             elif arg[:1] == "I":
                 o.id_to_flush = arg[1:]
                 if not o.id_to_flush:
-                    fatal("specify: -qIqueueid")
+                    msg.fatal("specify: -qIqueueid")
             else:
-                fatal(f"-q{arg[:1]} is not implemented")
+                msg.fatal(f"-q{arg[:1]} is not implemented")
         elif opt == "XV" or (opt == "X" and arg[:1] == "V"):
             delims = arg[1:] if value else cfg.get("default_verp_delimiters")
             allowed = cfg.get("verp_delimiter_filter")
             if len(delims) != 2 or any(c not in allowed for c in delims):
-                fatal(f"-V requires two characters from {allowed}")
+                msg.fatal(f"-V requires two characters from {allowed}")
             o.verp = delims
         elif opt == "X":
-            fatal(f"unsupported: -X{arg[:1]}")
+            msg.fatal(f"unsupported: -X{arg[:1]}")
         elif opt == "n":
-            fatal("-n option not supported")
+            msg.fatal("-n option not supported")
         elif opt == "B":
             if arg == "8BITMIME":
                 o.encoding = "8bit"
             elif arg == "7BIT":
                 o.encoding = "7bit"
             else:
-                fatal("-B option needs 8BITMIME or 7BIT")
+                msg.fatal("-B option needs 8BITMIME or 7BIT")
         elif opt == "C":
             pass                    # read before main.cf
         elif opt == "F":
@@ -368,7 +364,7 @@ def parse_args(cfg: Config, args: list[str], mode: int) -> Options:
             elif sub == "v":
                 o.flags |= FLAG_USR_VRFY
             else:
-                fatal(f"unsupported: -b{sub}")
+                msg.fatal(f"unsupported: -b{sub}")
         elif opt in ("f", "r"):
             o.sender = arg
         elif opt == "i":
@@ -377,7 +373,7 @@ def parse_args(cfg: Config, args: list[str], mode: int) -> Options:
             sub = arg[:1]
             if sub == "A":
                 if not arg[1:]:
-                    fatal("-oA requires pathname")
+                    msg.fatal("-oA requires pathname")
                 o.alias_maps = arg[1:]
             elif sub == "i":
                 o.dot_ends = False
@@ -386,25 +382,25 @@ def parse_args(cfg: Config, args: list[str], mode: int) -> Options:
         elif opt == "v":
             o.verbose += 1
         elif opt == "?":
-            fatal(f"usage: {PROGNAME[0]} [options]")
+            msg.fatal(f"usage: {PROGNAME[0]} [options]")
         else:
             msg.debug(1, f"-{opt} option ignored")
 
     if o.extract and o.mode != ENQUEUE:
-        fatal("-t can be used only in delivery mode")
+        msg.fatal("-t can be used only in delivery mode")
     if o.site_to_flush and o.mode != ENQUEUE:
-        fatal("-qR can be used only in delivery mode")
+        msg.fatal("-qR can be used only in delivery mode")
     if o.id_to_flush and o.mode != ENQUEUE:
-        fatal("-qI can be used only in delivery mode")
+        msg.fatal("-qI can be used only in delivery mode")
     if o.flags & FLAG_USR_VRFY:
         if o.extract:
-            fatal("-t option cannot be used with -bv")
+            msg.fatal("-t option cannot be used with -bv")
         if o.dsn_notify:
-            fatal("-N option cannot be used with -bv")
+            msg.fatal("-N option cannot be used with -bv")
         if o.dsn_ret:
-            fatal("-R option cannot be used with -bv")
+            msg.fatal("-R option cannot be used with -bv")
         if o.verbose == 1:
-            fatal("-v option cannot be used with -bv")
+            msg.fatal("-v option cannot be used with -bv")
     if o.verbose == 1 and o.mode == ENQUEUE:
         o.verbose = 0
         o.flags |= FLAG_RECORD
@@ -418,7 +414,7 @@ def username(uid: int) -> str:
     try:
         return pwd.getpwuid(uid).pw_name
     except KeyError:
-        fatal(f"no login name found for user ID {uid}")
+        msg.fatal(f"no login name found for user ID {uid}")
 
 
 def fullname(uid: int) -> str | None:
@@ -491,7 +487,7 @@ class Content:
     def __init__(self, cfg: Config, opts: Options) -> None:
         fix = cfg.get("sendmail_fix_line_endings")
         if fix not in ("always", "strict", "never"):
-            fatal(f"invalid sendmail_fix_line_endings value: {fix}")
+            msg.fatal(f"invalid sendmail_fix_line_endings value: {fix}")
         self.strip_cr: bool | None = {"always": True, "never": False}.get(fix)
         self.limit = cfg.get_int("line_length_limit")
         self.dot_ends = opts.dot_ends
@@ -570,7 +566,7 @@ class Postdrop:
             self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                          env=env, close_fds=True)
         except OSError as err:
-            fatal(f"{who}: unable to execute {self.command}: {err.strerror}")
+            msg.fatal(f"{who}: unable to execute {self.command}: {err.strerror}")
         self.reply = attr.AttrStream(self.proc.stdout.fileno(), "postdrop")
         try:
             hello = self.reply.recv({attr.ATTR_PROTOCOL: str, "queue_id": str})
@@ -580,7 +576,7 @@ class Postdrop:
             status = self.proc.wait()
             if status:
                 msg.warn(f'command "{self.command}" exited with status {status}')
-            fatal(f"{who}: unable to execute {self.command}: Success")
+            msg.fatal(f"{who}: unable to execute {self.command}: Success")
         self.queue_id = hello["queue_id"]
         self.out = self.proc.stdin
 
@@ -588,7 +584,7 @@ class Postdrop:
         try:
             self.out.write(data)
         except OSError as err:
-            fatal(f"{self.who}: error writing queue file: {err.strerror}")
+            msg.fatal(f"{self.who}: error writing queue file: {err.strerror}")
 
     def record(self, rtype: str, data: bytes | str) -> None:
         if isinstance(data, str):
@@ -614,7 +610,7 @@ def check_submit_acl(cfg: Config, uid: int) -> None:
     from tools.postdrop import user_allowed
     denied = user_allowed(cfg, uid)
     if denied is not None:
-        fatal(f"User {denied}({uid}) is not allowed to submit mail")
+        msg.fatal(f"User {denied}({uid}) is not allowed to submit mail")
 
 
 def recipient_records(arg: str) -> list[str]:
@@ -637,7 +633,7 @@ def enqueue(cfg: Config, o: Options, recipients: list[str]) -> None:
         sender = username(uid)
     who = f"{sender}({uid})"
     if o.verp and not sender:
-        fatal(f"{who}: -V option requires non-null sender address")
+        msg.fatal(f"{who}: -V option requires non-null sender address")
 
     drop = Postdrop(cfg, who)
     if o.dsn_envid:
@@ -680,7 +676,7 @@ def enqueue(cfg: Config, o: Options, recipients: list[str]) -> None:
             for rec in content.records(sys.stdin.buffer):
                 drop.write(rec)
         except OSError as err:
-            fatal(f"{who}: error reading input: {err.strerror}")
+            msg.fatal(f"{who}: error reading input: {err.strerror}")
     drop.record(record.XTRA, b"")
     if content.extractor is not None:
         for address in content.extractor.result():
@@ -690,13 +686,13 @@ def enqueue(cfg: Config, o: Options, recipients: list[str]) -> None:
             rcpt_count += 1
     if rcpt_count == 0:
         if o.extract:
-            fatal(f"{who}: No recipient addresses found in message header")
-        fatal(f"{who}: Recipient addresses must be specified on the command line "
+            msg.fatal(f"{who}: No recipient addresses found in message header")
+        msg.fatal(f"{who}: Recipient addresses must be specified on the command line "
               "or via the -t option")
     drop.record(record.END, b"")
     status, reason = drop.finish()
     if status != CLEANUP_STAT_OK:
-        fatal(f"{who}: {reason or strerror(status)}")
+        msg.fatal(f"{who}: {reason or strerror(status)}")
     if trace:
         print(f"Mail Delivery Status Report will be mailed to <{sender}>.", flush=True)
 
@@ -855,7 +851,8 @@ class SmtpSession:
         from libpfx.cleanup_state import mail_date
         from libpfx.tok822 import quote_822_local
         date = mail_date(self.arrival_time)
-        by = f"\tby {self.hostname} ({self.cfg.get('mail_name')}) with {self.protocol} id {queue_id}"
+        by = (f"\tby {self.hostname} ({self.cfg.get('mail_name')}) "
+              f"with {self.protocol} id {queue_id}")
         lines = [f"Received: from {self.helo or 'localhost'} (localhost [127.0.0.1])"]
         if len(self.recipients) == 1:
             return [*lines, by, f"\tfor <{quote_822_local(self.recipients[0])}>; {date}"]
@@ -928,7 +925,7 @@ def run_program(cfg: Config, module: str, argv: list[str]) -> NoReturn:
     try:
         program = importlib.import_module(f"tools.{module}")
     except ModuleNotFoundError:
-        fatal(f"execv {cfg.get('command_directory')}/{module}: No such file or directory")
+        msg.fatal(f"execv {cfg.get('command_directory')}/{module}: No such file or directory")
     # Through sys.argv, as if the program had been executed.
     sys.argv = [module, *argv]
     program.main()
@@ -983,7 +980,7 @@ def main(argv: list[str] | None = None, progname: str | None = None) -> NoReturn
     try:
         os.chdir(queue_directory)
     except OSError as err:
-        fatal(f"chdir {queue_directory}: {err.strerror}")
+        msg.fatal(f"chdir {queue_directory}: {err.strerror}")
 
     mode = {"mailq": MAILQ, "newaliases": NEWALIAS, "smtpd": DAEMON}.get(name, ENQUEUE)
     o = parse_args(cfg, args, mode)
@@ -993,33 +990,33 @@ def main(argv: list[str] | None = None, progname: str | None = None) -> NoReturn
     if o.mode == ENQUEUE:
         if o.site_to_flush:
             if args:
-                fatal("flush site requires no recipient")
+                msg.fatal("flush site requires no recipient")
             run_program(cfg, "postqueue", ["-c", cfg.config_dir, "-s", o.site_to_flush, *verbose])
         if o.id_to_flush:
             if args:
-                fatal("flush queue_id requires no recipient")
+                msg.fatal("flush queue_id requires no recipient")
             run_program(cfg, "postqueue", ["-c", cfg.config_dir, "-i", o.id_to_flush, *verbose])
         enqueue(cfg, o, args)
         sys.exit(0)
     if o.mode == MAILQ:
         if args:
-            fatal("display queue mode requires no recipient")
+            msg.fatal("display queue mode requires no recipient")
         run_program(cfg, "postqueue", ["-c", cfg.config_dir, "-p", *verbose])
     if o.mode == FLUSHQ:
         if args:
-            fatal("flush queue mode requires no recipient")
+            msg.fatal("flush queue mode requires no recipient")
         run_program(cfg, "postqueue", ["-c", cfg.config_dir, "-f", *verbose])
     if o.mode == DAEMON:
         if args:
-            fatal("daemon mode requires no recipient")
+            msg.fatal("daemon mode requires no recipient")
         start_daemon(cfg, o)
     if o.mode == NEWALIAS:
         if args:
-            fatal("alias initialization mode requires no recipient")
+            msg.fatal("alias initialization mode requires no recipient")
         newaliases(cfg, o)
     if o.mode == USER:
         if args:
-            fatal("stand-alone mode requires no recipient")
+            msg.fatal("stand-alone mode requires no recipient")
         check_submit_acl(cfg, os.getuid())
         SmtpSession(cfg, sys.stdin.buffer, sys.stdout.buffer).run()
         sys.exit(0)
