@@ -97,6 +97,7 @@ class Pickup:
         self.hostname = cfg.get("myhostname")
         self.mail_name = cfg.get("mail_name")
         self.filter = cfg.get("content_filter")
+        # Looked up before the chroot, where the password file may be missing.
         try:
             import pwd
             self.owner_uid = pwd.getpwnam(cfg.get("mail_owner")).pw_uid
@@ -316,7 +317,7 @@ class Copier:
 _pickup: Pickup | None = None
 
 
-def post_init(ctx: server.Context) -> None:
+def pre_init(ctx: server.Context) -> None:
     global _pickup
     _pickup = Pickup(ctx)
 
@@ -327,7 +328,7 @@ def service(data: bytes, ctx: server.Context) -> None:
 
 
 def main(argv: list[str]) -> None:
-    server.trigger_server(argv, service, post_init=post_init)
+    server.trigger_server(argv, service, pre_init=pre_init)
 
 
 if __name__ == "__main__":
