@@ -274,7 +274,12 @@ def read_records(stream: attr.AttrStream, state: Any) -> None:
             return
         del buf[:used]
         for rtype, data in records:
-            if state.out_ok():
+            if rtype in (record.PTR, record.DTXT):
+                # Queue file internals that a client must not send.
+                msg.warn(f"{state.queue_id}: record type {ord(rtype)} not allowed - "
+                         "discarding this message")
+                state.errs |= CLEANUP_STAT_BAD
+            elif state.out_ok():
                 state.record(rtype, data)
             if rtype == record.END:
                 return

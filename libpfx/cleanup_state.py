@@ -55,9 +55,11 @@ from libpfx.queue import QueueFile, QueueLayout, size_record
 Rewrite = Callable[[str, str], str]
 
 # Record types allowed in each segment (Postfix's REC_TYPE_ENVELOPE etc.).
-ENVELOPE_TYPES = "MCTcFILSDRO/WVA>K<ion" + "fdm"
-CONTENT_TYPES = "XLNw"
-RECIPIENT_TYPES = "DRO/Kon"
+ENVELOPE_TYPES = "MCTcFILSDRO/WVA>K<ion"
+EXTRACTED_TYPES = "EDRO/PreAFIL>Kon"
+# The records that start the recipient part of each segment.
+ENV_RECIPIENT_TYPES = "MDRO/Kon"
+EXT_RECIPIENT_TYPES = "EDRO/Kon"
 
 MAIL_ADDR_MAIL_DAEMON = "MAILER-DAEMON"
 LOCAL_CONTEXT, REMOTE_CONTEXT = "local", "remote"
@@ -317,7 +319,7 @@ class CleanupState:
         if rtype not in ENVELOPE_TYPES:
             self.bad(f"unexpected record type {ord(rtype)} in envelope")
             return
-        if not self.in_rcpt and rtype in "MDRO/Kon":
+        if not self.in_rcpt and rtype in ENV_RECIPIENT_TYPES:
             if self.sender is None:
                 self.bad("missing sender envelope record")
                 return
@@ -583,8 +585,6 @@ class CleanupState:
                 data = data.translate(None, self.s.strip_chars)
         if rtype in (record.NORM, record.CONT):
             self.mime.update(rtype, data)
-            return
-        if rtype == record.DTXT:
             return
         if rtype == record.XTRA:
             self.mime.end()
@@ -869,10 +869,10 @@ class CleanupState:
             if parsed is None:
                 return
             mapped_type, value = parsed
-        if rtype not in "EDRO/PreAFIL>Kon":
+        if rtype not in EXTRACTED_TYPES:
             self.bad(f"unexpected record type {ord(rtype)} in extracted envelope")
             return
-        if not self.in_rcpt and rtype in "EDRO/Kon":
+        if not self.in_rcpt and rtype in EXT_RECIPIENT_TYPES:
             if self.filter is not None:
                 self.out_text(record.FILT, self.filter)
             if self.redirect is not None:
