@@ -78,6 +78,12 @@ def test_bad_request_drops_client(running: MailSystem) -> None:
         with pytest.raises(attr.AttrEOF):
             stream.recv()
     running.wait_log(r"warning: unknown context: nonsense")
+    import socket
+    with socket.socket(socket.AF_UNIX) as raw:
+        raw.connect(path)
+        raw.sendall(b"this is no attribute frame")
+        raw.settimeout(10)
+        assert raw.recv(100) == b""
     # The service still answers.
     assert rewrite_clnt.rewrite("local", "ok") == "ok@pfx.example"
 
