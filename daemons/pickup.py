@@ -61,8 +61,10 @@ SEE ALSO
 
 from __future__ import annotations
 
+# Everything is imported here: a chrooted pickup cannot import later.
 import errno
 import os
+import pwd
 import stat
 import time
 from typing import Iterator
@@ -72,8 +74,11 @@ from libpfx.cleanup_clnt import (CLEANUP_FLAG_BCC_OK, CLEANUP_FLAG_BOUNCE, CLEAN
                                  CLEANUP_FLAG_MAP_OK, CLEANUP_FLAG_MASK_EXTERNAL,
                                  CLEANUP_FLAG_MILTER, CLEANUP_STAT_BAD, CLEANUP_STAT_RCPT,
                                  CleanupClient, CleanupError, strerror)
+from libpfx.cleanup_state import mail_date
+from libpfx.config import split_list
 from libpfx.queue import (CONTENT_TYPES, ENVELOPE_TYPES, EXTRACT_TYPES, MAILDROP, QueueLayout,
                           valid_queue_id)
+from libpfx.tok822 import quote_822_local
 
 REMOVE, KEEP = True, False
 DAY = 86400
@@ -99,12 +104,10 @@ class Pickup:
         self.filter = cfg.get("content_filter")
         # Looked up before the chroot, where the password file may be missing.
         try:
-            import pwd
             self.owner_uid = pwd.getpwnam(cfg.get("mail_owner")).pw_uid
         except KeyError:
             self.owner_uid = os.getuid()
         flags = CLEANUP_FLAG_BOUNCE | CLEANUP_FLAG_MASK_EXTERNAL
-        from libpfx.config import split_list
         for option in split_list(cfg.get("receive_override_options")):
             if option not in OVERRIDES:
                 msg.warn(f"unknown receive_override_options value: {option}")
@@ -274,8 +277,6 @@ class Copier:
             return REMOVE
 
     def copy(self) -> bool:
-        from libpfx.cleanup_state import mail_date
-        from libpfx.tok822 import quote_822_local
         now = time.time()
         st = self.st
         if self.mtime > now + 2 * HOUR:

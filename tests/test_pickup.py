@@ -101,3 +101,17 @@ def test_pointer_and_padding_records_are_followed(mail_system: MailSystem) -> No
     box = mail_system.mailbox("root").read_text()
     assert "Subject: pointers\n" in box and "\n\nfollowed\n" in box
     assert "never seen" not in box and "padding" not in box
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chroot needs root")
+def test_chrooted_pickup(mail_system: MailSystem) -> None:
+    text = (mail_system.etc / "master.cf").read_text()
+    mail_system.configure(master_cf_text="".join(
+        line.replace("n       60      1       pickup", "y       60      1       pickup")
+        if line.startswith("pickup") else line for line in text.splitlines(keepends=True)))
+    assert "y       60      1       pickup" in (mail_system.etc / "master.cf").read_text()
+    drop(mail_system)
+    mail_system.start()
+    wake_pickup(mail_system)
+    mail_system.wait_log(r"pickup\[\d+\]: [0-9A-F]+: uid=0 from=<me@pfx\.example>$")
+    mail_system.wait_log(r"status=sent")
