@@ -71,6 +71,18 @@ def test_extracted_recipients_end_to_end(mail_system: MailSystem) -> None:
     assert "Subject: blind" in box and "Bcc:" not in box
 
 
+def test_verify_mode_end_to_end(mail_system: MailSystem) -> None:
+    mail_system.start()
+    result = send(mail_system, ["-bv", "postmaster"], b"")
+    assert result.stdout == "Mail Delivery Status Report will be mailed to <root>.\n"
+    mail_system.wait_log(r"orig_to=<postmaster>, .*status=deliverable")
+    mail_system.wait_log(r"from=<>, .*nrcpt=1")
+    mail_system.wait_log(r"to=<root@pfx\.example>, relay=local, .*status=sent")
+    box = mail_system.mailbox("root").read_text()
+    assert box.startswith("From MAILER-DAEMON ")
+    assert "(expanded from <postmaster>)" in box
+
+
 def test_mail_waits_in_maildrop_while_the_system_is_down(mail_system: MailSystem) -> None:
     create_missing(Config.load(str(mail_system.etc)))
     result = send(mail_system, ["root"], b"Subject: later\n\nwaiting\n")
