@@ -22,16 +22,17 @@ read from MAIL_CONFIG or the default configuration directory.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from libpfx import attr, flush_clnt, msg
 from libpfx.deliver_request import (FLAG_MTA_VRFY, FLAG_RECORD, FLAG_USR_VRFY,
                                     NOTIFY_SUCCESS, DeliverRequest, Recipient)
-from libpfx.dsn_util import DSN, delays, dsn_valid, status_line
+from libpfx.dsn_util import DSN, delays, dsn_split, dsn_valid, status_line
 
 if TYPE_CHECKING:
     from libpfx.config import Config
+    from libpfx.maps.search import Maps
 
 PROTOCOL = attr.PROTO_BOUNCE
 
@@ -53,13 +54,16 @@ class _Settings:
     defer_service: str
     trace_service: str
     timeout: float
+    status_filter: "Maps | None"
 
 
 _settings: _Settings | None = None
 
 
 def init(config: "Config") -> None:
-    """Take the parameters this module needs from config."""
+    """Take the parameters this module needs from config, and open the
+    program's delivery status filter (local_delivery_status_filter for
+    local, and so on), if it has one."""
     global _settings
     _settings = _Settings(
         config=config,
@@ -69,7 +73,21 @@ def init(config: "Config") -> None:
         flush_service=config.get("flush_service_name"),
         defer_service=config.get("defer_service_name"),
         trace_service=config.get("trace_service_name"),
-        timeout=float(config.get_time("ipc_timeout")))
+        timeout=float(config.get_time("ipc_timeout")),
+        status_filter=_open_filter(config))
+
+
+def _open_filter(config: "Config") -> "Maps | None":
+    title = f"{config.get('process_name')}_delivery_status_filter"
+    tables = config.get(title) if config.raw(title) is not None else ""
+    if not tables:
+        return None
+    from libpfx.maps import DictError
+    from libpfx.maps.search import Maps
+    try:
+        return Maps(title, tables)
+    except DictError as err:
+        msg.fatal(str(err))
 
 
 def _cfg() -> _Settings:
@@ -142,7 +160,7 @@ def trace_append(request: DeliverRequest, rcpt: Recipient, relay: str, dsn: DSN,
     """Add an entry to the message's trace log (sendmail -v, -bv and DSN
     NOTIFY=SUCCESS reports); the reason names the relay."""
     why = dsn.reason if (relay or NO_RELAY) == NO_RELAY else f"delivery via {relay}: {dsn.reason}"
-    entry = DSN(**{**dsn.__dict__, "reason": why})
+    entry = replace(dsn, reason=why)
     if _append(_cfg().trace_service, request, rcpt, relay, entry) != 0:
         msg.warn(f"{request.queue_id}: {_cfg().trace_service} service failure")
         return -1
@@ -160,6 +178,7 @@ def sent(request: DeliverRequest, rcpt: Recipient, relay: str, dsn_status: str,
     dsn may carry remote diagnostics.  0, or -1 when the trace log could
     not be written (the recipient is then deferred)."""
     dsn = _dsn(dsn, _checked(dsn_status, "2", "sent"), reason, action)
+    dsn = _filtered(dsn) or dsn
     if request.flags & (FLAG_MTA_VRFY | FLAG_USR_VRFY):
         return _verify(request, rcpt, relay, dsn, "deliverable", done)
     if ((request.flags & FLAG_RECORD) == 0
@@ -183,12 +202,22 @@ def bounce(request: DeliverRequest, rcpt: Recipient, relay: str, dsn_status: str
     could not record it; the recipient is then deferred with "bounce or
     trace service failure"."""
     dsn = _dsn(dsn, _checked(dsn_status, "5", "bounce_append"), reason, "failed")
+    filtered = _filtered(dsn)
+    if filtered is not None and filtered.status[0] == "4":
+        return _defer(request, rcpt, relay, filtered, done)
+    return _bounce(request, rcpt, relay, filtered or dsn, done)
+
+
+def _bounce(request: DeliverRequest, rcpt: Recipient, relay: str, dsn: DSN,
+            done: float | None) -> int:
     if request.flags & (FLAG_MTA_VRFY | FLAG_USR_VRFY):
         return _verify(request, rcpt, relay, dsn, "undeliverable", done)
     cfg = _cfg()
     if cfg.soft_bounce:
         dsn.status = "4" + dsn.status[1:]
         dsn.action = "delayed"
+    else:
+        dsn.action = "failed"
     service = cfg.defer_service if cfg.soft_bounce else cfg.bounce_service
     if _append(service, request, rcpt, relay, dsn) == 0 \
             and ((request.flags & FLAG_RECORD) == 0
@@ -208,13 +237,16 @@ def defer(request: DeliverRequest, rcpt: Recipient, relay: str, dsn_status: str,
     it could not be written (the recipient stays in the queue either
     way)."""
     dsn = _dsn(dsn, _checked(dsn_status, "4", "defer_append"), reason, "delayed")
-    if request.flags & (FLAG_MTA_VRFY | FLAG_USR_VRFY):
-        return _verify(request, rcpt, relay, dsn, "undeliverable", done)
-    return _defer(request, rcpt, relay, dsn, done)
+    filtered = _filtered(dsn)
+    if filtered is not None and filtered.status[0] == "5":
+        return _bounce(request, rcpt, relay, filtered, done)
+    return _defer(request, rcpt, relay, filtered or dsn, done)
 
 
 def _defer(request: DeliverRequest, rcpt: Recipient, relay: str, dsn: DSN,
            done: float | None) -> int:
+    if request.flags & (FLAG_MTA_VRFY | FLAG_USR_VRFY):
+        return _verify(request, rcpt, relay, dsn, "undeliverable", done)
     cfg = _cfg()
     dsn.action = "delayed"
     status = _append(cfg.defer_service, request, rcpt, relay, dsn)
@@ -229,6 +261,29 @@ def _defer(request: DeliverRequest, rcpt: Recipient, relay: str, dsn: DSN,
             not in (flush_clnt.STAT_OK, flush_clnt.STAT_DENY):
         msg.warn(f"{request.queue_id}: {cfg.flush_service} service failure")
     return status
+
+
+def _filtered(dsn: DSN) -> DSN | None:
+    """The delivery status filter's replacement for dsn ("X.Y.Z text"
+    looked up as "status reason"), or None.  A replacement must stay a
+    success for a success and a failure (4 or 5) for a failure."""
+    maps = _cfg().status_filter
+    if maps is None:
+        return None
+    from libpfx.maps import DictRetry
+    try:
+        result = maps.find(f"{dsn.status} {dsn.reason}")
+    except DictRetry:
+        return None
+    if result is None:
+        return None
+    wanted = "2" if dsn.status[0] == "2" else "45"
+    if not dsn_valid(result) or result[0] not in wanted:
+        msg.warn(f"{maps.title}: bad status code: {result}")
+        return None
+    status, text = dsn_split(result, result)
+    action = {"4": "delayed", "5": "failed"}.get(status[0], dsn.action)
+    return replace(dsn, status=status, reason=text, action=action)
 
 
 def _dsn(given: DSN | None, status: str, reason: str, action: str) -> DSN:

@@ -349,6 +349,36 @@ def test_deferral_registered_for_fast_flush(make_instance,
     assert "flush service failure" not in capfd.readouterr().err
 
 
+def test_delivery_status_filter(make_instance, tmp_path: Path,
+                                capfd: pytest.CaptureFixture[str]) -> None:
+    """local_delivery_status_filter turns a bounce into a deferral, a
+    deferral into a bounce, and rewrites a success text."""
+    filter_file = tmp_path / "dsn_filter"
+    filter_file.write_text("/^5\\.1\\.1 unknown user/ 4.2.1 mailbox will be back\n"
+                           "/^4\\.4\\.1 (.*)/ 5.4.1 gave up: $1\n"
+                           "/^2\\.0\\.0 / 2.0.0 filed\n"
+                           "/^5\\.2\\.2 / 2.0.0 not allowed\n")
+    inst = make_instance(local_delivery_status_filter=f"regexp:{filter_file}")
+    from libpfx.config import Config
+    bounce_clnt.init(Config.load(str(inst.etc), {"process_name": "local"}))
+    rcpt = Recipient("bob@example.com", "bob@example.com")
+    qid, _ = inst.queue_message("alice@example.org", [rcpt])
+    request = inst.request(qid, "alice@example.org", [rcpt])
+    assert bounce_clnt.bounce(request, rcpt, "local", "5.1.1", "unknown user") == 0
+    assert bounce_clnt.defer(request, rcpt, "", "4.4.1", "no route") == 0
+    assert bounce_clnt.sent(request, rcpt, "local", "2.0.0", "delivered to mailbox") == 0
+    assert bounce_clnt.bounce(request, rcpt, "local", "5.2.2", "mailbox full") == 0
+    err = capfd.readouterr().err
+    assert "dsn=4.2.1, status=deferred (mailbox will be back)" in err
+    assert "dsn=5.4.1, status=bounced (gave up: no route)" in err
+    assert "dsn=2.0.0, status=sent (filed)" in err
+    assert "local_delivery_status_filter: bad status code: 2.0.0 not allowed" in err
+    assert "dsn=5.2.2, status=bounced (mailbox full)" in err
+    assert "reason=mailbox will be back\n" in inst.log_file("defer", qid).read_text()
+    assert "status=5.4.1\naction=failed\nreason=gave up: no route\n" in \
+        inst.log_file("bounce", qid).read_text()
+
+
 def test_bad_dsn_code_is_replaced(make_instance, capfd: pytest.CaptureFixture[str]) -> None:
     inst = make_instance()
     rcpt = Recipient("bob@example.com", "bob@example.com")
