@@ -41,7 +41,7 @@ test: $(STAMP) compile
 
 # A self-contained instance under ./run/ (configuration, queue and tables).
 run: $(STAMP) compile
-	$(VPY) -m tools.runinstance $(CURDIR)/run
+	$(VPY) -m tools.runinstance --start $(CURDIR)/run
 
 bench: $(STAMP) compile
 	$(VPY) bench/run.py

@@ -6,7 +6,7 @@ SUMMARY
     build a self-contained pfx instance (make run)
 
 SYNOPSIS
-    python -m tools.runinstance directory
+    python -m tools.runinstance [--start] directory
 
 DESCRIPTION
     Creates, or brings up to date, a complete pfx instance under
@@ -21,13 +21,22 @@ DESCRIPTION
     command understands it: postconf -c directory/etc, or
     MAIL_CONFIG=directory/etc.
 
+    As root the instance runs privilege-separated, as the user postfix and
+    the group postdrop (created when missing, as make install does); as
+    another user, everything runs as that user.
+
+    With --start (make run), the mail system is then started in the
+    foreground (postfix start-fg) until interrupted.
+
 SEE ALSO
     postconf(1), postalias(1)
 """
 
 from __future__ import annotations
 
+import grp
 import os
+import pwd
 import shutil
 import subprocess
 import sys
@@ -37,8 +46,29 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
 
+def _accounts() -> tuple[str, str]:
+    """mail_owner and setgid_group: postfix and postdrop as root (created
+    when missing), else the invoking user and group."""
+    if os.geteuid() != 0:
+        return pwd.getpwuid(os.geteuid()).pw_name, grp.getgrgid(os.getegid()).gr_name
+    try:
+        grp.getgrnam("postdrop")
+    except KeyError:
+        subprocess.run(["groupadd", "--system", "postdrop"], check=True)
+    try:
+        pwd.getpwnam("postfix")
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--user-group", "--no-create-home",
+                        "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin",
+                        "postfix"], check=True)
+    return "postfix", "postdrop"
+
+
 def _settings(top: Path) -> list[str]:
+    owner, group = _accounts()
     return [
+        f"mail_owner = {owner}",
+        f"setgid_group = {group}",
         f"queue_directory = {top / 'queue'}",
         f"data_directory = {top / 'data'}",
         f"mail_spool_directory = {top / 'mail'}",
@@ -46,6 +76,7 @@ def _settings(top: Path) -> list[str]:
         f"alias_database = hash:{top / 'etc' / 'aliases'}",
         "inet_interfaces = 127.0.0.1",
         f"maillog_file = {top / 'log' / 'maillog'}",
+        f"maillog_file_prefixes = {top / 'log'}",
     ]
 
 
@@ -57,19 +88,28 @@ def _run(cmd: str, *args: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    start = args[:1] == ["--start"]
+    if start:
+        args = args[1:]
     if len(args) != 1:
-        sys.stderr.write("usage: python -m tools.runinstance directory\n")
+        sys.stderr.write("usage: python -m tools.runinstance [--start] directory\n")
         return 2
     top = Path(args[0]).resolve()
     etc = top / "etc"
     for sub in ("etc", "queue", "mail", "data", "log"):
         (top / sub).mkdir(parents=True, exist_ok=True)
+    # Local delivery writes each user's mailbox as that user.
+    os.chmod(top / "mail", 0o1777)
     fresh = not (etc / "main.cf").exists()
     for name in ("main.cf", "master.cf", "aliases"):
         if not (etc / name).exists():
             shutil.copy(ROOT / "etc" / name, etc / name)
     if fresh:
-        _run("postconf", "-c", str(etc), "-e", *_settings(top))
+        settings = _settings(top)
+        _run("postconf", "-c", str(etc), "-e", *settings)
+        if os.geteuid() == 0:
+            owner = pwd.getpwnam(settings[0].split(" = ")[1])
+            os.chown(top / "data", owner.pw_uid, owner.pw_gid)
         master = (etc / "master.cf").read_text()
         # The instance's SMTP service listens on a spare port, not 25.
         master = master.replace("\nsmtp      inet", "\n127.0.0.1:2525 inet", 1)
@@ -83,7 +123,16 @@ def main(argv: list[str] | None = None) -> int:
 Use it with any pfx command, for example:
   {BIN / 'postconf'} -c {etc} mail_version
   {BIN / 'postmap'} -c {etc} -q postmaster hash:{etc / 'aliases'}
-  MAIL_CONFIG={etc} {BIN / 'postconf'} -M""")
+  MAIL_CONFIG={etc} {BIN / 'postconf'} -M
+
+Send a message and read it:
+  printf 'Subject: hello\\n\\nfirst message\\n' | MAIL_CONFIG={etc} {BIN / 'sendmail'} $USER
+  cat {top / 'mail'}/$USER; tail {top / 'log' / 'maillog'}
+  MAIL_CONFIG={etc} {BIN / 'mailq'}""")
+    if start:
+        print(f"\n$ postfix -c {etc} start-fg   (stop with Ctrl-C)")
+        sys.stdout.flush()
+        os.execv(str(BIN / "postfix"), [str(BIN / "postfix"), "-c", str(etc), "start-fg"])
     return 0
 
 
