@@ -40,6 +40,8 @@ def test_install_and_uninstall_in_destdir(tmp_path: Path) -> None:
     for name in ("sendmail", "mailq", "newaliases", "postfix", "postconf", "postmap",
                  "postalias", "postdrop"):
         assert os.access(sbin / name, os.X_OK), name
+    assert os.readlink(dest / "usr" / "bin" / "mailq") == "../sbin/mailq"
+    assert os.readlink(dest / "usr" / "lib" / "sendmail") == "../sbin/sendmail"
     launcher = (sbin / "sendmail").read_text()
     assert launcher.startswith(f"#!{sys.executable} -I\n")
     assert "from tools.sendmail import main" in launcher

@@ -5,7 +5,9 @@
 #
 # Settings come from the environment (the Makefile passes them):
 #   DESTDIR          staging root for packagers (default: empty, the live system)
-#   PREFIX           /usr by default: commands in $PREFIX/sbin, the code in
+#   PREFIX           /usr by default: commands in $PREFIX/sbin (with links
+#                    $PREFIX/bin/mailq, $PREFIX/bin/newaliases and
+#                    $PREFIX/lib/sendmail where nothing is there yet), the code in
 #                    $PREFIX/lib/pfx (its daemons/ directory is daemon_directory),
 #                    the systemd unit in $PREFIX/lib/systemd/system
 #   PFX_PYTHON       the Python 3.11+ interpreter that has pfx's dependencies
@@ -143,6 +145,16 @@ do_install() {
         esac
     done
     rm -f "$gen"
+    # Where programs look for them (mailq_path, newaliases_path, and
+    # /usr/lib/sendmail of old), unless something is there already.
+    for link in "$PREFIX/bin/mailq:../sbin/mailq" "$PREFIX/bin/newaliases:../sbin/newaliases" \
+                "$PREFIX/lib/sendmail:../sbin/sendmail"; do
+        path=${link%%:*} target=${link#*:}
+        [ -e "$DESTDIR$path" ] || [ -L "$DESTDIR$path" ] && continue
+        makedir "$(dirname "$path")"
+        ln -s "$target" "$DESTDIR$path"
+        record file "$path"
+    done
 
     # Configuration, never overwritten.
     makedir "$CONFIG_DIR"
