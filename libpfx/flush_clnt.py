@@ -43,11 +43,17 @@ def _request(attrs: dict[str, Any], path: str = SERVICE) -> int:
     return int(reply["status"])
 
 
+_domains: dict[tuple[str, bool], Any] = {}
+
+
 def flush_domains(config: Any):
-    """The fast_flush_domains list, as a DomainList."""
+    """The fast_flush_domains list, as a DomainList (built once per value:
+    a deferring delivery agent asks for every deferred recipient)."""
     from libpfx.match_list import DomainList, parent_style
-    return DomainList("fast_flush_domains", config.get("fast_flush_domains"),
-                      parent_style(config, "fast_flush_domains"))
+    key = (config.get("fast_flush_domains"), parent_style(config, "fast_flush_domains"))
+    if key not in _domains:
+        _domains[key] = DomainList("fast_flush_domains", *key)
+    return _domains[key]
 
 
 def _site_request(config: Any, req: str, site: str, queue_id: str = "") -> int:

@@ -341,3 +341,28 @@ def test_same_listing_as_postfix(tmp_path: Path) -> None:
         else:
             assert sorted(ours.stdout.splitlines()) == sorted(theirs.stdout.splitlines())
         assert ours.stderr == theirs.stderr
+
+
+def attempts(ms: MailSystem, qid: str, rcpt: str) -> int:
+    return len(re.findall(rf"{qid}: to=<{re.escape(rcpt)}>.*status=deferred", ms.log()))
+
+
+def test_fast_flush_site_and_file(mail_system: MailSystem) -> None:
+    ms = started(mail_system)
+    qid = deferred(ms, "joe@example.com", ["user@flush.example"])
+    other = deferred(ms, "joe@example.com", ["user@other.example"])
+    log = ms.queue / "flush" / "flush_example"
+    ms.wait_for(lambda: log.exists() and qid in log.read_text(), what="fast flush log")
+    assert not (ms.queue / "flush" / "other_example").exists()
+    before = attempts(ms, qid, "user@flush.example")
+    result = ms.command("postqueue", "-s", "flush.example")
+    assert (result.returncode, result.stderr) == (0, "")
+    ms.wait_for(lambda: attempts(ms, qid, "user@flush.example") > before,
+                what="delivery attempt after postqueue -s")
+    before = attempts(ms, other, "user@other.example")
+    result = ms.command("postqueue", "-i", other)
+    assert (result.returncode, result.stderr) == (0, "")
+    ms.wait_for(lambda: attempts(ms, other, "user@other.example") > before,
+                what="delivery attempt after postqueue -i")
+    # An unknown queue ID is not an error, as in Postfix.
+    assert ms.command("postqueue", "-i", "ABCDEF123").returncode == 0
