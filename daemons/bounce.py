@@ -15,7 +15,7 @@ DESCRIPTION
     the service name in the master.cf file (bounce, defer or trace).
     This program expects to be run from the master process manager.
 
-    The bounce daemon processes four types of service requests:
+    The bounce daemon processes these types of service requests:
 
     append
            Append a recipient (non-)delivery status record to a
@@ -36,6 +36,10 @@ DESCRIPTION
            and of the corresponding message (sendmail -v, sendmail -bv,
            DSN NOTIFY=SUCCESS).  When the notification is posted
            successfully, the log file is deleted.
+
+    With VERP (sendmail -V), a fifth request, verp, sends one
+    non-delivery notification per recipient, each to the sender address
+    with that recipient encoded in it.
 
     Notifications are RFC 3464 multipart/report messages from the null
     sender ("Undelivered Mail Returned to Sender", "Delayed Mail (still
@@ -85,6 +89,14 @@ CONFIGURATION PARAMETERS
 
     double_bounce_sender (double-bounce)
            The sender address of postmaster notifications.
+
+    enable_threaded_bounces (no)
+           Give notifications References: and In-Reply-To: headers with
+           the Message-ID of the returned message, so that mail readers
+           show them in its thread.
+
+    ipc_timeout (3600s)
+           The time limit for a request from a client.
 
     mail_name (Postfix)
            The mail system name that is displayed in Received: headers

@@ -24,8 +24,8 @@ import pytest
 
 from conftest import ROOT
 from libpfx import attr, bounce_clnt, record
-from libpfx.deliver_request import (FLAG_RECORD, NOTIFY_DELAY, NOTIFY_FAILURE, NOTIFY_SUCCESS,
-                                    DeliverRequest, Recipient)
+from libpfx.deliver_request import (FLAG_MTA_VRFY, FLAG_RECORD, FLAG_USR_VRFY, NOTIFY_DELAY,
+                                    NOTIFY_FAILURE, NOTIFY_SUCCESS, DeliverRequest, Recipient)
 from libpfx.queue import QueueLayout, size_record
 
 HOST = "mail.example.com"
@@ -804,6 +804,44 @@ def test_success_notification(make_instance) -> None:
     assert bounce_clnt.trace_flush("active", qid, "alice@example.org", "7bit", 0, "", 0) == 0
     inst.wait_log(f"{qid}: sender delivery status notification: NEW0001")
     assert inst.cleanup.posted[0].message()["Subject"] == "Successful Mail Delivery Report"
+
+
+def test_address_verification_report(make_instance,
+                                     capfd: pytest.CaptureFixture[str]) -> None:
+    """sendmail -bv: nothing is delivered or bounced; each recipient's
+    fate goes to the trace log and the report says what would happen."""
+    inst = make_instance()
+    rcpts = [Recipient("bob@example.com", "bob@example.com"),
+             Recipient("nobody@example.com", "nobody@example.com")]
+    qid, _ = inst.queue_message("alice@example.org", rcpts)
+    request = inst.request(qid, "alice@example.org", rcpts, flags=FLAG_USR_VRFY)
+    assert bounce_clnt.sent(request, rcpts[0], "local", "2.0.0", "delivers to mailbox") == 0
+    assert bounce_clnt.bounce(request, rcpts[1], "local", "5.1.1", "unknown user") == 0
+    err = capfd.readouterr().err
+    assert "dsn=2.0.0, status=deliverable (delivers to mailbox)" in err
+    assert "dsn=5.1.1, status=undeliverable (unknown user)" in err
+    assert not inst.log_file("bounce", qid).exists()
+    assert bounce_clnt.trace_flush("active", qid, "alice@example.org", "7bit", 0, "", 0,
+                                   FLAG_USR_VRFY) == 0
+    inst.wait_log(f"{qid}: sender delivery status notification: NEW0001")
+    msg = inst.cleanup.posted[0].message()
+    assert msg["Subject"] == "Mail Delivery Status Report"
+    notification, report, _ = text_parts(msg)
+    assert notification.get_content().endswith(
+        "\n<bob@example.com>: delivery via local: delivers to mailbox\n"
+        "\n<nobody@example.com>: delivery via local: unknown user\n")
+    actions = [(f["Action"], f["Status"]) for f in status_fields(report)[1:]]
+    assert actions == [("deliverable", "2.0.0"), ("undeliverable", "5.1.1")]
+
+
+def test_address_probe_is_only_logged(make_instance, capfd: pytest.CaptureFixture[str]) -> None:
+    inst = make_instance()
+    rcpt = Recipient("bob@example.com", "bob@example.com")
+    qid, _ = inst.queue_message(f"double-bounce@{HOST}", [rcpt])
+    request = inst.request(qid, f"double-bounce@{HOST}", [rcpt], flags=FLAG_MTA_VRFY)
+    assert bounce_clnt.defer(request, rcpt, "local", "4.4.1", "no route") == 0
+    assert "dsn=4.4.1, status=undeliverable (no route)" in capfd.readouterr().err
+    assert not inst.log_file("defer", qid).exists()
 
 
 def test_no_trace_for_bounces(make_instance) -> None:
