@@ -119,3 +119,59 @@ def test_setgid_wrapper_cleans_the_environment(tmp_path: Path) -> None:
     assert seen == [("LANG", "C"), ("MAIL_CONFIG", "/etc/pfx"), ("PATH", "/usr/bin:/bin"),
                     ("TZ", "UTC")]
     assert lines[1] == "1 1 ['-c', 'dir', 'arg two']"
+
+
+def _system_python() -> str | None:
+    """A Python 3.11+ that an unprivileged user may run (the test
+    interpreter may live in root's home)."""
+    for path in ("/usr/bin/python3", "/usr/local/bin/python3"):
+        if os.path.exists(path):
+            probe = subprocess.run(["su", "-s", "/bin/sh", "nobody", "-c",
+                                    f"{path} -c 'import sys; assert sys.version_info >= (3, 11)'"],
+                                   capture_output=True, timeout=30)
+            if probe.returncode == 0:
+                return path
+    return None
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("gcc") is None or shutil.which("su") is None,
+                    reason="needs root, gcc and su")
+def test_unprivileged_submission_goes_through_the_setgid_postdrop(tmp_path: Path) -> None:
+    python = _system_python()
+    if python is None:
+        pytest.skip("no Python 3.11 that nobody may run")
+    sys.path.insert(0, str(ROOT / "tests"))
+    from mailsystem import MailSystem
+    os.chmod(tmp_path, 0o755)
+    sbin = tmp_path / "sbin"
+    sbin.mkdir()
+    launcher = sbin / "postdrop-launcher"
+    launcher.write_text(f"import sys\nsys.path.insert(0, {str(ROOT)!r})\n"
+                        "from tools.postdrop import main\nsys.exit(main())\n")
+    subprocess.run(["gcc", "-O2", f'-DPFX_PYTHON="{python}"', f'-DPFX_SCRIPT="{launcher}"',
+                    "-o", str(sbin / "postdrop"), str(ROOT / "tools" / "setgid_wrapper.c")],
+                   check=True, timeout=60)
+    system = MailSystem(tmp_path, {"command_directory": str(sbin)})
+    os.chown(sbin / "postdrop", 0, grp.getgrnam(system.setgid_group).gr_gid)
+    os.chmod(sbin / "postdrop", 0o2755)
+    from libpfx.config import Config
+    from libpfx.queue_tree import create_missing
+    create_missing(Config.load(str(system.etc)))
+    os.chmod(system.etc, 0o755)
+    command = (f"MAIL_CONFIG={system.etc} {python} -c \"import sys; "
+               f"sys.path.insert(0, {str(ROOT)!r}); from tools.sendmail import main; main()\" "
+               "root")
+    result = subprocess.run(["su", "-s", "/bin/sh", "nobody", "-c", command],
+                            input=b"Subject: x\n\nx\n", capture_output=True, timeout=60)
+    errors = result.stderr.decode().splitlines()
+    # postdrop ran with the postdrop group (its own check says so): a
+    # set-gid postdrop refuses a configuration directory that the
+    # default main.cf does not list.
+    assert result.returncode == 75
+    assert errors[0] in (
+        f"postdrop: error: unauthorized configuration directory name: {system.etc}",
+        "postdrop: fatal: open /etc/postfix/main.cf: No such file or directory"), errors
+    import pwd
+    uid = pwd.getpwnam("nobody").pw_uid
+    assert errors[-1].endswith(f"nobody({uid}): unable to execute {sbin}/postdrop -r: Success")
+    assert system.queue_files("maildrop") == []
