@@ -144,6 +144,9 @@ from libpfx.queue import DEFERRED, INCOMING, QueueLayout
 # The queue scans, in Postfix's priority order.
 SCAN_INCOMING, SCAN_DEFERRED = 0, 1
 
+# Seconds between looks at active/ files still locked by a delivery agent.
+LEFTOVER_RECHECK = 1.0
+
 
 class Scan:
     """A walk through one queue directory, restartable by request."""
@@ -210,7 +213,7 @@ class Qmgr:
             ipc_timeout=config.get_time("qmgr_ipc_timeout"),
             defer_now=lambda entry, dsn: entry.message.defer_now(entry, dsn))
         layout = QueueLayout.from_config(config)
-        self.active = ActiveQueue(config, layout, self.sched)
+        self.active = ActiveQueue(config, layout, self.sched, self.watch_leftovers)
         self.scans = [Scan(layout, INCOMING), Scan(layout, DEFERRED)]
         self.first_scan = SCAN_INCOMING
         for fd in (server.MASTER_LISTEN_FD, server.MASTER_STATUS_FD):
@@ -239,12 +242,21 @@ class Qmgr:
                   "default_destination_concurrency_failed_cohort_limit"))
 
     def start(self) -> None:
-        self.active.move_leftovers()
-        self.request(SCAN_INCOMING, SCAN_START)
+        self.leftovers(None)
         self.deferred_run(None)
 
     def request(self, index: int, flags: int) -> None:
         self.scans[index].request(flags, self.sched.enable_all)
+
+    def watch_leftovers(self) -> None:
+        """Look again soon for active/ files that agents of a previous
+        queue manager were still delivering."""
+        self.sched.timers.request(self.leftovers, None, LEFTOVER_RECHECK)
+
+    def leftovers(self, _arg: object) -> None:
+        if self.active.move_leftovers():
+            self.watch_leftovers()
+        self.request(SCAN_INCOMING, SCAN_START)
 
     def deferred_run(self, _arg: object) -> None:
         """Scan the deferred queue every queue_run_delay seconds."""

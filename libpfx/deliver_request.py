@@ -9,6 +9,8 @@ answers `{status}`.  docs/ARCHITECTURE.md has the attribute list.
 
 from __future__ import annotations
 
+import fcntl
+import os
 import time
 from dataclasses import dataclass, field, fields
 
@@ -93,8 +95,44 @@ def read_reply(stream: AttrStream) -> int:
     return int(stream.recv({"status": int})["status"])
 
 
+# The queue file of the request being delivered, share-locked from
+# receive() to reply() as Postfix's agents do: a queue manager that
+# restarts meanwhile sees the lock and leaves the file alone for a while
+# instead of delivering it a second time.
+_locked_fd = -1
+
+
+def _release() -> None:
+    global _locked_fd
+    if _locked_fd >= 0:
+        os.close(_locked_fd)
+        _locked_fd = -1
+
+
+def _lock_queue_file(queue_name: str, queue_id: str) -> None:
+    """Share-lock the request's queue file (the agent runs in the queue
+    directory; the file may sit in a hashed subdirectory)."""
+    global _locked_fd
+    from libpfx.queue import QueueLayout
+    _release()
+    for depth in (0, 1, 2, 3):
+        layout = QueueLayout(".", (queue_name,) if depth else (), max(depth, 1))
+        try:
+            fd = os.open(layout.path(queue_name, queue_id), os.O_RDONLY | os.O_CLOEXEC)
+        except (OSError, ValueError):
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+        except OSError:
+            os.close(fd)
+            return
+        _locked_fd = fd
+        return
+
+
 def receive(stream: AttrStream, max_recipients: int = 100000) -> DeliverRequest:
-    """The agent side: say hello, then read a whole request."""
+    """The agent side: say hello, then read a whole request; its queue
+    file stays share-locked until reply()."""
     stream.send(status=0)
     expect = dict(_ENVELOPE_TYPES, rcpt_count=int)
     attrs = stream.recv(expect)
@@ -105,9 +143,11 @@ def receive(stream: AttrStream, max_recipients: int = 100000) -> DeliverRequest:
     request.agent_handoff = time.time()
     for _ in range(count):
         request.recipients.append(Recipient(**stream.recv(_RCPT_TYPES)))
+    _lock_queue_file(request.queue_name, request.queue_id)
     return request
 
 
 def reply(stream: AttrStream, status: int) -> None:
-    """The agent side: the final status."""
+    """The agent side: the final status (and the queue file's lock goes)."""
+    _release()
     stream.send(status=status)

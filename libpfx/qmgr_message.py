@@ -11,7 +11,7 @@ import os
 import stat
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from libpfx import bounce_clnt, msg, queue, rewrite_clnt
 from libpfx.deliver_request import FLAG_MTA_VRFY, FLAG_USR_VRFY, DeliverRequest, Recipient
@@ -34,9 +34,6 @@ FORCE_EXPIRE = 1 << 5       # postsuper -e: return the message now
 # postsuper -e, -f), as Postfix's MAIL_QUEUE_STAT_*.
 STAT_UNTHROTTLE = stat.S_IRGRP
 STAT_EXPIRE = stat.S_IXGRP
-
-# Postfix's record of the time stamp it puts on a left-over active file.
-LOCKED_DEFER = 60
 
 
 @dataclass
@@ -131,10 +128,12 @@ class Message:
 class ActiveQueue:
     """The messages in the active queue and what becomes of them."""
 
-    def __init__(self, config: "Config", layout: QueueLayout, sched: Scheduler) -> None:
+    def __init__(self, config: "Config", layout: QueueLayout, sched: Scheduler,
+                 watch_leftovers: Callable[[], None]) -> None:
         self.settings = Settings.from_config(config)
         self.layout = layout
         self.sched = sched
+        self.watch_leftovers = watch_leftovers
         self.messages: dict[str, Message] = {}
 
     def __len__(self) -> int:
@@ -142,12 +141,21 @@ class ActiveQueue:
 
     # Start-up.
 
-    def move_leftovers(self) -> None:
-        """Move files a previous queue manager left in active/ back to
-        incoming/, where they are picked up first: no message is lost,
-        and recipients already marked done are not delivered again."""
+    def move_leftovers(self) -> int:
+        """Move files that a previous queue manager left in active/ back to
+        incoming/, where they are taken in first: no message is lost, and
+        recipients already marked done are not delivered again.  A file
+        that an agent still delivers (it holds a lock) stays until the
+        agent is done, so that it can mark its recipients; the number of
+        those is returned."""
         now = time.time()
+        busy = 0
         for queue_id, path in list(self.layout.scan(ACTIVE)):
+            if queue_id in self.messages:
+                continue
+            if _locked(path):
+                busy += 1
+                continue
             try:
                 os.utime(path, (now, now))
                 self.layout.move(queue_id, ACTIVE, INCOMING)
@@ -155,6 +163,7 @@ class ActiveQueue:
                 continue
             except OSError as err:
                 msg.fatal(f"move {path} to {INCOMING}: {err.strerror}")
+        return busy
 
     # Bringing a message in.
 
@@ -192,8 +201,9 @@ class ActiveQueue:
             msg.fatal(f"qmgr_active_feed: {queue_id}: rename from {queue_name} to "
                       f"{ACTIVE}: {err.strerror}")
         if _locked(path):
-            # An agent of a previous queue manager is still delivering it.
-            self.defer_file(queue_id, INCOMING, LOCKED_DEFER)
+            # An agent of a previous queue manager is still delivering it:
+            # leave the file where that agent marks its recipients done.
+            self.watch_leftovers()
             return False
         try:
             env = queue.read_envelope(path)

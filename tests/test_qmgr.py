@@ -38,7 +38,7 @@ def configure(ms: MailSystem, **extra: str) -> None:
 
 def queue_file(ms: MailSystem, queue_name: str, recipients: list[str], *,
                sender: str = SENDER, done: tuple[str, ...] = (), arrival: float | None = None,
-               warn: int | None = None, complete: bool = True) -> str:
+               warn: int | None = None, complete: bool = True, body: bytes = BODY) -> str:
     """Write a queue file as cleanup does; the queue ID."""
     layout = QueueLayout(str(ms.queue))
     qf = layout.create(queue_name)
@@ -53,14 +53,14 @@ def queue_file(ms: MailSystem, queue_name: str, recipients: list[str], *,
         qf.write_record(record.DONE if rcpt in done else record.RCPT, rcpt.encode())
     qf.write_record(record.MESG, b"")
     data_offset = qf.tell()
-    for line in BODY.split(b"\n")[:-1]:
+    for line in body.split(b"\n")[:-1]:
         qf.write_record(record.NORM, line)
     data_size = qf.tell() - data_offset
     qf.write_record(record.XTRA, b"")
     qf.write_record(record.END, b"")
     qf.seek(0)
     qf.write_record(record.SIZE, size_record(data_size, data_offset, len(recipients), 0,
-                                             len(BODY)))
+                                             len(body)))
     if complete:
         qf.finish()
     else:
@@ -126,7 +126,7 @@ def test_missing_agent_defers_with_backoff(mail_system: MailSystem) -> None:
     trigger(ms)
     ms.wait_log(r"postfix/qmgr\[\d+\]: warning: connect to transport private/nosuch: "
                 r"No such file or directory")
-    ms.wait_log(rf"postfix/retry\[\d+\]: {qid}: to=<x@nowhere.example>, .*dsn=4.3.0, "
+    ms.wait_log(rf"postfix/error\[\d+\]: {qid}: to=<x@nowhere.example>, .*dsn=4.3.0, "
                 r"status=deferred \(mail transport unavailable\)")
     ms.wait_for(lambda: qid in ms.queue_files("deferred"), what="deferred file")
     path = ms.queue / "deferred" / qid[0] / qid
@@ -140,14 +140,14 @@ def test_broken_agent_defers_and_keeps_the_message(mail_system: MailSystem) -> N
     qid = queue_file(ms, "incoming", ["x@broken.example", "y@fine.example"])
     trigger(ms)
     ms.wait_log(r"postfix/qmgr\[\d+\]: warning: private/broken: premature disconnect")
-    ms.wait_log(rf"postfix/retry\[\d+\]: {qid}: to=<x@broken.example>, .*dsn=4.3.0, "
+    ms.wait_log(rf"postfix/error\[\d+\]: {qid}: to=<x@broken.example>, .*dsn=4.3.0, "
                 r"status=deferred \(mail transport unavailable\)")
     ms.wait_log(rf"postfix/discard\[\d+\]: {qid}: to=<y@fine.example>, .*status=sent")
     ms.wait_for(lambda: qid in ms.queue_files("deferred"), what="deferred file")
     # The dead transport is not tried again until transport_retry_time.
     second = queue_file(ms, "incoming", ["z@broken.example"])
     trigger(ms)
-    ms.wait_log(rf"postfix/retry\[\d+\]: {second}: to=<z@broken.example>, .*"
+    ms.wait_log(rf"postfix/error\[\d+\]: {second}: to=<z@broken.example>, .*"
                 r"status=deferred \(mail transport unavailable\)")
     assert count(ms, r"premature disconnect") == 1
 
@@ -156,7 +156,7 @@ def test_defer_transports_until_postqueue_f(mail_system: MailSystem) -> None:
     ms = started(mail_system, defer_transports="discard")
     qid = queue_file(ms, "incoming", ["x@held.example"])
     trigger(ms)
-    ms.wait_log(rf"postfix/retry\[\d+\]: {qid}: to=<x@held.example>, .*dsn=4.3.2, "
+    ms.wait_log(rf"postfix/error\[\d+\]: {qid}: to=<x@held.example>, .*dsn=4.3.2, "
                 r"status=deferred \(deferred transport\)")
     ms.wait_for(lambda: qid in ms.queue_files("deferred"), what="deferred file")
     # A plain deferred scan leaves it alone: its time has not come.
@@ -190,7 +190,7 @@ def test_force_expire(mail_system: MailSystem) -> None:
     trigger(ms, b"ADI")
     ms.wait_log(rf"postfix/qmgr\[\d+\]: {qid}: from=<{SENDER}>, status=force-expired, "
                 r"returned to sender$")
-    ms.wait_log(rf"postfix/defer\[\d+\]: {qid}: sender non-delivery notification: \w+")
+    ms.wait_log(rf"postfix/bounce\[\d+\]: {qid}: sender non-delivery notification: \w+")
     ms.wait_log(rf"{qid}: removed")
 
 
@@ -198,7 +198,7 @@ def test_delay_warning(mail_system: MailSystem) -> None:
     ms = started(mail_system, delay_warning_time="1h")
     qid = queue_file(ms, "incoming", ["x@nowhere.example"], warn=int(time.time()) - 10)
     trigger(ms)
-    ms.wait_log(rf"postfix/defer\[\d+\]: {qid}: sender delay notification: \w+")
+    ms.wait_log(rf"postfix/bounce\[\d+\]: {qid}: sender delay notification: \w+")
     ms.wait_for(lambda: qid in ms.queue_files("deferred"), what="deferred file")
     env = queue.read_envelope(str(ms.queue / "deferred" / qid[0] / qid))
     assert env.warn_time == -1
@@ -249,33 +249,6 @@ def test_active_leftovers_are_delivered_after_restart(mail_system: MailSystem) -
     assert count(ms, rf"{qid}: to=<") == 1
 
 
-def agents(ms: MailSystem, name: str) -> int:
-    """Processes of this instance running the named program."""
-    found = 0
-    for pid in ms.processes():
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as fp:
-                words = fp.read().split(b"\0")
-        except OSError:
-            continue
-        if words and os.path.basename(words[0].decode(errors="replace")).startswith(name):
-            found += 1
-    return found
-
-
-def test_destination_concurrency_limit(mail_system: MailSystem) -> None:
-    """With one delivery at a time to a destination, master never needs
-    a second discard process; with the default limits it does."""
-    ms = started(mail_system, discard_destination_concurrency_limit="1",
-                 discard_initial_destination_concurrency="1")
-    ids = [queue_file(ms, "incoming", ["x@one.example"]) for _ in range(40)]
-    trigger(ms)
-    ms.wait_for(lambda: count(ms, r": removed$") == len(ids), timeout=30, what="deliveries")
-    assert count(ms, r"postfix/discard\[\d+\]: .*status=sent") == len(ids)
-    pids = set(re.findall(r"postfix/discard\[(\d+)\]", ms.log()))
-    assert len(pids) <= 2
-
-
 def sleeping(marker: str) -> int:
     """Processes running /bin/sleep marker, on the whole machine (the
     marker is chosen to be unique)."""
@@ -310,6 +283,28 @@ def test_local_concurrency_per_recipient(mail_system: MailSystem) -> None:
     assert most == 2
 
 
+def test_transport_process_limit(mail_system: MailSystem) -> None:
+    """Six slow recipients, each a destination of its own: no more
+    deliveries at once than local's master.cf process limit."""
+    ms = mail_system
+    marker = f"0.{os.getpid() % 1000:03d}8"
+    ms.set_aliases("postmaster: root\n" + "".join(
+        f'slow{i}: "|/bin/sleep {marker}"\n' for i in range(6)))
+    ms.configure({}, re.sub(r"(?m)^local(\s+unix\s+\S+\s+\S+\s+\S+\s+\S+\s+)-",
+                            r"local\g<1>3", stock_master_cf()))
+    ms.start()
+    ms.wait_for(lambda: (ms.queue / "incoming").is_dir(), what="queue tree")
+    qid = queue_file(ms, "incoming", [f"slow{i}@pfx.example" for i in range(6)])
+    trigger(ms)
+    most = 0
+    deadline = time.monotonic() + 30
+    while f"{qid}: removed" not in ms.log() and time.monotonic() < deadline:
+        most = max(most, sleeping(marker))
+        time.sleep(0.02)
+    assert count(ms, rf"postfix/local\[\d+\]: {qid}: .*status=sent") == 6
+    assert most == 3
+
+
 def test_kill_9_during_burst_delivers_each_message_once(mail_system: MailSystem) -> None:
     ms = started(mail_system)
     ids = [queue_file(ms, "incoming", [f"u{i}@burst.example"]) for i in range(200)]
@@ -332,6 +327,30 @@ def test_kill_9_during_burst_delivers_each_message_once(mail_system: MailSystem)
         assert len(re.findall(rf"{qid}: to=<.*status=sent", log)) == 1, qid
     for name in ("incoming", "active", "deferred", "corrupt"):
         assert ms.queue_files(name) == [], name
+
+
+def test_kill_9_during_local_burst_fills_the_mailbox_once(mail_system: MailSystem) -> None:
+    ms = mail_system
+    ms.start()
+    ms.wait_for(lambda: (ms.queue / "incoming").is_dir(), what="queue tree")
+    count_ = 100
+    for i in range(count_):
+        queue_file(ms, "incoming", ["root@pfx.example"],
+                   body=b"Subject: burst %d\n\ntoken-%d-end\n" % (i, i))
+    trigger(ms)
+    ms.wait_for(lambda: count(ms, r"status=sent") >= 5, timeout=30, what="first deliveries")
+    for pid in set(re.findall(r"postfix/qmgr\[(\d+)\]", ms.log())):
+        os.kill(int(pid), signal.SIGKILL)
+    assert count(ms, r"status=sent") < count_
+    time.sleep(0.2)
+    ms.wait_for(lambda: _try_trigger(ms), what="a new qmgr")
+    ms.wait_for(lambda: count(ms, r"status=sent") >= count_ and not any(
+        ms.queue_files(name) for name in ("incoming", "active", "deferred")),
+        timeout=60, what="every message")
+    mailbox = ms.mailbox("root").read_text()
+    for i in range(count_):
+        assert mailbox.count(f"token-{i}-end") == 1, i
+    assert mailbox.count("\nFrom ") + mailbox.startswith("From ") == count_
 
 
 def _try_trigger(ms: MailSystem) -> bool:
