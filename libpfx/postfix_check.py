@@ -157,16 +157,35 @@ class Checker:
                         self.warn(f"{config.where(name)}: parameter {name}: "
                                   f"unsupported dictionary type: {dtype}")
 
+    def shared_files(self) -> bool:
+        """False for a secondary instance (listed in the default
+        main.cf's multi_instance_directories): it leaves the files it
+        shares with the primary one to that one's checks."""
+        from libpfx.config import DEFAULT_CONFIG_DIR, Config, split_list
+        config_dir = self.config.config_dir
+        if config_dir == DEFAULT_CONFIG_DIR \
+                or not os.path.isfile(f"{DEFAULT_CONFIG_DIR}/main.cf"):
+            return True
+        instances = split_list(Config.load(DEFAULT_CONFIG_DIR).get("multi_instance_directories"))
+        return config_dir not in instances
+
     def check_warn(self) -> None:
         q = self.queue_directory
         config = self.config
+        shared = self.shared_files()
         root_owned = [*self.one(f"{q}/."), *self.one(f"{q}/pid")]
         self.owned(iter(root_owned), self.root_uid, self.root_name)
         self.not_writable(iter(root_owned))
 
-        config_tree = list(self.walk(f"{config.config_dir}/."))
-        self.owned(iter(config_tree), self.root_uid, self.root_name)
-        self.not_writable(iter(config_tree))
+        tops = {f"{config.config_dir}/."}
+        if shared:
+            tops |= {f"{config.get(name)}/." for name in
+                     ("daemon_directory", "meta_directory", "shlib_directory")
+                     if config.get(name) not in ("", "no")}
+        for top in sorted(tops):
+            tree = list(self.walk(top))
+            self.owned(iter(tree), self.root_uid, self.root_name)
+            self.not_writable(iter(tree))
 
         data = config.get("data_directory")
         if data:
@@ -179,9 +198,15 @@ class Checker:
                        skip=lambda st: stat.S_ISFIFO(st.st_mode) or stat.S_ISSOCK(st.st_mode))
         # Not into maildrop: the least trusted directory.
         self.owned(self.one(f"{q}/maildrop"), self.owner_uid, self.mail_owner)
-        for path, st in [*self.one(f"{q}/public"), *self.one(f"{q}/maildrop")]:
+        setgid_programs = [f"{config.get('command_directory')}/{name}"
+                           for name in ("postqueue", "postdrop")] if shared else []
+        for path, st in [entry for path in (*setgid_programs, f"{q}/public", f"{q}/maildrop")
+                         for entry in self.one(path)]:
             if st.st_gid != self.setgid_gid:
                 self.warn(f"not owned by group {self.setgid_group}: {path}")
+        for path, st in [entry for path in setgid_programs for entry in self.one(path)]:
+            if st.st_mode & 0o2111 != 0o2111:
+                self.warn(f"not set-gid or not owner+group+world executable: {path}")
 
         for top in JAIL_DIRS:
             jail = os.path.join(q, top)
@@ -196,6 +221,12 @@ class Checker:
         for path, st in self.walk(f"{q}/corrupt"):
             if stat.S_ISREG(st.st_mode):
                 self.warn(f"damaged message: corrupt/{os.path.relpath(path, f'{q}/corrupt')}")
+
+        # Remnants of another MTA.
+        if shared and os.path.isfile("/usr/sbin/sendmail") and os.path.isfile("/usr/lib/sendmail") \
+                and not filecmp.cmp("/usr/sbin/sendmail", "/usr/lib/sendmail", shallow=False):
+            self.warn("/usr/lib/sendmail and /usr/sbin/sendmail differ")
+            self.warn("Replace one by a symbolic link to the other")
 
     # set-permissions.
 
