@@ -201,9 +201,9 @@ class QueueFile:
         incomplete, and the caller should abort()."""
         self.fp.flush()
         fd = self.fp.fileno()
-        os.fsync(fd)
+        os.fdatasync(fd)        # the records are on disk before the mark says so
         os.fchmod(fd, 0o700 | self.mode)
-        os.fsync(fd)
+        os.fsync(fd)            # and the mark before the message is acknowledged
         self.fp.close()
 
     def abort(self) -> None:
