@@ -95,15 +95,38 @@ CONFIGURATION PARAMETERS
     detect_8bit_encoding_header (yes)
         Automatically detect 8BITMIME body content by looking at
         Content-Transfer-Encoding: message headers.
+    message_reject_characters (empty)
+        The set of characters that Postfix will reject in message
+        content.
+    message_strip_characters (empty)
+        The set of characters that Postfix will remove from message
+        content.
+
+    SMTPUTF8 CONTROLS
+    smtputf8_enable (yes)
+        Enable preliminary SMTPUTF8 support: UTF-8 in the sender address
+        or in headers is recorded in the queue file, and requests SMTPUTF8
+        when the client asks for detection.
 
     ADDRESS TRANSFORMATION CONTROLS
     canonical_maps (empty)
         Optional address mapping lookup tables for message headers and
         envelopes.
-    canonical_classes (envelope_sender, envelope_recipient, header_sender, header_recipient)
+    canonical_classes (envelope_sender, envelope_recipient, header_sender,
+    header_recipient)
         What addresses are subject to canonical_maps address mapping.
-    recipient_canonical_maps (empty), recipient_canonical_classes (envelope_recipient, header_recipient)
-    sender_canonical_maps (empty), sender_canonical_classes (envelope_sender, header_sender)
+    recipient_canonical_maps (empty)
+        Optional address mapping lookup tables for envelope and header
+        recipient addresses.
+    recipient_canonical_classes (envelope_recipient, header_recipient)
+        What addresses are subject to recipient_canonical_maps address
+        mapping.
+    sender_canonical_maps (empty)
+        Optional address mapping lookup tables for envelope and header
+        sender addresses.
+    sender_canonical_classes (envelope_sender, header_sender)
+        What addresses are subject to sender_canonical_maps address
+        mapping.
     masquerade_classes (envelope_sender, header_sender, header_recipient)
         What addresses are subject to address masquerading.
     masquerade_domains (empty)
@@ -179,9 +202,12 @@ CONFIGURATION PARAMETERS
         and that locally posted mail is delivered to.
     queue_directory (see 'postconf -d' output)
         The location of the pfx top-level queue directory.
-    recipient_bcc_maps (empty), sender_bcc_maps (empty)
+    recipient_bcc_maps (empty)
         Optional BCC (blind carbon-copy) address lookup tables, indexed by
-        recipient or sender address.
+        recipient address.
+    sender_bcc_maps (empty)
+        Optional BCC (blind carbon-copy) address lookup tables, indexed by
+        sender address.
     virtual_alias_maps ($virtual_maps)
         Optional lookup tables that alias specific mail addresses or
         domains to other local or remote addresses.

@@ -33,11 +33,12 @@ from typing import Callable
 from libpfx import msg, record, tok822
 from libpfx.cleanup_addr import ENV_FROM, ENV_RCPT, HDR_FROM, HDR_RCPT, AddressMapper
 from libpfx.cleanup_clnt import (
-    CLEANUP_FLAG_BCC_OK, CLEANUP_FLAG_BOUNCE, CLEANUP_FLAG_DISCARD, CLEANUP_FLAG_FILTER,
-    CLEANUP_FLAG_FILTER_ALL, CLEANUP_FLAG_HOLD, CLEANUP_FLAG_MAP_OK, CLEANUP_FLAG_MASK_EXTRA,
-    CLEANUP_STAT_BAD, CLEANUP_STAT_CONT, CLEANUP_STAT_DEFER, CLEANUP_STAT_HOPS,
-    CLEANUP_STAT_MASK_CANT_BOUNCE, CLEANUP_STAT_MASK_INCOMPLETE, CLEANUP_STAT_RCPT,
-    CLEANUP_STAT_SIZE, CLEANUP_STAT_WRITE, stat_detail)
+    CLEANUP_FLAG_AUTOUTF8, CLEANUP_FLAG_BCC_OK, CLEANUP_FLAG_BOUNCE, CLEANUP_FLAG_DISCARD,
+    CLEANUP_FLAG_FILTER, CLEANUP_FLAG_FILTER_ALL, CLEANUP_FLAG_HOLD, CLEANUP_FLAG_MAP_OK,
+    CLEANUP_FLAG_MASK_EXTRA, CLEANUP_FLAG_SMTPUTF8, CLEANUP_STAT_BAD, CLEANUP_STAT_CONT,
+    CLEANUP_STAT_DEFER, CLEANUP_STAT_HOPS, CLEANUP_STAT_MASK_CANT_BOUNCE,
+    CLEANUP_STAT_MASK_INCOMPLETE, CLEANUP_STAT_RCPT, CLEANUP_STAT_SIZE, CLEANUP_STAT_WRITE,
+    stat_detail)
 from libpfx.config import Config, split_list
 from libpfx.deliver_request import NOTIFY_NEVER, NOTIFY_SUCCESS, DeliverRequest, Recipient
 from libpfx.dsn_util import DSN, dsn_split
@@ -64,7 +65,11 @@ EXT_RECIPIENT_TYPES = "EDRO/Kon"
 MAIL_ADDR_MAIL_DAEMON = "MAILER-DAEMON"
 LOCAL_CONTEXT, REMOTE_CONTEXT = "local", "remote"
 DSN_RET_HDRS = 2                # return only the headers (RET=HDRS)
-MAX_ATTR_COUNT = 100            # queue file attributes (Postfix's qattr_count_limit)
+MAX_ATTR_COUNT = 100
+# What makes a message need SMTPUTF8 (Postfix's SMTPUTF8_FLAG_*).
+SMTPUTF8_FLAG_REQUESTED = 1 << 0
+SMTPUTF8_FLAG_HEADER = 1 << 1
+SMTPUTF8_FLAG_SENDER = 1 << 2            # queue file attributes (Postfix's qattr_count_limit)
 
 # Actions of header_checks and body_checks that drop the line.
 _DROP = None
@@ -164,6 +169,7 @@ class CleanupSettings:
         self.remote_rwr_domain = get("remote_header_rewrite_domain")
         self.hfrom_std = get("header_from_format").lower() != "obsolete"
         self.disable_mime = config.get_bool("disable_mime_input_processing")
+        self.smtputf8_enable = config.get_bool("smtputf8_enable")
         self.auto_8bit_enc_hdr = config.get_bool("detect_8bit_encoding_header")
         self.headers = HeaderTable(config.get_list("message_drop_headers"))
         self.reject_chars = _octets(unescape(get("message_reject_characters")))
@@ -242,6 +248,21 @@ class CleanupState:
         """The client's request flags (cleanup_control)."""
         self.flags = flags
         self.err_mask = CLEANUP_STAT_MASK_INCOMPLETE if flags & CLEANUP_FLAG_BOUNCE else ~0
+        if flags & CLEANUP_FLAG_SMTPUTF8:
+            self.smtputf8 = SMTPUTF8_FLAG_REQUESTED
+
+    def detect_utf8(self, text: str, flag: int) -> None:
+        """Note UTF-8 in an address or header (flag says where); with
+        CLEANUP_FLAG_AUTOUTF8 that makes the message request SMTPUTF8."""
+        if not self.s.smtputf8_enable or text.isascii():
+            return
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            return                  # not valid UTF-8: undecodable bytes
+        self.smtputf8 |= flag
+        if self.flags & CLEANUP_FLAG_AUTOUTF8:
+            self.smtputf8 |= SMTPUTF8_FLAG_REQUESTED
 
     def out_ok(self) -> bool:
         return not self.errs & self.err_mask and not self.flags & CLEANUP_FLAG_DISCARD
@@ -279,6 +300,7 @@ class CleanupState:
         line (with a tab added where it does not start with white space),
         cut at header_size_limit: at a line end when most of the header
         fits, else in the middle of the line (cleanup_out_header)."""
+        self.detect_utf8(header, SMTPUTF8_FLAG_HEADER)
         limit = self.s.header_limit
         start = 0
         for i, line in enumerate(header.split("\n")):
@@ -337,8 +359,15 @@ class CleanupState:
             return
         if self.in_rcpt:
             self.qmgr_opts |= 1     # recipients mixed with other records
-        if rtype == record.SIZE or mapped_type == record.CTIME:
-            return                  # our own C and create_time records count
+        if rtype == record.SIZE:
+            # Our own C record counts, except for a requeued message's
+            # SMTPUTF8 request.
+            fields = data.split()
+            if len(fields) >= 6 and fields[5].isdigit():
+                self.smtputf8 |= int(fields[5]) & SMTPUTF8_FLAG_REQUESTED
+            return
+        if mapped_type == record.CTIME:
+            return                  # our own create_time record counts
         if rtype == record.TIME:
             if not self.arrival_time:
                 try:
@@ -484,6 +513,7 @@ class CleanupState:
             clean = ""
         if self.flags & CLEANUP_FLAG_MAP_OK:
             clean = mapper.map_address(self, clean, ENV_FROM) if clean else clean
+        self.detect_utf8(clean, SMTPUTF8_FLAG_SENDER)
         self.out_text(record.FROM, clean)
         self.sender = clean
         if self.flags & CLEANUP_FLAG_BCC_OK and clean and mapper.send_bcc is not None:
@@ -497,8 +527,10 @@ class CleanupState:
         clean = self.s.rewrite(LOCAL_CONTEXT, address or self.s.empty_addr)
         if self.flags & CLEANUP_FLAG_MAP_OK:
             clean = mapper.map_address(self, clean, ENV_RCPT)
+        self.detect_utf8(clean, 0)
         if self.dsn_orcpt is None and clean:
-            self.dsn_orcpt = "rfc822;" + clean
+            utf8 = not clean.isascii() and self.smtputf8 & SMTPUTF8_FLAG_REQUESTED
+            self.dsn_orcpt = ("utf-8;" if utf8 else "rfc822;") + clean
         self.out_recipient(self.dsn_orcpt or "", self.dsn_notify, self.orig_rcpt or "", clean)
         self.recip = clean
         if self.flags & CLEANUP_FLAG_BCC_OK and clean and mapper.rcpt_bcc is not None:
@@ -511,6 +543,7 @@ class CleanupState:
         clean = self.s.rewrite(LOCAL_CONTEXT, address)
         if self.flags & CLEANUP_FLAG_MAP_OK:
             clean = self.s.mapper.map_address(self, clean, ENV_RCPT)
+        self.detect_utf8(clean, 0)
         self.out_recipient("", 0, clean, clean)
 
     def out_recipient(self, dsn_orcpt: str, dsn_notify: int, orcpt: str, recip: str) -> None:

@@ -318,7 +318,8 @@ def checks_run(tmp_path: Path, rules: str, body_rules: str = "") -> Run:
 
 
 def test_header_checks_reject(tmp_path: Path, capfd: pytest.CaptureFixture) -> None:
-    run = checks_run(tmp_path, "/^Subject: spam/ REJECT\n/^Subject: later/ REJECT 4.7.0 try later\n")
+    run = checks_run(tmp_path, "/^Subject: spam/ REJECT\n"
+                               "/^Subject: later/ REJECT 4.7.0 try later\n")
     state = run.submit(b"Subject: spam offer\n\nb\n")
     assert run.status == CLEANUP_STAT_CONT
     assert state.reason == "5.7.1 message content rejected"
@@ -427,3 +428,15 @@ def test_reject_and_strip_characters(tmp_path: Path, capfd: pytest.CaptureFixtur
 def test_unescape() -> None:
     from libpfx.cleanup_state import unescape
     assert unescape(r"\0\r\n\t\\x\101\377") == "\0\r\n\t\\xA\xff"
+
+
+def test_smtputf8_detection(tmp_path: Path) -> None:
+    from libpfx.cleanup_clnt import CLEANUP_FLAG_AUTOUTF8
+    run = Run(tmp_path, "compatibility_level = 3.6\n")     # smtputf8_enable = yes
+    run.submit("Subject: grüße\n\nb\n".encode(), sender="jörg@example.org",
+               recipients=("zoë@example.org",), flags=CLEANUP_FLAG_AUTOUTF8)
+    env = read_envelope(run.path)
+    assert env.smtputf8 == 1 | 2 | 4      # requested, in a header, in the sender
+    assert env.recipients[0].dsn_orcpt == "utf-8;zoë@example.org"
+    run.submit("Subject: grüße\n\nb\n".encode())
+    assert read_envelope(run.path).smtputf8 == 2
