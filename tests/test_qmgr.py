@@ -252,15 +252,8 @@ def test_active_leftovers_are_delivered_after_restart(mail_system: MailSystem) -
 def sleeping(marker: str) -> int:
     """Processes running /bin/sleep marker, on the whole machine (the
     marker is chosen to be unique)."""
-    found = 0
-    for entry in os.listdir("/proc"):
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as fp:
-                if fp.read().split(b"\0")[:2] == [b"/bin/sleep", marker.encode()]:
-                    found += 1
-        except OSError:
-            continue
-    return found
+    return sum(1 for entry in os.listdir("/proc")
+               if entry.isdigit() and _cmdline(int(entry)) == [b"/bin/sleep", marker.encode()])
 
 
 def test_local_concurrency_per_recipient(mail_system: MailSystem) -> None:
@@ -303,6 +296,46 @@ def test_transport_process_limit(mail_system: MailSystem) -> None:
         time.sleep(0.02)
     assert count(ms, rf"postfix/local\[\d+\]: {qid}: .*status=sent") == 6
     assert most == 3
+
+
+def ancestors(pid: int, stop: int) -> list[int]:
+    """pid's parent, grandparent, ... up to (without) stop."""
+    out = []
+    while True:
+        with open(f"/proc/{pid}/stat") as fp:
+            pid = int(fp.read().rsplit(")", 1)[1].split()[1])
+        if pid in (stop, 0, 1):
+            return out
+        out.append(pid)
+
+
+def test_agent_killed_mid_delivery_keeps_the_recipient(mail_system: MailSystem) -> None:
+    ms = mail_system
+    marker = f"5.{os.getpid() % 1000:03d}9"
+    ms.set_aliases(f'postmaster: root\nslow: "|/bin/sleep {marker}"\n')
+    ms.start()
+    ms.wait_for(lambda: (ms.queue / "incoming").is_dir(), what="queue tree")
+    qid = queue_file(ms, "incoming", ["slow@pfx.example", "root@pfx.example"])
+    trigger(ms)
+    ms.wait_for(lambda: sleeping(marker), what="the delivery to start")
+    command = next(int(p) for p in os.listdir("/proc") if p.isdigit() and _cmdline(int(p))
+                   == [b"/bin/sleep", marker.encode()])
+    for pid in [command, *ancestors(command, ms.master_pid)]:
+        os.kill(pid, signal.SIGKILL)
+    ms.wait_log(r"postfix/qmgr\[\d+\]: warning: private/local: premature disconnect")
+    ms.wait_for(lambda: qid in ms.queue_files("deferred"), what="deferred file")
+    env = queue.read_envelope(str(ms.queue / "deferred" / qid[0] / qid))
+    assert [(r.address, r.done) for r in env.recipients] == [
+        ("slow@pfx.example", False), ("root@pfx.example", True)]
+    assert f"{qid}: removed" not in ms.log()
+
+
+def _cmdline(pid: int) -> list[bytes]:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fp:
+            return fp.read().split(b"\0")[:2]
+    except OSError:
+        return []
 
 
 def test_kill_9_during_burst_delivers_each_message_once(mail_system: MailSystem) -> None:
