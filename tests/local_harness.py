@@ -29,6 +29,10 @@ from libpfx.queue import QueueLayout, size_record  # noqa: E402
 
 IS_ROOT = os.geteuid() == 0
 TEST_USERS = ("pfxlocal1", "pfxlocal2")
+# Users whose home directories a test changes (.forward, Maildir): one
+# per test, so that tests running in parallel never see each other's files.
+HOME_USERS = {"maildir": "pfxhome1", "cmdenv": "pfxhome2", "fwd": "pfxhome3",
+              "extfwd": "pfxhome4", "e2efwd": "pfxhome5", "pfmaildir": "pfxhome6"}
 
 MASTER_CF = """\
 local     unix  -       n       n       -       -       local
@@ -41,7 +45,7 @@ discard   unix  -       -       n       -       -       discard
 def ensure_users() -> None:
     """Create the test users (with home directories) once; parallel
     workers may race, so an existing user is fine."""
-    for name in TEST_USERS:
+    for name in (*TEST_USERS, *HOME_USERS.values()):
         try:
             pwd.getpwnam(name)
             continue

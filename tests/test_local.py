@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from local_harness import IS_ROOT, TEST_USERS, Agent, ensure_users, user
+from local_harness import HOME_USERS, IS_ROOT, TEST_USERS, Agent, ensure_users, user
 
 needs_root = pytest.mark.skipif(not IS_ROOT, reason="delivery as other users needs root")
 
@@ -113,10 +113,11 @@ def test_delivered_to_loop_bounces(agent: Agent) -> None:
 
 @needs_root
 def test_maildir_in_home(tmp_path: Path, users: None) -> None:
-    home = _reset_home(U2)
+    who = HOME_USERS["maildir"]
+    home = _reset_home(who)
     agent = Agent(tmp_path, {"home_mailbox": "Maildir/"})
     try:
-        rcpt = f"{U2}@host.example.com"
+        rcpt = f"{who}@host.example.com"
         queued = agent.queue_message("sender@example.com", [rcpt], MESSAGE)
         assert agent.deliver(queued) == 0, agent.stderr
         [new] = list((home / "Maildir" / "new").iterdir())
@@ -126,7 +127,7 @@ def test_maildir_in_home(tmp_path: Path, users: None) -> None:
         assert new.read_bytes() == (b"Return-Path: <sender@example.com>\n"
                                     + f"X-Original-To: {rcpt}\nDelivered-To: {rcpt}\n".encode()
                                     + MESSAGE)
-        assert new.stat().st_uid == user(U2).pw_uid
+        assert new.stat().st_uid == user(who).pw_uid
         assert "status=sent (delivered to maildir)" in _status_line(agent.log(), rcpt)
     finally:
         agent.close()
@@ -180,21 +181,22 @@ def test_alias_command_failure_maps_sysexits(agent: Agent) -> None:
 
 @needs_root
 def test_mailbox_command_environment(tmp_path: Path, users: None) -> None:
-    home = _reset_home(U1)
+    who = HOME_USERS["cmdenv"]
+    home = _reset_home(who)
     agent = Agent(tmp_path, {"mailbox_command": 'env > "$HOME/cmd.out"; cat > /dev/null',
                              "recipient_delimiter": "+"})
     try:
-        rcpt = f"{U1}+ext@host.example.com"
+        rcpt = f"{who}+ext@host.example.com"
         queued = agent.queue_message("sender@example.com", [rcpt], MESSAGE)
         assert agent.deliver(queued) == 0, agent.stderr
         env = dict(line.split("=", 1) for line in (home / "cmd.out").read_text().splitlines()
                    if "=" in line)
-        pw = user(U1)
+        pw = user(who)
         assert env["HOME"] == pw.pw_dir and env["SHELL"] == pw.pw_shell
-        assert env["USER"] == env["LOGNAME"] == U1
+        assert env["USER"] == env["LOGNAME"] == who
         assert env["SENDER"] == "sender@example.com"
         assert env["RECIPIENT"] == rcpt
-        assert env["LOCAL"] == f"{U1}+ext"
+        assert env["LOCAL"] == f"{who}+ext"
         assert env["EXTENSION"] == "ext"
         assert env["DOMAIN"] == "host.example.com"
         assert env["ORIGINAL_RECIPIENT"] == rcpt
@@ -207,19 +209,20 @@ def test_mailbox_command_environment(tmp_path: Path, users: None) -> None:
 
 @needs_root
 def test_dotforward_to_file(tmp_path: Path, users: None) -> None:
-    home = _reset_home(U2)
-    pw = user(U2)
+    who = HOME_USERS["fwd"]
+    home = _reset_home(who)
+    pw = user(who)
     fwd = home / ".forward"
     fwd.write_text(f"# comment\n{home}/out\n")
     os.chown(fwd, pw.pw_uid, pw.pw_gid)
     agent = Agent(tmp_path)
     try:
-        rcpt = f"{U2}@host.example.com"
+        rcpt = f"{who}@host.example.com"
         queued = agent.queue_message("sender@example.com", [rcpt], MESSAGE)
         assert agent.deliver(queued) == 0, agent.stderr
         assert (home / "out").stat().st_uid == pw.pw_uid
         assert b"\nDelivered-To: " + rcpt.encode() + b"\n" in (home / "out").read_bytes()
-        assert not (agent.spool / U2).exists()
+        assert not (agent.spool / who).exists()
         assert f"status=sent (delivered to file: {home}/out)" in agent.log()
     finally:
         agent.close()
@@ -227,21 +230,22 @@ def test_dotforward_to_file(tmp_path: Path, users: None) -> None:
 
 @needs_root
 def test_extension_dotforward(tmp_path: Path, users: None) -> None:
-    home = _reset_home(U2)
-    pw = user(U2)
+    who = HOME_USERS["extfwd"]
+    home = _reset_home(who)
+    pw = user(who)
     fwd = home / ".forward+lists"
     fwd.write_text(f"{home}/out\n")
     os.chown(fwd, pw.pw_uid, pw.pw_gid)
     agent = Agent(tmp_path, {"recipient_delimiter": "+"})
     try:
-        queued = agent.queue_message("sender@example.com", [f"{U2}+lists@host.example.com",
-                                                            f"{U2}+other@host.example.com"], MESSAGE)
+        queued = agent.queue_message("sender@example.com", [f"{who}+lists@host.example.com",
+                                                            f"{who}+other@host.example.com"], MESSAGE)
         rcpts = list(queued.recipients)
         for rcpt in rcpts:
             queued.recipients = [rcpt]
             assert agent.deliver(queued) == 0, agent.stderr
         assert (home / "out").exists()
-        assert (agent.spool / U2).exists()
+        assert (agent.spool / who).exists()
     finally:
         fwd.unlink()
         agent.close()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from local_harness import IS_ROOT, TEST_USERS, ensure_users, user
+from local_harness import HOME_USERS, IS_ROOT, TEST_USERS, ensure_users, user
 from mailsystem import MailSystem, mail_system  # noqa: F401
 
 pytestmark = pytest.mark.skipif(not IS_ROOT, reason="delivery as other users needs root")
@@ -65,20 +65,21 @@ def test_alias_to_remote_style_address_is_forwarded(mail_system: MailSystem) -> 
 
 
 def test_dotforward_with_backslash_and_copy(mail_system: MailSystem) -> None:
-    home = _clean_home(U2)
-    pw = user(U2)
+    who = HOME_USERS["e2efwd"]
+    home = _clean_home(who)
+    pw = user(who)
     fwd = home / ".forward"
-    fwd.write_text(f"\\{U2}, {home}/e2e-copy\n")
+    fwd.write_text(f"\\{who}, {home}/e2e-copy\n")
     os.chown(fwd, pw.pw_uid, pw.pw_gid)
     try:
         mail_system.start()
-        _send(mail_system, [U2])
-        mail_system.wait_log(rf"to=<{U2}@{DOMAIN}>, .*status=sent \(delivered to mailbox\)", timeout=20)
+        _send(mail_system, [who])
+        mail_system.wait_log(rf"to=<{who}@{DOMAIN}>, .*status=sent \(delivered to mailbox\)", timeout=20)
         mail_system.wait_log(rf"status=sent \(delivered to file: {re.escape(str(home))}/e2e-copy\)")
         assert b"hello" in (home / "e2e-copy").read_bytes()
         assert (home / "e2e-copy").stat().st_uid == pw.pw_uid
     finally:
-        _clean_home(U2)
+        _clean_home(who)
 
 
 def test_luser_relay_and_extension(mail_system: MailSystem) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from conftest import needs_postfix
-from local_harness import IS_ROOT, TEST_USERS, ensure_users, user
+from local_harness import HOME_USERS, IS_ROOT, TEST_USERS, ensure_users, user
 from mailsystem import MailSystem, open_path
 
 pytestmark = [needs_postfix, pytest.mark.skipif(not IS_ROOT, reason="needs root")]
@@ -147,15 +147,16 @@ def test_mbox_as_postfix_writes_it(pair) -> None:
 
 
 def test_maildir_as_postfix_writes_it(pair) -> None:
-    home = Path(user(U2).pw_dir)
+    who = HOME_USERS["pfmaildir"]
+    home = Path(user(who).pw_dir)
     shutil.rmtree(home / "Maildir", ignore_errors=True)
     ms, pf = pair({"home_mailbox": "Maildir/"})
-    ms.sendmail(["-f", "sender@pfx.example", U2], MESSAGE)
+    ms.sendmail(["-f", "sender@pfx.example", who], MESSAGE)
     ms.wait_log(r"status=sent \(delivered to maildir\)")
     [ours] = list((home / "Maildir" / "new").iterdir())
     ours_data = ours.read_bytes()
     ours.unlink()
-    pf.sendmail(["-f", "sender@pfx.example", U2], MESSAGE)
+    pf.sendmail(["-f", "sender@pfx.example", who], MESSAGE)
     pf.wait_log(r"status=sent \(delivered to maildir\)")
     [theirs] = list((home / "Maildir" / "new").iterdir())
     shape = re.compile(r"\d+\.V[0-9a-f]+I[0-9a-f]+M\d+\.[\w.-]+")
