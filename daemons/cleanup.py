@@ -103,7 +103,7 @@ CONFIGURATION PARAMETERS
         content.
 
     SMTPUTF8 CONTROLS
-    smtputf8_enable (yes)
+    smtputf8_enable (${{$compatibility_level} <level {1} ? {no} : {yes}})
         Enable preliminary SMTPUTF8 support: UTF-8 in the sender address
         or in headers is recorded in the queue file, and requests SMTPUTF8
         when the client asks for detection.
