@@ -119,6 +119,19 @@ def test_bad_recipient_bounces_and_message_is_removed(mail_system: MailSystem) -
     assert ms.queue_files("bounce") == []
 
 
+def test_mail_to_double_bounce_is_discarded(mail_system: MailSystem) -> None:
+    ms = mail_system
+    ms.start()
+    ms.wait_for(lambda: (ms.queue / "incoming").is_dir(), what="queue tree")
+    qid = queue_file(ms, "incoming", ["double-bounce@pfx.example"], sender="")
+    trigger(ms)
+    ms.wait_log(rf"postfix/qmgr\[\d+\]: {qid}: to=<double-bounce@pfx.example>, relay=none, "
+                r"delay=[\d.]+, delays=[\d./]+, dsn=2.0.0, "
+                r"status=sent \(undeliverable postmaster notification discarded\)$")
+    ms.wait_log(rf"{qid}: removed")
+    assert "postfix/local" not in ms.log()
+
+
 def test_missing_agent_defers_with_backoff(mail_system: MailSystem) -> None:
     ms = started(mail_system, minimal_backoff_time="120s")
     qid = queue_file(ms, "incoming", ["x@nowhere.example"])
