@@ -358,3 +358,32 @@ def test_alias_table_owned_by_user_runs_commands_as_that_user(agent: Agent) -> N
     queued = agent.queue_message("sender@example.com", ["mine@host.example.com"], MESSAGE)
     assert agent.deliver(queued) == 0, agent.stderr
     assert idfile.read_text().strip() == str(pw.pw_uid)
+
+
+@needs_root
+def test_alias_to_dev_null(agent: Agent) -> None:
+    agent.set_aliases("devnull: /dev/null\n")
+    queued = agent.queue_message("sender@example.com", ["devnull@host.example.com"], MESSAGE)
+    assert agent.deliver(queued) == 0, agent.stderr
+    assert "status=sent (delivered to file: /dev/null)" in agent.log()
+    assert agent.done_offsets(queued) == [queued.recipients[0].offset]
+
+
+@needs_root
+def test_commands_and_files_restricted(tmp_path: Path, users: None) -> None:
+    agent = Agent(tmp_path, {"allow_mail_to_commands": "forward", "allow_mail_to_files": "forward"})
+    try:
+        agent.set_aliases('cmd: "|cat > /dev/null"\nfile: /tmp/never-written\n')
+        queued = agent.queue_message("sender@example.com",
+                                     ["cmd@host.example.com", "file@host.example.com"], MESSAGE)
+        rcpts = list(queued.recipients)
+        for rcpt in rcpts:
+            queued.recipients = [rcpt]
+            assert agent.deliver(queued) == 0, agent.stderr
+        log = agent.log()
+        assert "to=<cmd@host.example.com>, relay=local, " in log
+        assert "dsn=5.7.1, status=bounced (mail to command is restricted)" in log
+        assert "dsn=5.7.1, status=bounced (mail to file is restricted)" in log
+        assert not Path("/tmp/never-written").exists()
+    finally:
+        agent.close()
