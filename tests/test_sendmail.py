@@ -329,3 +329,26 @@ def test_ignored_options_and_queue_interval(stopped: MailSystem) -> None:
     assert result.returncode == 0
     envelope, _, _ = segments(maildrop_records(stopped))
     assert ("R", b"root") in envelope
+
+
+def test_mailq_names_list_the_queue(stopped: MailSystem) -> None:
+    assert send(stopped, ["root"], b"Subject: listed\n\nx\n").returncode == 0
+    (queue_id,) = stopped.queue_files("maildrop")
+    for name, args in (("mailq", []), ("sendmail", ["-bp"])):
+        result = stopped.command(name, *args)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.splitlines()[1].startswith(queue_id), result.stdout
+    assert stopped.command("sendmail", "-bp", "root").stderr.endswith(
+        "sendmail: fatal: display queue mode requires no recipient\n")
+
+
+def test_flush_queue_mode(mail_system: MailSystem) -> None:
+    mail_system.start()
+    result = mail_system.command("sendmail", "-q")
+    assert result.returncode == 0, result.stderr
+    result = mail_system.command("sendmail", "-qRpfx.example")
+    # postqueue's own answer and exit status (EX_UNAVAILABLE), as Postfix
+    # sendmail hands over to postqueue.
+    assert result.returncode == 69
+    assert result.stderr == 'postqueue: fatal: Flush service is not configured for ' \
+                            'destination "pfx.example"\n'

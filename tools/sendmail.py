@@ -926,8 +926,10 @@ def run_program(cfg: Config, module: str, argv: list[str]) -> NoReturn:
         program = importlib.import_module(f"tools.{module}")
     except ModuleNotFoundError:
         msg.fatal(f"execv {cfg.get('command_directory')}/{module}: No such file or directory")
-    # Through sys.argv, as if the program had been executed.
+    # As if the program had been executed: its arguments in sys.argv,
+    # its own exit statuses.
     sys.argv = [module, *argv]
+    msg.cleanup(None)
     program.main()
     sys.exit(0)
 
