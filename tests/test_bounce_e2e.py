@@ -217,7 +217,9 @@ def test_delay_warning(mail_system: MailSystem) -> None:
     mail_system.set_aliases("postmaster: root\nsomeone: \"|exit 75\"\n")
     mail_system.start()
     mail_system.sendmail(["-f", f"root@{HOSTNAME}", f"someone@{HOSTNAME}"], MESSAGE)
-    mail_system.wait_log(r": sender delay notification: ", timeout=30)
+    # The defer service is the bounce program, and logs under its name.
+    mail_system.wait_log(r"postfix/bounce\[\d+\]: [0-9A-F]+: sender delay notification: ",
+                         timeout=30)
     [warning] = wait_messages(mail_system, "root")
     assert warning["Subject"] == "Delayed Mail (still being retried)"
     notification, status, original = warning.iter_parts()
