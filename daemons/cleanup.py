@@ -162,6 +162,9 @@ CONFIGURATION PARAMETERS
     message_size_limit (10240000)
         The maximal size in bytes of a message, including envelope
         information.
+    queue_file_attribute_count_limit (100)
+        The maximal number of (name=value) attributes that may be stored
+        in a queue file.
     virtual_alias_expansion_limit (1000)
         The maximal number of addresses that virtual alias expansion
         produces from each original recipient.

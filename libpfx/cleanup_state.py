@@ -20,8 +20,13 @@ nested_header_checks for MIME parts and attached messages), sender and
 recipient headers rewritten, message_drop_headers deleted, Received:
 headers counted against hopcount_limit; missing Message-Id, Date, From
 (and To: undisclosed_recipients_header) are added after the last header;
-body lines go through body_checks.  Extracted: FILTER and REDIRECT
-results, the encoding, always_bcc and BCC actions, then E.
+body lines go through body_checks; message_reject_characters and
+message_strip_characters apply to every content line.  Extracted: FILTER
+and REDIRECT results, the encoding, always_bcc and BCC actions, then E.
+
+Problems set CLEANUP_STAT_* bits; a client that asked for
+CLEANUP_FLAG_BOUNCE gets bounceable problems (rejected content, size,
+hop count) turned into a non-delivery notification to the sender instead.
 """
 
 from __future__ import annotations
@@ -65,7 +70,6 @@ EXT_RECIPIENT_TYPES = "EDRO/Kon"
 MAIL_ADDR_MAIL_DAEMON = "MAILER-DAEMON"
 LOCAL_CONTEXT, REMOTE_CONTEXT = "local", "remote"
 DSN_RET_HDRS = 2                # return only the headers (RET=HDRS)
-MAX_ATTR_COUNT = 100
 # What makes a message need SMTPUTF8 (Postfix's SMTPUTF8_FLAG_*).
 SMTPUTF8_FLAG_REQUESTED = 1 << 0
 SMTPUTF8_FLAG_HEADER = 1 << 1
@@ -170,6 +174,7 @@ class CleanupSettings:
         self.hfrom_std = get("header_from_format").lower() != "obsolete"
         self.disable_mime = config.get_bool("disable_mime_input_processing")
         self.smtputf8_enable = config.get_bool("smtputf8_enable")
+        self.attr_count_limit = get_int("queue_file_attribute_count_limit")
         self.auto_8bit_enc_hdr = config.get_bool("detect_8bit_encoding_header")
         self.headers = HeaderTable(config.get_list("message_drop_headers"))
         self.reject_chars = _octets(unescape(get("message_reject_characters")))
@@ -442,8 +447,8 @@ class CleanupState:
     def _copy_attribute(self, data: bytes) -> None:
         name, _, value = _text(data).partition("=")
         name = name.strip()
-        if len(self.attrs) >= MAX_ATTR_COUNT:
-            self.bad(f"attribute count exceeds limit {MAX_ATTR_COUNT}")
+        if len(self.attrs) >= self.s.attr_count_limit:
+            self.bad(f"attribute count exceeds limit {self.s.attr_count_limit}")
             return
         if name == "rewrite_context":
             if value == LOCAL_CONTEXT:
