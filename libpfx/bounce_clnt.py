@@ -11,9 +11,14 @@ recipient done (sent, bounced) or leaves it for a later attempt
 (deferred).  -1 means the fate could not be recorded: the caller must
 keep the recipient and report the delivery as deferred.
 
-bounce_flush(), defer_flush(), defer_warn() and trace_flush() ask the
-service to turn a log into a non-delivery notification, an "expired"
-notification, a delay warning or a delivery report.
+bounce_flush() (bounce_flush_verp() for VERP mail), defer_flush(),
+defer_warn() and trace_flush() ask the service to turn a log into a
+non-delivery notification, an "expired" notification, a delay warning or
+a delivery report.
+
+A program's <process_name>_delivery_status_filter (local, smtp, pipe,
+virtual...) may replace the status and text of each recipient's fate
+before it is logged and recorded, as in Postfix.
 
 A program calls init(config) once (in post_init); without it, main.cf is
 read from MAIL_CONFIG or the default configuration directory.
