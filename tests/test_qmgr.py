@@ -61,13 +61,13 @@ def queue_file(ms: MailSystem, queue_name: str, recipients: list[str], *,
     qf.seek(0)
     qf.write_record(record.SIZE, size_record(data_size, data_offset, len(recipients), 0,
                                              len(body)))
+    if os.geteuid() == 0:
+        pw = pwd.getpwnam(ms.mail_owner)
+        os.fchown(qf.fp.fileno(), pw.pw_uid, pw.pw_gid)
     if complete:
         qf.finish()
     else:
         qf.fp.close()               # no completion mark: still being written
-    if os.geteuid() == 0:
-        pw = pwd.getpwnam(ms.mail_owner)
-        os.chown(qf.path, pw.pw_uid, pw.pw_gid)
     return qf.queue_id
 
 
