@@ -16,7 +16,8 @@ from libpfx import cleanup_clnt, record
 from libpfx.cleanup_clnt import CleanupClient, CleanupError
 from libpfx.deliver_request import DeliverRequest
 
-# Attributes passed on to the new message when the request has them.
+# Attributes passed on to the new message when the request has them
+# (names as in Postfix's mail_proto.h).
 _PASS_ATTRS = (("log_client_name", "client_name"), ("log_client_address", "client_address"),
                ("log_protocol_name", "client_proto"), ("log_helo_name", "client_helo"),
                ("sasl_method", "sasl_method"), ("sasl_username", "sasl_username"),
@@ -50,9 +51,9 @@ class Forwarder:
         client.record(record.FROM, sender.encode("utf-8", "surrogateescape"))
         req = self.request
         if req.dsn_ret:
-            client.record(record.ATTR, b"dsn_ret=%d" % req.dsn_ret)
+            client.record(record.ATTR, b"ret_flags=%d" % req.dsn_ret)
         if req.dsn_envid:
-            client.record(record.ATTR, f"dsn_envid={req.dsn_envid}".encode("utf-8", "surrogateescape"))
+            client.record(record.ATTR, f"envelope_id={req.dsn_envid}".encode("utf-8", "surrogateescape"))
         for name, field_name in _PASS_ATTRS:
             value = getattr(req, field_name)
             if value:
@@ -69,9 +70,9 @@ class Forwarder:
                 batch = self.batches[key] = self._open(sender)
             client = batch.client
             if dsn_orcpt:
-                client.record(record.ATTR, f"dsn_orcpt={dsn_orcpt}".encode("utf-8", "surrogateescape"))
+                client.record(record.ATTR, f"dsn_orig_rcpt={dsn_orcpt}".encode("utf-8", "surrogateescape"))
             if dsn_notify:
-                client.record(record.ATTR, b"dsn_notify=%d" % dsn_notify)
+                client.record(record.ATTR, b"notify_flags=%d" % dsn_notify)
             if orig_rcpt:
                 client.record(record.ORCP, orig_rcpt.encode("utf-8", "surrogateescape"))
             client.record(record.RCPT, address.encode("utf-8", "surrogateescape"))

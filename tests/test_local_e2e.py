@@ -169,3 +169,20 @@ def test_partly_deferred_alias_forwards_nothing_yet(mail_system: MailSystem, tmp
     mail_system.wait_log(r"postfix/qmgr\[\d+\]: \w+: .*")
     assert "forwarded as" not in mail_system.log()
     assert mail_system.queue_files("deferred")
+
+
+def test_forwarding_keeps_dsn_attributes(mail_system: MailSystem, tmp_path: Path) -> None:
+    include = tmp_path / "dsn.inc"
+    include.write_text(f"{U2}\n")
+    mail_system.set_aliases(f"postmaster: root\nteam: :include:{include}\n")
+    mail_system.start()
+    mail_system.sendmail(["-N", "success,failure", "-V", "env-42", "-f", f"{U1}@{DOMAIN}", "team"],
+                         b"Subject: dsn\n\nhello\n")
+    mail_system.wait_log(rf"to=<{U2}@{DOMAIN}>, orig_to=<team>, .*status=sent \(delivered to mailbox\)",
+                         timeout=20)
+    # The expanded alias reports success to the sender itself: "alias expanded".
+    mail_system.wait_log(rf"to=<{U1}@{DOMAIN}>, .*status=sent \(delivered to mailbox\)", timeout=20)
+    report = mail_system.mailbox(U1).read_bytes()
+    assert b"alias expanded" in report and b"env-42" in report
+    assert "warning" not in "".join(line for line in mail_system.log().splitlines(True)
+                                    if "postfix/cleanup" in line)
