@@ -159,3 +159,14 @@ def test_check_compares_the_chroot_jail_with_the_system(system: MailSystem) -> N
     hosts.write_text(hosts.read_text() + "192.0.2.1 stale.example\n")
     assert set(check(system)[1]) - subset == {
         f"{WARN}{system.queue}/etc/hosts and /etc/hosts differ"}
+
+
+def test_check_recreates_a_deleted_queue_directory(system: MailSystem) -> None:
+    check(system)
+    (system.queue / "hold").rmdir()
+    assert check(system)[:2] == (0, [])
+    hold = os.stat(system.queue / "hold")
+    assert stat.S_IMODE(hold.st_mode) == 0o700
+    if os.geteuid() == 0:
+        import pwd
+        assert hold.st_uid == pwd.getpwnam("postfix").pw_uid
