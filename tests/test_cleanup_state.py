@@ -16,6 +16,7 @@ from libpfx import record
 from libpfx.cleanup_addr import AddressMapper, masquerade
 from libpfx.cleanup_clnt import (
     CLEANUP_FLAG_BCC_OK, CLEANUP_FLAG_FILTER, CLEANUP_FLAG_MAP_OK, CLEANUP_FLAG_MASK_EXTERNAL,
+    CLEANUP_STAT_BAD,
     CLEANUP_STAT_CONT, CLEANUP_STAT_DEFER, CLEANUP_STAT_HOPS, CLEANUP_STAT_RCPT,
     CLEANUP_STAT_SIZE, content_records)
 from libpfx.cleanup_state import CleanupSettings, CleanupState, fold_header, mail_date
@@ -440,3 +441,24 @@ def test_smtputf8_detection(tmp_path: Path) -> None:
     assert env.recipients[0].dsn_orcpt == "utf-8;zoë@example.org"
     run.submit("Subject: grüße\n\nb\n".encode())
     assert read_envelope(run.path).smtputf8 == 2
+
+
+def test_remote_context(tmp_path: Path, capfd: pytest.CaptureFixture) -> None:
+    """Mail from the network: headers are left alone and none are added
+    unless remote_header_rewrite_domain is set; envelope addresses are
+    always rewritten."""
+    run = Run(tmp_path)
+    state = run.submit(b"To: bob\n\nb\n", attrs={"rewrite_context": "remote"})
+    assert run.status == 0
+    assert run.headers() == "To: bob"
+    assert read_envelope(run.path).sender == f"alice@{ORIGIN}"
+    assert f"{state.queue_id}: message-id=<>" in capfd.readouterr().err
+    run = Run(tmp_path, "always_add_missing_headers = yes\n")
+    run.submit(b"To: bob\n\nb\n", attrs={"rewrite_context": "remote"})
+    assert run.headers().split("\n")[0] == "To: bob"
+    assert [h.split(":")[0] for h in run.headers().split("\n")] == [
+        "To", "Message-Id", "Date", "From"]
+    state = run.submit(b"\nb\n", attrs={"rewrite_context": "elsewhere"})
+    assert run.status == CLEANUP_STAT_BAD
+    assert f"{state.queue_id}: message rejected: bad rewriting context: elsewhere" in \
+        capfd.readouterr().err
