@@ -28,14 +28,17 @@ MAIL QUEUES
         qmgr_message_active_limit of them.  Files left there by a queue
         manager that stopped are moved back to incoming at start-up, so
         that no message is lost; recipients already marked done in the
-        queue file are not delivered again.
+        queue file are not delivered again.  A file that a delivery agent
+        still holds locked (it is delivering it) stays until the agent is
+        done.
     deferred
         Mail that could not be delivered on the first attempt.  The file's
         modification time is the time of the next attempt: the time the
         message has spent in the queue, between minimal_backoff_time and
         maximal_backoff_time, from now.
     corrupt
-        Unreadable or damaged queue files, moved there with a warning.
+        Damaged queue files, moved there with a warning.  A file that
+        cannot be read (permissions) is deferred instead.
     hold
         Messages on hold stay there, untouched, until released.
 
@@ -46,8 +49,12 @@ DELIVERY STATUS REPORTS
     recipients to the sender, the trace service to send a delivery report,
     and, for a message older than maximal_queue_lifetime
     (bounce_queue_lifetime for mail from the null sender), the defer
-    service to return it ("status=expired, returned to sender").  When
-    delay_warning_time is set, a delayed message gets one warning.
+    service to return it ("status=expired, returned to sender"); a file
+    that postsuper -e marked (group execute permission) is returned at
+    once ("status=force-expired").  When delay_warning_time is set, a
+    delayed message gets one warning.  A file with the group read
+    permission (postqueue -i, -s) revives its dead transports and
+    destinations and ignores defer_transports.
 
 STRATEGIES
     Leaky bucket: at most qmgr_message_active_limit messages are active.
