@@ -569,8 +569,8 @@ class CleanupState:
                    else address).lower()
             if key in self.dups:
                 continue
-            if len(self.dups) < self.s.dup_filter_limit:
-                self.dups.add(key)
+            if self.s.dup_filter_limit <= 0 or len(self.dups) < self.s.dup_filter_limit:
+                self.dups.add(key)      # a full filter lets later duplicates through
             if dsn_notify:
                 self.out_text(record.ATTR, f"notify_flags={dsn_notify}")
             if dsn_orcpt:

@@ -461,3 +461,11 @@ def test_remote_context(tmp_path: Path, capfd: pytest.CaptureFixture) -> None:
     assert run.status == CLEANUP_STAT_BAD
     assert f"{state.queue_id}: message rejected: bad rewriting context: elsewhere" in \
         capfd.readouterr().err
+
+
+@pytest.mark.parametrize("limit,expected", [(0, 2), (1, 3), (1000, 2)])
+def test_duplicate_filter_limit(tmp_path: Path, limit: int, expected: int) -> None:
+    run = Run(tmp_path, f"duplicate_filter_limit = {limit}\n")
+    run.submit(b"\nb\n", recipients=("a", "b", "B", "a"))
+    # With room for one address, "a" is remembered and "b" twice is not.
+    assert read_envelope(run.path).rcpt_count == expected
