@@ -231,10 +231,10 @@ class Checker:
     # set-permissions.
 
     def set_permissions(self) -> None:
-        """Owner, group and mode of the queue tree and data_directory, as
-        post-install set-permissions: mail_owner's trees recursively (the
-        modes of directories only: queue file status lives in file
-        modes)."""
+        """Owner, group and mode of the queue tree, data_directory and the
+        set-gid programs, as post-install set-permissions: mail_owner's
+        trees recursively (the modes of directories only: queue file
+        status lives in file modes)."""
         from libpfx.queue_tree import TREE, ids
         q = self.queue_directory
         self.fix(q, self.root_uid, -1, 0o755)
@@ -251,6 +251,11 @@ class Checker:
         data = self.config.get("data_directory")
         if data:
             self.fix(data, self.owner_uid, -1, 0o700)
+        if self.shared_files():
+            for name in ("postdrop", "postqueue"):
+                path = os.path.join(self.config.get("command_directory"), name)
+                if os.path.isfile(path):
+                    self.fix(path, self.root_uid, self.setgid_gid, 0o2755)
 
     def fix(self, path: str, uid: int, gid: int, mode: int | None) -> None:
         try:
