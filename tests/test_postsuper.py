@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run
+from conftest import needs_postfix, run
 from libpfx import queue, record
 from libpfx.config import Config
 from libpfx.queue import QueueLayout
@@ -297,3 +297,43 @@ def run_as_nobody(args: list[str]) -> tuple[int, bytes]:
         err = fp.read()
     _, wstatus = os.waitpid(pid, 0)
     return os.waitstatus_to_exitcode(wstatus), err
+
+
+def tree_shape(qdir: Path) -> list[str]:
+    """Queue name and mode of every file, without the IDs."""
+    return sorted(f"{os.path.relpath(top, qdir).split('/')[0]} "
+                  f"{oct(os.stat(os.path.join(top, n)).st_mode & 0o7777)}"
+                  for top, _, names in os.walk(qdir) for n in names
+                  if not os.path.relpath(top, qdir).startswith(("pid", "public", "private")))
+
+
+@needs_postfix
+def test_same_as_postfix(tmp_path: Path) -> None:
+    """The same operations on two queues of the same messages, one run
+    by Postfix's postsuper and one by ours: same messages, same result."""
+    import subprocess
+    data = Path(__file__).parent / "data" / "queue"
+    for name in ("postfix", "pfx"):
+        (tmp_path / name).mkdir()
+    insts = [Instance(tmp_path / name) for name in ("postfix", "pfx")]
+    for inst in insts:
+        # Log to syslog: Postfix's postsuper opens maillog_file as mail_owner.
+        main_cf = inst.cdir / "main.cf"
+        main_cf.write_text("".join(line for line in main_cf.read_text().splitlines(True)
+                                   if not line.startswith("maillog_file")))
+        for i, ref in enumerate(sorted(data.iterdir())):
+            qname = (queue.DEFERRED, queue.HOLD, queue.ACTIVE, queue.INCOMING)[i % 4]
+            qf = inst.layout.create(qname)
+            qf.write(ref.read_bytes())
+            qf.finish()
+            inst.give_to_owner(qf.path)
+            if qname == queue.DEFERRED:
+                inst.log(queue.DEFER, qf.queue_id)
+    for args in (["-h", "ALL"], ["-H", "ALL"], ["-e", "ALL"], ["-f", "ALL"], ["-r", "ALL"],
+                 ["-s"], ["-h", "ALL", "maildrop"], ["-d", "ALL", "maildrop"], [], ["-x"]):
+        theirs = subprocess.run(["/usr/sbin/postsuper", "-c", str(insts[0].cdir), *args],
+                                capture_output=True, text=True)
+        ours = insts[1].postsuper(*args)
+        assert (ours.returncode, ours.stderr) == (theirs.returncode, theirs.stderr), \
+            (args, theirs.stderr)
+        assert tree_shape(insts[1].qdir) == tree_shape(insts[0].qdir), args
