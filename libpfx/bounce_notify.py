@@ -397,9 +397,10 @@ class Notice:
 
     def post(self, sender: str, recipient: str, what: str, log_queue_id: str,
              cleanup_path: str = "public/cleanup") -> int:
-        """Hand the message to cleanup from sender to recipient, logging
-        "QUEUEID: <what> notification: NEWID"; 0 when it is queued, else
-        the cleanup status (or -1 when cleanup could not be reached)."""
+        """Hand the message to cleanup from sender to recipient; once it
+        is queued, log "QUEUEID: <what> notification: NEWID" (as Postfix
+        3.7) and return 0; else the cleanup status, or -1 when cleanup
+        could not be reached."""
         try:
             flags = _CLEANUP_FLAGS
             if self.smtputf8 & SMTPUTF8_REQUESTED:
@@ -408,7 +409,6 @@ class Notice:
         except CleanupError as err:
             msg.warn(f"{log_queue_id}: {err}")
             return -1
-        msg.info(f"{log_queue_id}: {what} notification: {client.queue_id}")
         now = time.time()
         date = mail_date(now)
         try:
@@ -429,4 +429,6 @@ class Notice:
         except CleanupError as err:
             msg.warn(f"{log_queue_id}: {err}")
             return -1
+        if status == 0:
+            msg.info(f"{log_queue_id}: {what} notification: {client.queue_id}")
         return status
