@@ -366,3 +366,32 @@ def test_fast_flush_site_and_file(mail_system: MailSystem) -> None:
                 what="delivery attempt after postqueue -i")
     # An unknown queue ID is not an error, as in Postfix.
     assert ms.command("postqueue", "-i", "ABCDEF123").returncode == 0
+
+
+def test_layouts_without_a_running_system(monkeypatch) -> None:
+    """The formatting itself: long queue IDs, reasons, JSON quoting."""
+    import io
+    import time as _time
+    monkeypatch.setenv("TZ", "UTC")
+    _time.tzset()
+    from tools.postqueue import json_quote, show_compat, show_json
+    listing = [({"queue_name": "active", "queue_id": "4jYK6J0sf8zJXpV", "time": 1700000000,
+                 "size": 2048, "forced_expire": 1, "sender": "a@example.com"},
+                [("b@example.com", "connect to mx: Connection refused"),
+                 ("c@example.com", "connect to mx: Connection refused"),
+                 ("d@example.com", "")])]
+    out = io.StringIO()
+    show_compat(iter(listing), True, out)
+    assert out.getvalue() == (
+        "----Queue ID----- --Size-- ---Arrival Time---- --Sender/Recipient------\n"
+        "4jYK6J0sf8zJXpV*#     2048 Tue Nov 14 22:13:20 a@example.com\n"
+        + " " * 43 + "(connect to mx: Connection refused)\n"
+        + " " * 47 + "b@example.com\n" + " " * 47 + "c@example.com\n"
+        + " " * 58 + "(reason unavailable)\n" + " " * 47 + "d@example.com\n"
+        "\n-- 2 Kbytes in 1 Request.\n")
+    out = io.StringIO()
+    show_json(iter(listing), out)
+    assert json.loads(out.getvalue())["recipients"][2] == {"address": "d@example.com"}
+    assert json_quote('a"b\\c\td') == 'a\\"b\\\\c\\td'
+    monkeypatch.undo()
+    _time.tzset()
