@@ -32,6 +32,8 @@ from typing import TYPE_CHECKING, Iterator, NamedTuple
 from libpfx import msg, record
 
 if TYPE_CHECKING:
+    import mmap
+
     from libpfx.config import Config
 
 MAILDROP = "maildrop"
@@ -81,6 +83,9 @@ _ATTR_RECORDS = {"dsn_orig_rcpt": record.DSN_ORCPT, "notify_flags": record.DSN_N
 
 # Pointer loops: Postfix's limit on backward jumps.
 _REVERSE_JUMP_LIMIT = 10000
+
+# Files larger than this are mapped rather than read by read_envelope.
+_MMAP_THRESHOLD = 1 << 16
 
 # How many times create() retries before it gives up.
 _CREATE_ATTEMPTS = 1000
@@ -495,11 +500,16 @@ def read_envelope(path: str) -> Envelope:
     record.RecordError) naming the file, the offset and the record when it
     is damaged: bad lengths, records out of place, a missing end record."""
     with open(path, "rb") as fp:
-        buf = fp.read()
-    return parse_envelope(buf, path)
+        size = os.fstat(fp.fileno()).st_size
+        if size < _MMAP_THRESHOLD:
+            return parse_envelope(fp.read(), path)
+        import mmap
+        # A large message: only the pages of the envelope are read.
+        with mmap.mmap(fp.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+            return parse_envelope(buf, path)
 
 
-def parse_envelope(buf: bytes, path: str) -> Envelope:
+def parse_envelope(buf: "bytes | mmap.mmap", path: str) -> Envelope:
     """read_envelope on a file already in memory."""
     env = Envelope(path)
     end = len(buf)
@@ -632,7 +642,8 @@ def parse_envelope(buf: bytes, path: str) -> Envelope:
     return env
 
 
-def _next_record(buf: bytes, pos: int, end: int, bad) -> tuple[str, bytes, int]:
+def _next_record(buf: "bytes | mmap.mmap", pos: int, end: int,
+                 bad) -> tuple[str, bytes, int]:
     offset = pos
     rtype = chr(buf[pos])
     pos += 1

@@ -269,3 +269,15 @@ def test_from_config(tmp_path: Path, instance: Path) -> None:
         assert QueueLayout.from_config(Config.load(str(instance))).path("active", "ABC") == "./active/ABC"
     finally:
         os.chdir(cwd)
+
+
+def test_large_files_are_mapped(tmp_path: Path) -> None:
+    q = layout(tmp_path)
+    qf = q.create(queue.INCOMING)
+    write_message(qf, rcpts=("a@example.org",), body=tuple(b"x" * 998 for _ in range(300)))
+    qf.finish()
+    env = queue.read_envelope(qf.path)
+    assert env.data_size > 300_000 and [r.address for r in env.recipients] == ["a@example.org"]
+    Path(qf.path).write_bytes(Path(qf.path).read_bytes()[:-2])
+    with pytest.raises(QueueFormatError, match="missing end record"):
+        queue.read_envelope(qf.path)
