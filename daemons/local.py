@@ -146,6 +146,7 @@ from libpfx.deliver_request import FLAG_MTA_VRFY, FLAG_USR_VRFY, NOTIFY_NEVER, N
 from libpfx.dsn_util import DSN
 from libpfx.local_expand import EXP_ERROR, EXP_EXTENSION_MATCHED, EXP_UNDEF, expand
 from libpfx.local_forward import Forwarder
+from libpfx.local_privs import Privileges
 from libpfx.maps import DictRetry, changed_table, open_dict_or_surrogate
 from libpfx.maps.search import Maps, quote_local, split_extension
 from libpfx.mbox import COPY_DELIVERED, COPY_FROM, COPY_MBOX, COPY_ORIG_RCPT, \
@@ -244,27 +245,6 @@ def _getpwuid(uid: int) -> pwd.struct_passwd | None:
         return pwd.getpwuid(uid)
     except KeyError:
         return None
-
-
-class Privileges:
-    """Effective user and group switching; a no-op when not run as root."""
-
-    def __init__(self) -> None:
-        self.root = os.getuid() == 0
-        self.owner = (os.geteuid(), os.getegid())
-
-    def set(self, uid: int, gid: int) -> None:
-        if not self.root:
-            return
-        if os.geteuid() != 0:
-            os.seteuid(0)
-        os.setegid(gid)
-        os.setgroups([gid])
-        if uid != 0:
-            os.seteuid(uid)
-
-    def reset(self) -> None:
-        self.set(*self.owner)
 
 
 class Local:
@@ -1093,23 +1073,11 @@ def post_init(ctx) -> None:
     global _agent
     _agent = Local(ctx.config, ctx.service_name)
     bounce_clnt.init(ctx.config)
-    owner = _getpwnam(ctx.config.get("mail_owner"))
-    if _agent.privs.root and owner is not None:
-        _agent.privs.owner = (owner.pw_uid, owner.pw_gid)
-        _agent.privs.reset()
+    _agent.privs.become_mail_owner(ctx.config)
 
 
 def pre_accept(ctx) -> None:
-    # Look with local's full privileges: a table behind a directory that
-    # mail_owner cannot search must not look changed.
-    privs = _agent.privs if _agent is not None else None
-    if privs is not None:
-        privs.set(0, 0)
-    try:
-        table = changed_table()
-    finally:
-        if privs is not None:
-            privs.reset()
+    table = _agent.privs.changed_table() if _agent is not None else changed_table()
     if table is not None:
         msg.info(f"table {table} has changed -- restarting")
         sys.exit(0)

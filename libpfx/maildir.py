@@ -26,9 +26,11 @@ def _host() -> str:
     return socket.gethostname().replace("/", "\\057").replace(":", "\\072")
 
 
-def deliver(maildir: str, data: bytes) -> str:
+def deliver(maildir: str, data: bytes, def_dsn: str = "5.2.0") -> str:
     """Store data as a new message in maildir (ending in "/"); returns the
-    new file's path. MboxError (status, "create maildir file ...") on failure."""
+    new file's path. MboxError (status, "create maildir file ...") on
+    failure; def_dsn is the status of a file that cannot be made (local
+    bounces, virtual defers)."""
     if not maildir.endswith("/"):
         maildir += "/"
     now = time.time()
@@ -44,7 +46,7 @@ def deliver(maildir: str, data: bytes) -> str:
             _make_dirs(tmpdir)
             fd = os.open(tmpfile, flags, 0o600)
     except OSError as err:
-        raise MboxError(mbox_dsn(err.errno or 0, "5.2.0"),
+        raise MboxError(mbox_dsn(err.errno or 0, def_dsn),
                         f"create maildir file {tmpfile}: {os.strerror(err.errno or 0)}",
                         err.errno or 0) from None
     try:
@@ -67,7 +69,7 @@ def deliver(maildir: str, data: bytes) -> str:
                 _make_dirs(newdir)
                 os.link(tmpfile, newfile)
         except OSError as err:
-            raise MboxError(mbox_dsn(err.errno or 0, "5.2.0"),
+            raise MboxError(mbox_dsn(err.errno or 0, def_dsn),
                             f"create maildir file {newfile}: {os.strerror(err.errno or 0)}",
                             err.errno or 0) from None
         return newfile
