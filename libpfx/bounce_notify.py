@@ -126,9 +126,10 @@ class Original:
 def read_original(path: str, queue_id: str, myhostname: str,
                   threaded: bool = False) -> Original:
     """The sender, arrival time and content of the queue file at path,
-    and with threaded the original Message-ID.  A missing or damaged file
-    is not an error here: the notification is sent with what could be
-    found."""
+    and with threaded the original Message-ID (from the message_id
+    attribute, or from the Message-ID: header).  A missing or damaged
+    file is not an error here: the notification is sent with what could
+    be found."""
     orig = Original()
     try:
         with open(path, "rb") as fp:
@@ -138,39 +139,55 @@ def read_original(path: str, queue_id: str, myhostname: str,
     except OSError as err:
         msg.fatal(f"open {path}: {err.strerror}")
     orig.content = buf
-    pos = 0
+    in_content = headers_done = False
+    prev_type = ""
     try:
-        while pos < len(buf):
-            for offset, rtype, data in record.parse(buf, pos):
-                if rtype == record.SIZE and not orig.message_size:
-                    numbers = data.split()
-                    if len(numbers) >= 2 and all(n.isdigit() for n in numbers[:2]):
-                        orig.message_size, orig.data_offset = int(numbers[0]), int(numbers[1])
-                elif rtype == record.TIME and not orig.arrival_time:
-                    first = data.split()[:1]
-                    orig.arrival_time = int(first[0]) if first and first[0].isdigit() else 0
-                elif rtype == record.FROM:
-                    sender = data.decode("utf-8", "surrogateescape")
-                    orig.sender = quote_822_local(sender) if sender \
-                        else f"{MAILER_DAEMON}@{myhostname}"
-                elif rtype == record.ATTR and threaded and data.startswith(b"message_id="):
-                    value = data[len(b"message_id="):].decode("utf-8", "surrogateescape")
-                    orig.message_id = "<" + value.strip().strip("<>").strip() + ">"
-                elif rtype == record.MESG:
-                    if not orig.sender:
-                        msg.warn(f"{queue_id}: no sender before message content record")
-                    if not orig.data_offset:
-                        orig.data_offset = offset + 2
-                    if not threaded or orig.message_id:
-                        return orig
-                    # The Message-ID is among the records after the content.
-                    pos = orig.data_offset + orig.message_size
+        for offset, rtype, data in record.parse(buf):
+            if rtype == record.SIZE and not orig.message_size:
+                numbers = data.split()
+                if len(numbers) >= 2 and all(n.isdigit() for n in numbers[:2]):
+                    orig.message_size, orig.data_offset = int(numbers[0]), int(numbers[1])
+            elif rtype == record.TIME and not orig.arrival_time:
+                first = data.split()[:1]
+                orig.arrival_time = int(first[0]) if first and first[0].isdigit() else 0
+            elif rtype == record.FROM:
+                sender = data.decode("utf-8", "surrogateescape")
+                orig.sender = quote_822_local(sender) if sender \
+                    else f"{MAILER_DAEMON}@{myhostname}"
+            elif rtype == record.MESG:
+                if not orig.sender:
+                    msg.warn(f"{queue_id}: no sender before message content record")
+                if not orig.data_offset:
+                    orig.data_offset = offset + 2
+                if not threaded:
                     break
-            else:
-                return orig
+                in_content = True
+            elif in_content and rtype in (record.NORM, record.CONT):
+                if headers_done or prev_type == record.CONT or orig.message_id:
+                    pass
+                elif header_name_length(text := data.decode("utf-8", "surrogateescape")):
+                    _message_id_header(orig, queue_id, text)
+                elif text[:1] not in (" ", "\t"):
+                    headers_done = True
+            elif rtype == record.ATTR and threaded and data.startswith(b"message_id="):
+                value = data[len(b"message_id="):].decode("utf-8", "surrogateescape")
+                orig.message_id = "<" + value.strip().strip("<>").strip() + ">"
+            prev_type = rtype
     except record.RecordError as err:
         msg.warn(f"{queue_id}: {path}: {err}")
     return orig
+
+
+def _message_id_header(orig: Original, queue_id: str, line: str) -> None:
+    """Take the Message-ID from a one-line Message-ID: header."""
+    name = line[:header_name_length(line)]
+    if name.lower() != "message-id":
+        return
+    value = line[line.index(":") + 1:].strip()
+    if value.startswith("<") and value.endswith(">"):
+        orig.message_id = value
+    else:
+        msg.warn(f"{queue_id}: ignoring malformed Message-ID")
 
 
 def _content(orig: Original) -> list[tuple[str, bytes]] | None:

@@ -252,3 +252,10 @@ def test_expired_side_by_side_with_postfix(mail_system: MailSystem) -> None:
     """With maximal_queue_lifetime = 0 the first deferral returns the mail."""
     side_by_side(mail_system, ["-f", f"root@{HOSTNAME}", f"someone@{HOSTNAME}"], 1,
                  {"transport_maps": TRANSPORT, "maximal_queue_lifetime": "0"})
+
+
+@needs_postfix
+def test_threaded_bounce_side_by_side_with_postfix(mail_system: MailSystem) -> None:
+    side_by_side(mail_system, ["-f", f"root@{HOSTNAME}", f"nosuchuser@{HOSTNAME}"], 1,
+                 {"enable_threaded_bounces": "yes"})
+    assert "\nIn-Reply-To: <" in mail_system.mailbox("root").read_text()

@@ -86,6 +86,18 @@ def test_read_original(tmp_path: Path) -> None:
     assert read_original(str(path), "ABCDEF", "mail.example").message_id == ""
 
 
+def test_threaded_message_id_from_header(tmp_path: Path,
+                                         capfd: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "ABCDEF"
+    write_queue_file(path, b"a@x", [b"Subject: x", b"Message-Id:  <2@example.org> ",
+                                    b"", b"Message-ID: <3@example.org>"])
+    assert read_original(str(path), "ABCDEF", "h", threaded=True).message_id == \
+        "<2@example.org>"
+    write_queue_file(path, b"a@x", [b"Message-ID: 2@example.org", b"", b"body"])
+    assert read_original(str(path), "ABCDEF", "h", threaded=True).message_id == ""
+    assert "ABCDEF: ignoring malformed Message-ID" in capfd.readouterr().err
+
+
 def test_read_original_null_sender_and_missing_file(tmp_path: Path) -> None:
     path = tmp_path / "ABCDEF"
     write_queue_file(path, b"", [b"Subject: x"])
