@@ -62,6 +62,7 @@ CASES = {
              b">From quoted\r\nSubject: crlf\r\n\r\n.\r\nline\r\r\nlast"),
     "probe": (["-bv", "-f", "p@x.example", "a@x.example", "b@x.example"], b""),
     "verbose": (["-v", "-G", "u@x.example"], b"Subject: v\n\nbody\n"),
+    "empty full name": (["-F", "", "u@x.example"], b"x\n"),
     "header at end": (["-t"], b"Subject: s\nTo: a@x.example,\n b@x.example"),
     "long header": (["-t"], b"To: " + b"a@x.example, " * 400 + b"\n folded@x.example\n\nx"),
 }

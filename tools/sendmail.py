@@ -163,6 +163,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import re
 import subprocess
 import sys
 import time
@@ -419,17 +420,18 @@ def username(uid: int) -> str:
 
 def fullname(uid: int) -> str | None:
     """NAME from the environment, else the password file's GECOS name
-    (up to the first comma, "&" standing for the capitalised login)."""
+    (up to the first comma, semicolon or percent sign, "&" standing for
+    the capitalised login); None for an unknown user."""
     name = os.environ.get("NAME")
-    if name:
+    if name is not None:
         return name
     try:
         entry = pwd.getpwuid(uid)
     except KeyError:
         return None
-    gecos = entry.pw_gecos.split(",", 1)[0]
+    gecos = re.split("[,;%]", entry.pw_gecos, maxsplit=1)[0]
     login = entry.pw_name
-    return gecos.replace("&", login[:1].upper() + login[1:]) or None
+    return gecos.replace("&", login[:1].upper() + login[1:])
 
 
 # The message.
@@ -642,7 +644,7 @@ def enqueue(cfg: Config, o: Options, recipients: list[str]) -> None:
         drop.record(record.ATTR, f"ret_flags={o.dsn_ret}")
     drop.record(record.ATTR, f"rewrite_context={o.rewrite_context}")
     full_name = o.full_name if o.full_name is not None else fullname(uid)
-    if full_name:
+    if full_name is not None:
         drop.record(record.FULL, full_name)
     drop.record(record.FROM, sender)
     if o.encoding:
