@@ -39,6 +39,7 @@ local     unix  -       n       n       -       -       local
 error     unix  -       -       n       -       -       error
 retry     unix  -       -       n       -       -       error
 discard   unix  -       -       n       -       -       discard
+virtual   unix  -       n       n       -       -       virtual
 """
 
 
