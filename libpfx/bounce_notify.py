@@ -151,8 +151,9 @@ def read_original(path: str, queue_id: str, myhostname: str,
                 first = data.split()[:1]
                 orig.arrival_time = int(first[0]) if first and first[0].isdigit() else 0
             elif rtype == record.FROM:
+                # Quoted as Postfix 3.7 quotes it: 8-bit characters too.
                 sender = data.decode("utf-8", "surrogateescape")
-                orig.sender = quote_822_local(sender) if sender \
+                orig.sender = quote_822_local(sender, eight_bit_clean=False) if sender \
                     else f"{MAILER_DAEMON}@{myhostname}"
             elif rtype == record.MESG:
                 if not orig.sender:
