@@ -184,7 +184,7 @@ def test_mailbox_command_environment(tmp_path: Path, users: None) -> None:
     who = HOME_USERS["cmdenv"]
     home = _reset_home(who)
     agent = Agent(tmp_path, {"mailbox_command": 'env > "$HOME/cmd.out"; cat > /dev/null',
-                             "recipient_delimiter": "+"})
+                             "recipient_delimiter": "+", "command_execution_directory": "$home"})
     try:
         rcpt = f"{who}+ext@host.example.com"
         queued = agent.queue_message("sender@example.com", [rcpt], MESSAGE)
@@ -201,6 +201,7 @@ def test_mailbox_command_environment(tmp_path: Path, users: None) -> None:
         assert env["DOMAIN"] == "host.example.com"
         assert env["ORIGINAL_RECIPIENT"] == rcpt
         assert env["PATH"] == "/usr/bin:/bin"
+        assert env["PWD"] == pw.pw_dir
         assert (home / "cmd.out").stat().st_uid == pw.pw_uid
         assert "status=sent (delivered to command: env >" in agent.log()
     finally:
