@@ -83,14 +83,21 @@ def run(command: str, data: bytes, *, uid: int, gid: int, env: dict[str, str],
     argv = _argv(command, shell)
 
     def child_setup() -> None:
-        if os.geteuid() != 0:
-            os.seteuid(0)
-        os.setgid(gid)
-        os.setgroups([gid])
-        os.setuid(uid)
+        if os.getuid() == 0:
+            if os.geteuid() != 0:
+                os.seteuid(0)
+            os.setgid(gid)
+            os.setgroups([gid])
+            os.setuid(uid)
         os.setsid()
         if cwd:
-            os.chdir(cwd)
+            try:
+                os.chdir(cwd)
+            except OSError as err:
+                # As Postfix's child does: the text becomes the command output.
+                os.write(2, f'local: fatal: cannot change directory to "{cwd}" for uid={uid} '
+                            f"gid={gid}: {err.strerror}\n".encode())
+                os._exit(1)
 
     saved = (os.geteuid(), os.getegid())
     if os.getuid() == 0 and saved[0] != 0:
@@ -103,7 +110,7 @@ def run(command: str, data: bytes, *, uid: int, gid: int, env: dict[str, str],
             try:
                 proc = subprocess.Popen(candidate, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                         stderr=subprocess.STDOUT, env=_clean_env(export, env),
-                                        preexec_fn=child_setup if os.getuid() == 0 else os.setsid,
+                                        preexec_fn=child_setup,
                                         close_fds=True)
                 break
             except OSError as err:

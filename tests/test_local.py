@@ -388,3 +388,20 @@ def test_commands_and_files_restricted(tmp_path: Path, users: None) -> None:
         assert not Path("/tmp/never-written").exists()
     finally:
         agent.close()
+
+
+@needs_root
+def test_bad_execution_directory_bounces_with_postfix_text(tmp_path: Path, users: None) -> None:
+    agent = Agent(tmp_path, {"mailbox_command": "cat > /dev/null",
+                             "command_execution_directory": "/nonexistent/dir"})
+    try:
+        rcpt = f"{U1}@host.example.com"
+        queued = agent.queue_message("sender@example.com", [rcpt], MESSAGE)
+        assert agent.deliver(queued) == 0, agent.stderr
+        pw = user(U1)
+        assert ('dsn=5.3.0, status=bounced (Command died with status 1: "cat > /dev/null". '
+                'Command output: local: fatal: cannot change directory to "/nonexistent/dir" '
+                f"for uid={pw.pw_uid} gid={pw.pw_gid}: No such file or directory )") \
+            in _status_line(agent.log(), rcpt)
+    finally:
+        agent.close()
