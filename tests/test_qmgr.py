@@ -146,6 +146,12 @@ def test_missing_agent_defers_with_backoff(mail_system: MailSystem) -> None:
     assert before + 119 <= path.stat().st_mtime <= time.time() + 121
     assert qid in ms.queue_files("defer")
     assert f"{qid}: removed" not in ms.log()
+    # postqueue -f forgets the dead transport and tries again at once.
+    trigger(ms, b"FADI")
+    ms.wait_for(lambda: count(ms, r"connect to transport private/nosuch") == 2,
+                what="a second attempt")
+    ms.wait_for(lambda: count(ms, rf"{qid}: to=<x@nowhere.example>.*status=deferred") == 2,
+                what="a second deferral")
 
 
 def test_broken_agent_defers_and_keeps_the_message(mail_system: MailSystem) -> None:
