@@ -299,11 +299,15 @@ class Local:
         self.myhostname = get("myhostname")
         self.mail_name = get("mail_name")
         self.dup_filter_limit = config.get_int("duplicate_filter_limit")
-        pw = _getpwnam(get("default_privs"))
+        privs = get("default_privs")
+        pw = _getpwnam(privs)
+        where = f"file {config.path}: parameter default_privs"
         if pw is None:
-            msg.fatal(f"unknown default_privs user: {get('default_privs')}")
+            msg.fatal(f"{where}: unknown user name value: {privs}")
         if pw.pw_uid == 0:
-            msg.fatal("default_privs: user must not be root")
+            msg.fatal(f"{where}: user {privs} has privileged user ID")
+        if pw.pw_gid == 0:
+            msg.fatal(f"{where}: user {privs} has privileged group ID")
         self.default_uid, self.default_gid = pw.pw_uid, pw.pw_gid
         self.privs = Privileges()
         self.layout = queue.QueueLayout.from_config(config)
