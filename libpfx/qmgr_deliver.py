@@ -234,7 +234,8 @@ class Delivery:
             return
         except attr.AttrError as err:
             msg.warn(f"{self.path}: malformed response" if err.errno is None
-                     else f"write to process ({self.transport.name}): {str(err)}")
+                     else f"write to process ({self.transport.name}): "
+                          f"{os.strerror(err.errno)}")
             self.sched.finish(self, None)
             return
         self.buf += stream.pending()
