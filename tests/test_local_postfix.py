@@ -233,3 +233,15 @@ def test_include_forwarding_as_postfix_does_it(pair, tmp_path: Path) -> None:
     assert ours == theirs
     assert b"Received: by pfx.example (Postfix)" in ours
     assert b"Delivered-To: team@pfx.example" in ours
+
+
+def test_forwarding_loop_as_postfix_reports_it(pair) -> None:
+    ms, pf = pair()
+    message = f"Delivered-To: {U1}@pfx.example\nSubject: loop\n\nbody\n".encode()
+    lines = []
+    for inst in (ms, pf):
+        inst.sendmail(["-f", "sender@pfx.example", U1], message)
+        found = inst.wait_log(rf"postfix/local\[\d+\]: \w+: (to=<{U1}@pfx\.example>.*)$")
+        lines.append(re.sub(r"delay=[\d.]+, delays=[\d./]+", "DELAYS", found.group(1)))
+    assert lines[0] == lines[1]
+    assert lines[0].endswith(f"dsn=5.4.6, status=bounced (mail forwarding loop for {U1}@pfx.example)")
