@@ -68,7 +68,9 @@ def open_path(path: Path) -> None:
     """Let mail_owner and the recipients reach path: pytest makes its
     temporary directories 0700, and unprivileged daemons (and local
     delivery as the recipient) open configuration and queue files by
-    their absolute names.  Search permission only; nothing is listed."""
+    their absolute names.  Search permission only; nothing is listed.
+    Every pytest session that starts makes /tmp/pytest-of-USER 0700
+    again, so this is repeated while tests wait for the mail system."""
     if os.geteuid() != 0:
         return
     for part in (path, *path.parents):
@@ -180,6 +182,7 @@ class MailSystem:
 
     def start(self, timeout: float = 20) -> None:
         """postfix start; returns when master runs and has logged its start."""
+        open_path(self.top)
         result = self.postfix("start")
         if result.returncode != 0:
             raise AssertionError(f"postfix start: exit {result.returncode}: {result.stderr}\n"
@@ -255,6 +258,7 @@ class MailSystem:
         regex = re.compile(pattern, re.MULTILINE)
         deadline = time.monotonic() + timeout
         while True:
+            open_path(self.top)
             text = self.log()
             found = regex.search(text, start)
             if found:
@@ -268,6 +272,7 @@ class MailSystem:
         """Poll condition() until it returns something true."""
         deadline = time.monotonic() + timeout
         while True:
+            open_path(self.top)
             value = condition()
             if value:
                 return value
