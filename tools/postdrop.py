@@ -95,7 +95,7 @@ from typing import NoReturn
 from libpfx import attr, msg, record
 from libpfx.cleanup_clnt import (CLEANUP_STAT_BAD, CLEANUP_STAT_OK, CLEANUP_STAT_SIZE,
                                  CLEANUP_STAT_WRITE)
-from libpfx.config import Config, split_list
+from libpfx.config import Config, split_list, split_nameval
 from libpfx.queue import MAILDROP, QueueFile, QueueLayout
 
 # The record types of a submission, segment by segment; each segment ends
@@ -192,17 +192,6 @@ def stripped_sender(sender: str, delimiters: str) -> str:
         if cut > 0:
             local = local[:cut]
     return quote_822_local(local + at + domain)
-
-
-def split_nameval(text: str) -> tuple[str, str] | str:
-    """name=value of an A record, or the reason it is malformed."""
-    name, eq, value = text.partition("=")
-    name = name.strip()
-    if not name:
-        return "missing attribute name"
-    if not eq:
-        return "missing '=' after attribute name"
-    return name, value.strip()
 
 
 class Dropper:
