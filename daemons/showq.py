@@ -144,11 +144,15 @@ def report(layout: queue.QueueLayout, queue_name: str, queue_id: str, path: str,
     from libpfx import bounce_log
     try:
         with open(path, "rb") as fp:
-            data = fp.read()
+            if st.st_size < 1 << 16:
+                data = fp.read()
+            else:
+                import mmap     # a large message: only the envelope pages are read
+                data = mmap.mmap(fp.fileno(), 0, access=mmap.ACCESS_READ)
     except FileNotFoundError:
         return None
-    except OSError as err:
-        msg.warn(f"open {queue_name} {queue_id}: {err.strerror}")
+    except (OSError, ValueError) as err:
+        msg.warn(f"open {queue_name} {queue_id}: {getattr(err, 'strerror', None) or err}")
         return None
     arrival = 0
     size = st.st_size
@@ -200,6 +204,8 @@ def report(layout: queue.QueueLayout, queue_name: str, queue_id: str, path: str,
         elif rtype == "M":
             if size_ok:
                 reader.pos += size      # to the extracted records
+    if not isinstance(data, bytes):
+        data.close()
     if sender is None:
         return None
     return Message(queue_name, queue_id, arrival if arrival > 0 else int(st.st_mtime), size,

@@ -133,6 +133,9 @@ def run_as_user(ms: MailSystem, args: list[str]) -> tuple[int, bytes, bytes]:
     reachable by other users)."""
     nobody = pwd.getpwnam("nobody")
     gid = grp.getgrnam(ms.setgid_group).gr_gid
+    # Another pytest session may have made /tmp/pytest-of-root private again.
+    from tests.mailsystem import open_path
+    open_path(ms.etc)
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     pid = os.fork()

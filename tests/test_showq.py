@@ -111,3 +111,12 @@ def test_damaged_files(layout: QueueLayout, capfd) -> None:
     err = capfd.readouterr().err
     assert "duplicate sender address: c@x -- skipping remainder of this file" in err
     assert "missing sender address: b@x -- skipping remainder of this file" in err
+
+
+def test_large_message(layout: QueueLayout) -> None:
+    body = b"y" * 100_000
+    recs = cleanup_file(b"a@example.com", [b"b@example.com"], body)
+    recs[0] = (record.SIZE, queue.size_record(len(body) + 5, 0, 1))
+    message(layout, queue.DEFERRED, recs)
+    (found,) = showq.scan(layout)
+    assert found.size == len(body) + 5 and found.recipients[0][0] == "b@example.com"
