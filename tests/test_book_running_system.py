@@ -321,3 +321,200 @@ def test_virtual_alias_list_to_localhost(mail_system: MailSystem) -> None:
     head = header_block(messages(ms.mailbox(U1))[0])
     # The owner alias is a local name: it is qualified with $myorigin.
     assert f"Return-Path: <owner-astronomy-ora@{HOST}>\n" in head
+
+
+# Chapter 4.2.3 aliases and chapter 10 mailing lists.
+
+def test_alias_file_command_and_postalias_query(mail_system: MailSystem, tmp_path: Path) -> None:
+    """Ch. 4.2.3 (catalog part 2, section 4 and T10, T13): an alias to
+    addresses, to a file and to a quoted command; postalias -q answers with
+    the right-hand side; commands and files of an alias file owned by root
+    run as default_privs (nobody), of a user-owned file as that user."""
+    ms = mail_system
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    drop.chmod(0o1777)
+    info_box = drop / "info_box"
+    ms.set_aliases(f"postmaster: root\n"
+                   f"kyle.dent: {U1}, kdent@oreilly.com\n"
+                   f"info: {info_box}\n"
+                   f'autoreply: "|/usr/bin/id -u > {drop}/uid.$$"\n')
+    q = ms.command("postalias", "-q", "kyle.dent", f"hash:{ms.etc}/aliases")
+    assert q.stdout == f"{U1}, kdent@oreilly.com\n"
+    ms.configure({"default_transport": "discard:remote"})
+    ms.start()
+    send(ms, ["kyle.dent", "info", "autoreply"], "Subject: aliases\n\nx\n")
+    delivered(ms, f"{U1}@{HOST}")
+    ms.wait_log(r"postfix/discard\[\d+\]: \w+: to=<kdent@oreilly\.com>, orig_to=<kyle\.dent>, "
+                r"relay=none, .*status=sent \(remote\)", 20)
+    ms.wait_log(rf"to=<info@{HOST}>, orig_to=<info>, relay=local, .*status=sent "
+                rf"\(delivered to file: {re.escape(str(info_box))}\)")
+    ms.wait_log(rf"to=<autoreply@{HOST}>, orig_to=<autoreply>, relay=local, .*status=sent "
+                rf"\(delivered to command: /usr/bin/id -u > {re.escape(str(drop))}/uid\.\$\$\)")
+    nobody = str(user("nobody").pw_uid)
+    [uid_file] = drop.glob("uid.*")
+    assert uid_file.read_text() == nobody + "\n"
+    assert info_box.stat().st_uid == int(nobody)
+    assert messages(info_box)[0].startswith("From root@pfx.example  ")
+    # Now the alias table belongs to a user: the command runs as that user.
+    owner = user(U2)
+    for name in ("aliases", "aliases.db"):
+        os.chown(ms.etc / name, owner.pw_uid, owner.pw_gid)
+    send(ms, ["autoreply"], "Subject: again\n\nx\n")
+    ms.wait_for(lambda: len(list(drop.glob("uid.*"))) == 2, what="second command")
+    assert sorted(p.read_text() for p in drop.glob("uid.*")) == sorted([f"{nobody}\n",
+                                                                      f"{owner.pw_uid}\n"])
+
+
+def test_include_files_and_commands_restricted_by_default(mail_system: MailSystem,
+                                                           tmp_path: Path) -> None:
+    """Ch. 4.2.3 (catalog part 2, T11 and T12): by default
+    (allow_mail_to_files and allow_mail_to_commands = alias, forward) a
+    file or command named in an :include: file is refused; with an empty
+    allow_mail_to_commands not even an alias may run a command."""
+    ms = mail_system
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    drop.chmod(0o1777)
+    listing = tmp_path / "info_list"
+    listing.write_text(f"{U1}\n{drop}/from_include\n")
+    listing.chmod(0o644)
+    ms.set_aliases(f"postmaster: root\ninfo: :include:{listing}\n"
+                   f'cmd: "|/bin/touch {drop}/ran"\n')
+    ms.configure({"allow_mail_to_commands": ""})
+    ms.start()
+    send(ms, ["-f", f"{U2}@{HOST}", "info", "cmd"], "Subject: restricted\n\nx\n")
+    delivered(ms, f"{U1}@{HOST}")
+    ms.wait_log(rf"to=<info@{HOST}>, orig_to=<info>, relay=local, .*dsn=5\.7\.1, status=bounced "
+                r"\(mail to file is restricted\)", 20)
+    ms.wait_log(rf"to=<cmd@{HOST}>, orig_to=<cmd>, relay=local, .*dsn=5\.7\.1, status=bounced "
+                r"\(mail to command is restricted\)", 20)
+    assert not (drop / "from_include").exists() and not (drop / "ran").exists()
+
+
+def test_include_files_allowed_when_configured(mail_system: MailSystem, tmp_path: Path) -> None:
+    """Ch. 4.2.3 (catalog part 2, section 4): allow_mail_to_files = alias,
+    forward, include lets an :include: file name a file."""
+    ms = mail_system
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    drop.chmod(0o1777)
+    listing = tmp_path / "info_list"
+    listing.write_text(f"{drop}/from_include\n")
+    listing.chmod(0o644)
+    ms.set_aliases(f"postmaster: root\ninfo: :include:{listing}\n")
+    ms.configure({"allow_mail_to_files": "alias, forward, include"})
+    ms.start()
+    send(ms, ["info"], "Subject: allowed\n\nx\n")
+    ms.wait_log(rf"status=sent \(delivered to file: {re.escape(str(drop))}/from_include\)", 20)
+    assert "Subject: allowed" in (drop / "from_include").read_text()
+
+
+def test_mailing_list_with_owner_alias(mail_system: MailSystem, tmp_path: Path) -> None:
+    """Ch. 10.1-10.2 (catalog part 4, T8, T9, T11, T12 and Example 10-2):
+    a list from an :include: file with an owner- alias is re-submitted as a
+    new message (forwarded as NEWID) whose sender is owner-needlepoint; the
+    bounce for bogus goes to the owner, not to the poster; the To: header
+    is not expanded."""
+    ms = mail_system
+    members = tmp_path / "needlepoint"
+    members.write_text(f"{U1}@example.com\ngmhopper@onlamp.com\n"
+                       f"grayburn@oreilly.com\nbogus@example.com\n")
+    members.chmod(0o644)
+    ms.configure({"myhostname": "mail.example.com", "mydomain": "example.com",
+                  "myorigin": "$mydomain", "mydestination": "$myhostname, $mydomain",
+                  "default_transport": "discard:250 Mail accepted"})
+    ms.set_aliases(f"postmaster: root\nneedlepoint: :include:{members}\n"
+                   f"owner-needlepoint: kdent@example.com\nkdent: {U2}\n")
+    ms.start()
+    send(ms, ["-f", f"poster@onlamp.com", "needlepoint@example.com"],
+         "From: poster@onlamp.com\nTo: needlepoint@example.com\nSubject: stitches\n\nx\n")
+    m = ms.wait_log(rf"postfix/local\[\d+\]: {QID}: to=<needlepoint@example\.com>, relay=local, "
+                    rf"delay=[\d.]+, .*status=sent \(forwarded as ({QID})\)", 20)
+    new = m.group(1)
+    ms.wait_log(rf"postfix/qmgr\[\d+\]: {new}: from=<owner-needlepoint@example\.com>, size=\d+, "
+                r"nrcpt=4 \(queue active\)")
+    ms.wait_log(rf"postfix/local\[\d+\]: {new}: to=<bogus@example\.com>, relay=local, .*"
+                r'status=bounced \(unknown user: "bogus"\)', 20)
+    ms.wait_log(rf"postfix/discard\[\d+\]: {new}: to=<grayburn@oreilly\.com>, relay=none, .*"
+                r"status=sent \(250 Mail accepted\)", 20)
+    delivered(ms, f"{U1}@example.com")
+    head = header_block(messages(ms.mailbox(U1))[0])
+    assert "Return-Path: <owner-needlepoint@example.com>\n" in head
+    assert f"Delivered-To: {U1}@example.com\n" in head
+    assert "\nTo: needlepoint@example.com\n" in head
+    # The bounce goes to owner-needlepoint -> kdent -> U2.
+    delivered(ms, f"{U2}@example.com")
+    report = messages(ms.mailbox(U2))[0]
+    assert report.startswith("From MAILER-DAEMON  ")
+    # hfrom_format = standard; MAILER-DAEMON is qualified with $myorigin.
+    assert "\nFrom: Mail Delivery System <MAILER-DAEMON@example.com>\n" in report
+    assert "\nTo: owner-needlepoint@example.com\n" in report
+    assert "\nSubject: Undelivered Mail Returned to Sender\n" in report
+    assert '<bogus@example.com>: unknown user: "bogus"' in report
+    assert not ms.mailbox("root").exists() or "stitches" not in ms.mailbox("root").read_text()
+
+
+def test_owner_request_special_and_expand_owner_alias(mail_system: MailSystem) -> None:
+    """Ch. 10.2 (catalog part 4, T10): expand_owner_alias = yes makes the
+    owner alias's expansion the sender; owner_request_special keeps
+    owner-list from being split at a "-" recipient_delimiter."""
+    ms = mail_system
+    ms.configure({"expand_owner_alias": "yes", "recipient_delimiter": "-"})
+    ms.set_aliases(f"postmaster: root\nneedlepoint: {U1}\n"
+                   f"owner-needlepoint: kdent@{HOST}\nkdent: {U2}\nowner: {U2}\n")
+    ms.start()
+    send(ms, ["needlepoint", "owner-nosuchlist"], "Subject: owner\n\nx\n")
+    delivered(ms, f"{U1}@{HOST}")
+    assert f"Return-Path: <kdent@{HOST}>\n" in messages(ms.mailbox(U1))[0]
+    # owner-nosuchlist is not owner + extension "nosuchlist".
+    ms.wait_log(rf'to=<owner-nosuchlist@{HOST}>, .*status=bounced '
+                r'\(unknown user: "owner-nosuchlist"\)', 20)
+
+
+def test_owner_request_special_off_keeps_the_poster(mail_system: MailSystem) -> None:
+    """Ch. 10.2 (catalog part 4, T10): owner_request_special = no keeps
+    the poster's address as envelope sender even when owner-list exists."""
+    ms = mail_system
+    ms.configure({"owner_request_special": "no"})
+    ms.set_aliases(f"postmaster: root\nneedlepoint: {U1}\nowner-needlepoint: {U2}\n")
+    ms.start()
+    send(ms, ["-f", "poster@onlamp.com", "needlepoint"], "Subject: owner\n\nx\n")
+    delivered(ms, f"{U1}@{HOST}")
+    assert "Return-Path: <poster@onlamp.com>\n" in messages(ms.mailbox(U1))[0]
+
+
+def test_unreadable_include_file(mail_system: MailSystem, tmp_path: Path) -> None:
+    """Ch. 10.3 (catalog part 4, T12): an :include: file the delivery
+    cannot read is reported; Postfix logs "cannot open include file PATH:
+    Permission denied" and returns the mail (5.3.5 mail system
+    configuration error)."""
+    ms = mail_system
+    members = tmp_path / "astronomy"
+    members.write_text(f"{U1}\n")
+    members.chmod(0o600)            # root's; deliveries run as nobody
+    ms.set_aliases(f"postmaster: root\nastronomy: :include:{members}\n")
+    ms.start()
+    send(ms, ["-f", f"{U2}@{HOST}", "astronomy"], "Subject: stars\n\nx\n")
+    ms.wait_log(rf"postfix/local\[\d+\]: warning: cannot open include file "
+                rf"{re.escape(str(members))}: Permission denied", 20)
+    ms.wait_log(rf"to=<astronomy@{HOST}>, orig_to=<astronomy>, relay=local, .*dsn=5\.3\.5, "
+                r"status=bounced \(mail system configuration error\)", 20)
+
+
+def test_two_alias_databases_rebuilt_by_newaliases(mail_system: MailSystem) -> None:
+    """Ch. 10.1 (catalog part 4, T13): alias_database lists two tables,
+    newaliases rebuilds both, alias_maps = $alias_database searches them in
+    order."""
+    ms = mail_system
+    lists = ms.etc / "mail_lists"
+    lists.write_text(f"needlepoint: {U1}, {U2}\npostmaster: {U2}\n")
+    ms.configure({"alias_database": f"hash:{ms.etc}/aliases, hash:{lists}",
+                  "alias_maps": "$alias_database"})
+    ms.command("newaliases", check=True)
+    assert (ms.etc / "mail_lists.db").exists()
+    ms.start()
+    send(ms, ["needlepoint", "postmaster"], "Subject: two tables\n\nx\n")
+    delivered(ms, f"{U1}@{HOST}")
+    delivered(ms, f"{U2}@{HOST}")
+    ms.wait_log(rf"to=<root@{HOST}>, orig_to=<postmaster>, relay=local, .*delivered to mailbox", 20)
