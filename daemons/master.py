@@ -908,6 +908,9 @@ def main(argv: list[str] | None = None) -> NoReturn:
         msg.fatal(f"open lock file {data_lock_path}: unable to set exclusive lock: "
                   f"{os.strerror(errno.EAGAIN)}")
     write_pid(data_lock, data_lock_path)
+    ids = master.owner_ids()
+    if ids is not None:
+        os.fchown(data_lock, *ids)      # Postfix makes it as mail_owner
     master.setup_signals()
     entries = master.read_services()
     master.preload(entries)
