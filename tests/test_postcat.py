@@ -180,3 +180,26 @@ def test_same_output_as_postfix_from_a_pipe(tmp_path: Path, name: str) -> None:
         ours = postcat(*opts.split(), stdin=path.read_bytes())
         theirs = postcat(*opts.split(), stdin=path.read_bytes(), binary="/usr/sbin/postcat")
         assert (ours.returncode, ours.stdout) == (theirs.returncode, theirs.stdout), opts
+
+
+@needs_postfix
+def test_pfx_queue_file_same_as_postfix(tmp_path: Path) -> None:
+    """A queue file written by pfx's own cleanup in a running instance,
+    shown by both postcats."""
+    from tests.mailsystem import MailSystem
+    ms = MailSystem(tmp_path / "instance")
+    try:
+        ms.configure({"mydestination": "", "default_transport": "retry:4.4.1 later"})
+        ms.start()
+        ms.sendmail(["-f", "joe@example.com", "-N", "success,delay", "bob@remote.example"],
+                    "Subject: test\nX-Long: " + "a" * 3000 + "\n\nbody\n")
+        qid = ms.wait_log(r"postfix/\w+\[\d+\]: (\w+): to=<bob@remote.example>.*"
+                          r"status=deferred").group(1)
+        ms.wait_for(lambda: qid in ms.queue_files("deferred"), what="deferred")
+        path = next((ms.queue / "deferred").rglob(qid))
+        for opts in ("", "-o", "-b", "-h", "-e", "-v", "-d"):
+            ours = postcat(*opts.split(), str(path))
+            theirs = postcat(*opts.split(), str(path), binary="/usr/sbin/postcat")
+            assert (ours.returncode, ours.stdout) == (theirs.returncode, theirs.stdout), opts
+    finally:
+        ms.teardown()
