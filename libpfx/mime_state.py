@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from libpfx.header_opts import header_name, header_value, is_header
+from libpfx.header_opts import header_name, header_name_length, header_value
 from libpfx.record import CONT, NORM
 
 # Header classes (Postfix's MIME_HDR_*).
@@ -148,10 +148,11 @@ class MimeState:
             elif data[:1] in (b" ", b"\t") and self.pending is not None:
                 self._append_header(data, newline=True)
                 return
-            elif is_header(data.decode("latin-1")):
+            elif (name_length := header_name_length(data.decode("latin-1"))) > 0:
                 self._flush_header()
-                self.pending = bytearray()
-                self._append_header(data, newline=False)
+                # Blanks between the name and the colon are dropped.
+                self.pending = bytearray(data[:name_length])
+                self._append_header(data[name_length:].lstrip(b" \t"), newline=False)
                 return
             else:
                 primary = self.header_class == MIME_HDR_PRIMARY

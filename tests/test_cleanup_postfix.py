@@ -27,13 +27,23 @@ CASES = [
      b"\nCc: \"Quoted Name\" <q@sub.example.com>, (c) x\nResent-From: res\nSubject: t\n\nbody\n"),
     (["-F", "Joe (The) Boss", "-f", "joe", "bob"], b"Subject: x\n\nbody\n"),
     (["-f", "", "bob"], b"Subject: null sender\n\nb\n"),
-    (["-f", "alice", "team", "bob"], b"From: Alice <alice>\nReply-To: r\nMessage-ID: <id@x>\n\nb\n"),
+    (["-f", "alice", "team", "bob"],
+     b"From: Alice <alice>\nReply-To: r\nMessage-ID: <id@x>\n\nb\n"),
     (["-f", "alice", "joe+ext@old.example", "team"],
      b"From: alice\nTo: joe@old.example, team\nX-Long: " + b"L" * 5000 +
      b"\nContent-Type: multipart/mixed; boundary=b\n\n--b\nContent-Type: text/plain\n\nhi\n"
      b"--b--\n"),
     (["-f", "alice", "bob"], b"just text\n"),
     (["-f", "alice", "bob"], b"Subject: folded\n  continuation\nTo: a,\n b\n\nx\n"),
+    (["-f", "alice", "bob"], b"Subject: gr\xfc\xdfe\nX-8: \xff\n\nb\xe9\n"),
+    (["-f", "alice", "bob"],
+     b"Resent-To: x\nResent-Bcc: y\nBcc: z\nReturn-Path: <q>\nContent-Length: 5\n\nb\n"),
+    (["-f", "alice", "bob"], b""),
+    (["-f", "alice", "bob"], b"Subject: no body"),
+    (["-f", "alice", "bob"], b"From:\nSubject : spaced\nTo: undisclosed:;\n\nb\n"),
+    (["-f", "alice", "bob"],
+     b"To: Group: a, b@sub.example.com;, \"odd user\"@x, <>\nCc: @route:u@h\n\nb\n"),
+    (["-t", "-f", "alice"], b"To: one, two@old.example\nCc: three\nBcc: four\n\nb\n"),
 ]
 
 ACTIONS = """/^X-Warn:/ WARN watch it
@@ -100,7 +110,7 @@ def hold_names(queue: Path) -> set[str]:
 
 def postcat(path: Path, queue: Path, etc: Path) -> str:
     out = subprocess.run(["/usr/sbin/postcat", "-c", str(etc), str(path)],
-                         capture_output=True, text=True, timeout=30).stdout
+                         capture_output=True, timeout=30).stdout.decode("utf-8", "replace")
     out = out.replace(str(queue), "QUEUE")
     out = re.sub(r"\b[0-9A-F]{10,12}\b", "QID", out)
     out = re.sub(r"\d{14}\.QID", "STAMP.QID", out)
