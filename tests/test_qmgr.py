@@ -357,6 +357,26 @@ def _cmdline(pid: int) -> list[bytes]:
         return []
 
 
+def test_active_queue_limit(mail_system: MailSystem) -> None:
+    """qmgr_message_active_limit caps the messages in active/ at once."""
+    ms = mail_system
+    marker = f"0.{os.getpid() % 1000:03d}6"
+    ms.set_aliases("postmaster: root\n" + "".join(
+        f'slow{i}: "|/bin/sleep {marker}"\n' for i in range(6)))
+    ms.configure({"qmgr_message_active_limit": "2"})
+    ms.start()
+    ms.wait_for(lambda: (ms.queue / "incoming").is_dir(), what="queue tree")
+    ids = [queue_file(ms, "incoming", [f"slow{i}@pfx.example"]) for i in range(6)]
+    trigger(ms)
+    most = 0
+    deadline = time.monotonic() + 30
+    while count(ms, r": removed$") < len(ids) and time.monotonic() < deadline:
+        most = max(most, len(ms.queue_files("active")), sleeping(marker))
+        time.sleep(0.02)
+    assert count(ms, r"postfix/local\[\d+\]: .*status=sent") == 6
+    assert most == 2
+
+
 def test_kill_9_during_burst_delivers_each_message_once(mail_system: MailSystem) -> None:
     ms = started(mail_system)
     ids = [queue_file(ms, "incoming", [f"u{i}@burst.example"]) for i in range(200)]
