@@ -197,13 +197,12 @@ def cmd_reload(script: Script) -> int:
 
 
 def cmd_flush(script: Script) -> int:
-    from libpfx import attr
-    path = os.path.join(script.queue_directory, "public", "qmgr")
-    try:
-        attr.trigger(path, attr.QMGR_FLUSH_DEAD + attr.QMGR_SCAN_ALL)
-    except attr.AttrError as err:
-        script.fatal(f"Cannot flush mail queue - mail system is down ({err})")
-    return 0
+    """postqueue -f, as postfix-script runs it."""
+    if not os.path.isdir(script.queue_directory):
+        script.fatal(f"no Postfix queue directory {script.queue_directory}!")
+    env = dict(os.environ, MAIL_CONFIG=script.config.config_dir)
+    return subprocess.call([sys.executable, "-m", "tools.postqueue", "-f"], env=env,
+                           cwd=script.queue_directory)
 
 
 def cmd_status(script: Script) -> int:
