@@ -21,7 +21,10 @@ DESCRIPTION
     recipients named on the command line.  The message goes as a record
     stream to the postdrop command, which writes it to the maildrop
     directory and wakes the pickup service.  When the mail system is not
-    running, the message waits in the maildrop directory.
+    running, the message waits in the maildrop directory.  A user who
+    may not write the maildrop directory goes through the set-gid
+    command_directory/postdrop; root and mail_owner run postdrop's code
+    in a child process.
 
     Input: leading "From " lines (also ">From ") are dropped; lines end
     with LF, and trailing CRs are removed as sendmail_fix_line_endings
@@ -545,30 +548,70 @@ class Content:
 
 # Submission through postdrop.
 
-def postdrop_command(cfg: Config) -> tuple[list[str], dict[str, str]]:
-    """Who may write the maildrop directory runs postdrop's code with
-    this interpreter; others need the set-gid postdrop installed in
-    command_directory."""
-    env = dict(os.environ, MAIL_CONFIG=cfg.config_dir)
-    verbose = ["-v"] * msg.verbose
-    if os.access("maildrop", os.W_OK | os.X_OK):
-        env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-        return [sys.executable, "-m", "tools.postdrop", "-r", *verbose], env
-    return [os.path.join(cfg.get("command_directory"), "postdrop"), "-r", *verbose], env
+class ForkedPostdrop:
+    """postdrop's code in a forked child, for a caller who may write the
+    maildrop directory: the same program and protocol, without starting
+    a second interpreter.  Quacks like the subprocess.Popen it replaces."""
+
+    def __init__(self, args: list[str]) -> None:
+        in_r, in_w = os.pipe()
+        out_r, out_w = os.pipe()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            os.dup2(in_r, 0)
+            os.dup2(out_w, 1)
+            for fd in (in_r, in_w, out_r, out_w):
+                os.close(fd)
+            os._exit(self.child(args))
+        os.close(in_r)
+        os.close(out_w)
+        self.pid = pid
+        self.stdin = os.fdopen(in_w, "wb")
+        self.stdout = os.fdopen(out_r, "rb")
+
+    @staticmethod
+    def child(args: list[str]) -> int:
+        import io
+        sys.stdin = io.TextIOWrapper(io.BufferedReader(io.FileIO(0, "rb", closefd=False)))
+        msg.cleanup(None)           # postdrop's exit statuses, not sendmail's
+        try:
+            from tools import postdrop
+            postdrop.main(args)
+        except SystemExit as done:
+            return done.code if isinstance(done.code, int) else 1
+        except Exception as err:    # a bug: report it, never a traceback
+            sys.stderr.write(f"postdrop: fatal: {err}\n")
+            return 1
+        finally:
+            sys.stderr.flush()
+        return 0
+
+    def wait(self) -> int:
+        self.stdout.close()
+        return os.waitstatus_to_exitcode(os.waitpid(self.pid, 0)[1])
 
 
 class Postdrop:
-    """A postdrop process taking one record stream."""
+    """A postdrop process taking one record stream: the set-gid command in
+    command_directory, or, for a caller who may write the maildrop
+    directory itself, postdrop's code in a child of this process."""
 
     def __init__(self, cfg: Config, who: str) -> None:
         self.who = who
-        argv, env = postdrop_command(cfg)
-        self.command = " ".join(argv)
-        try:
-            self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                         env=env, close_fds=True)
-        except OSError as err:
-            msg.fatal(f"{who}: unable to execute {self.command}: {err.strerror}")
+        path = os.path.join(cfg.get("command_directory"), "postdrop")
+        args = ["-r", *["-v"] * msg.verbose]
+        self.command = " ".join([path, *args])
+        if os.access("maildrop", os.W_OK | os.X_OK):
+            self.proc: ForkedPostdrop | subprocess.Popen = ForkedPostdrop(args)
+        else:
+            try:
+                self.proc = subprocess.Popen([path, *args], stdin=subprocess.PIPE,
+                                             stdout=subprocess.PIPE, close_fds=True,
+                                             env=dict(os.environ, MAIL_CONFIG=cfg.config_dir))
+            except OSError as err:
+                msg.fatal(f"{who}: unable to execute {self.command}: {err.strerror}")
         self.reply = attr.AttrStream(self.proc.stdout.fileno(), "postdrop")
         try:
             hello = self.reply.recv({attr.ATTR_PROTOCOL: str, "queue_id": str})
