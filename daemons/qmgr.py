@@ -117,8 +117,10 @@ CONFIGURATION PARAMETERS
     initial_destination_concurrency (5),
     default_destination_concurrency_limit (20),
     default_destination_recipient_limit (50),
-    default_destination_concurrency_failed_cohort_limit (1)
-        Per-destination concurrency and recipients per delivery, with
+    default_destination_concurrency_failed_cohort_limit (1),
+    default_destination_rate_delay (0s)
+        Per-destination concurrency, recipients per delivery and pause
+        between deliveries (a rate delay implies one at a time), with
         transport_ overrides (transport_destination_concurrency_limit,
         ...); local_destination_concurrency_limit (2) and
         local_destination_recipient_limit (1) for local delivery.
@@ -238,15 +240,21 @@ class Qmgr:
             own = name + suffix
             return config.get_int(own if config.raw(own) is not None else default)
 
+        own = name + "_destination_rate_delay"
+        rate_delay = config.get_time(own if config.raw(own) is not None
+                                     else "default_destination_rate_delay")
         maxproc = self.maxproc.get(name, config.get_int("default_process_limit"))
         limit = param("_destination_concurrency_limit", "default_destination_concurrency_limit")
+        if rate_delay > 0:
+            limit = 1               # one delivery at a time, then a pause
         initial = param("_initial_destination_concurrency", "initial_destination_concurrency")
         return Transport(
             name, maxproc if maxproc > 0 else float("inf"), limit,
             min(initial, limit) if limit > 0 else initial,
             param("_destination_recipient_limit", "default_destination_recipient_limit"),
             param("_destination_concurrency_failed_cohort_limit",
-                  "default_destination_concurrency_failed_cohort_limit"))
+                  "default_destination_concurrency_failed_cohort_limit"),
+            rate_delay)
 
     def start(self) -> None:
         self.leftovers(None)

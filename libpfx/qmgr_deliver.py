@@ -82,10 +82,11 @@ class Queue:
     success: float = 0.0
     fail_cohorts: float = 0.0
     dead: tuple[str, str] | None = None
-    dead_until: float = 0.0
+    suspended: bool = False         # waiting out the destination rate delay
 
     def ready(self) -> bool:
-        return self.dead is None and bool(self.todo) and self.busy < self.window
+        return (self.dead is None and not self.suspended and bool(self.todo)
+                and self.busy < self.window)
 
 
 @dataclass
@@ -98,10 +99,10 @@ class Transport:
     init_dest_concurrency: int
     recipient_limit: int
     fail_cohort_limit: int
+    rate_delay: float = 0.0         # seconds between deliveries to a destination
     busy: int = 0
     queues: "OrderedDict[str, Queue]" = field(default_factory=OrderedDict)
     dead: tuple[str, str] | None = None
-    dead_until: float = 0.0
 
 
 class Timers:
@@ -410,7 +411,8 @@ class Scheduler:
             transport.queues.move_to_end(name)
             if queue.ready():
                 return queue
-            if not queue.todo and not queue.busy and queue.dead is None:
+            if not queue.todo and not queue.busy and queue.dead is None \
+                    and not queue.suspended:
                 del transport.queues[name]
         return None
 
@@ -437,7 +439,14 @@ class Scheduler:
         else:
             self.unthrottle_transport(transport)
             self.unthrottle_queue(queue)
+        if transport.rate_delay > 0 and queue.dead is None:
+            queue.suspended = True
+            self.timers.request(self.resume_queue, queue, transport.rate_delay)
         entry.message.entry_done(entry, status)
+
+    def resume_queue(self, queue: Queue) -> None:
+        """The destination rate delay has passed."""
+        queue.suspended = False
 
     # The event loop.
 

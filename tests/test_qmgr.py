@@ -377,6 +377,18 @@ def test_active_queue_limit(mail_system: MailSystem) -> None:
     assert most == 2
 
 
+def test_destination_rate_delay(mail_system: MailSystem) -> None:
+    ms = started(mail_system, discard_destination_rate_delay="1s")
+    ids = [queue_file(ms, "incoming", [f"u{i}@slowly.example"]) for i in range(3)]
+    other = queue_file(ms, "incoming", ["v@quick.example"])
+    begin = time.monotonic()
+    trigger(ms)
+    ms.wait_log(rf"{other}: removed")
+    quick = time.monotonic() - begin
+    ms.wait_for(lambda: all(f"{qid}: removed" in ms.log() for qid in ids), what="deliveries")
+    assert time.monotonic() - begin >= 2.0 > quick
+
+
 def test_kill_9_during_burst_delivers_each_message_once(mail_system: MailSystem) -> None:
     ms = started(mail_system)
     ids = [queue_file(ms, "incoming", [f"u{i}@burst.example"]) for i in range(200)]
