@@ -134,11 +134,11 @@ do_install() {
                 -o "$gen.bin" "$SRC/tools/setgid_wrapper.c"
             put 755 "$gen.bin" "$SBINDIR/$name"
             rm -f "$gen.bin"
-            if getent group "$SETGID_GROUP" >/dev/null; then
+            if [ "$(id -u)" = 0 ] && getent group "$SETGID_GROUP" >/dev/null; then
                 chgrp "$SETGID_GROUP" "$DESTDIR$SBINDIR/$name"
                 chmod 2755 "$DESTDIR$SBINDIR/$name"
             else
-                say "no $SETGID_GROUP group: $SBINDIR/$name is not set-gid"
+                say "not root or no $SETGID_GROUP group: $SBINDIR/$name is not set-gid"
             fi;;
         *)
             put 755 "$gen" "$SBINDIR/$name";;
