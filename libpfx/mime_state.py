@@ -108,14 +108,16 @@ class MimeState:
     def _append_header(self, data: bytes, newline: bool) -> None:
         """Add text to the header being collected; text arriving once the
         header has reached header_limit is dropped (the output cuts the
-        header at the limit)."""
+        header at the limit), and so is text after a NUL byte, as
+        Postfix's string handling of headers does."""
         assert self.pending is not None
         if len(self.pending) >= self.header_limit:
             self.errors |= MIME_ERR_TRUNC_HEADER
             return
         if newline:
             self.pending += b"\n"
-        self.pending += data
+        nul = data.find(b"\0")
+        self.pending += data if nul < 0 else data[:nul]
 
     def _end_headers(self) -> None:
         """The header block ended; decide how the body that follows is read."""

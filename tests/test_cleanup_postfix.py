@@ -22,6 +22,16 @@ from test_local_postfix import PostfixInstance
 pytestmark = [needs_postfix, pytest.mark.skipif(not IS_ROOT, reason="needs root")]
 
 CASES = [
+    (["-f", "alice", "bob"], b" leading space\nSubject: after\n\nb\n"),
+    (["-f", "alice", "bob"], b"Subject: crlf\r\nTo: x\r\n\r\nbody\r\n.\r\n"),
+    (["-f", "alice", "bob"], b"X-Huge: " + b"h" * 120000 + b"\nX-After: 1\n\nb\n"),
+    (["-f", "alice", "bob"], b"X-Fold: " + (b"f" * 900 + b"\n ") * 120 + b"end\nX-After: 1\n\nb\n"),
+    (["-f", "alice", "bob"], b"Subject: long body\n\n" + b"q" * 7000 + b"\nshort\n"),
+    (["-f", "alice", "bob"], b"Subject: nul\x00inside\n\nnul\x00body\n"),
+    (["-f", "alice", "bob"], b"Content-Type: message/rfc822\n\nSubject: inner\nTo: inner\n\nib\n"),
+    (["-f", "alice", "bob"], b"Received: from x\nReceived: from y\nDate: Mon, 1 Jan 2024\n\nb\n"),
+    (["-f", "alice", "bob"], b"From: a@b, c@d\nSender: s\nReply-To: <>\nErrors-To: e\n\nb\n"),
+
     (["-f", "alice", "bob"],
      b"To: " + b", ".join(b"user%d" % i for i in range(12)) +
      b"\nCc: \"Quoted Name\" <q@sub.example.com>, (c) x\nResent-From: res\nSubject: t\n\nbody\n"),
