@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 
 from libpfx import cleanup_clnt, record
+from libpfx.bounce_notify import mail_date
 from libpfx.cleanup_clnt import CleanupClient, CleanupError
 from libpfx.deliver_request import DeliverRequest
 
@@ -22,11 +23,6 @@ _PASS_ATTRS = (("log_client_name", "client_name"), ("log_client_address", "clien
                ("log_protocol_name", "client_proto"), ("log_helo_name", "client_helo"),
                ("sasl_method", "sasl_method"), ("sasl_username", "sasl_username"),
                ("rewrite_context", "rewrite_context"))
-
-
-def mail_date(when: float) -> str:
-    """An RFC 2822 date with the zone name, as Postfix writes it."""
-    return time.strftime("%a, %d %b %Y %H:%M:%S %z (%Z)", time.localtime(when))
 
 
 @dataclass
