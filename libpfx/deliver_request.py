@@ -122,7 +122,8 @@ def _lock_queue_file(queue_name: str, queue_id: str) -> None:
         except (OSError, ValueError):
             continue
         try:
-            fcntl.flock(fd, fcntl.LOCK_SH)
+            # Never wait: an exclusive lock is only ever held for a moment.
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except OSError:
             os.close(fd)
             return
