@@ -115,3 +115,16 @@ def test_chrooted_pickup(mail_system: MailSystem) -> None:
     wake_pickup(mail_system)
     mail_system.wait_log(r"pickup\[\d+\]: [0-9A-F]+: uid=0 from=<me@pfx\.example>$")
     mail_system.wait_log(r"status=sent")
+
+
+def test_rejected_message_is_bounced_and_removed(mail_system: MailSystem) -> None:
+    checks = mail_system.top / "header_checks"
+    checks.write_text("/^Subject: spam/ REJECT no spam here\n")
+    mail_system.configure({"header_checks": f"regexp:{checks}"})
+    mail_system.start()
+    mail_system.command("sendmail", "root", input=b"Subject: spam\n\nbuy\n")
+    mail_system.wait_log(r"cleanup\[\d+\]: [0-9A-F]+: reject: header Subject: spam from local")
+    mail_system.wait_log(r"from=<>, .*nrcpt=1")
+    mail_system.wait_log(r"relay=local, .*status=sent")
+    assert mail_system.queue_files("maildrop") == []
+    assert "Undelivered Mail Returned to Sender" in mail_system.mailbox("root").read_text()
