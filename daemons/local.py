@@ -151,7 +151,7 @@ from libpfx.maps import DictRetry, changed_table, open_dict_or_surrogate
 from libpfx.maps.search import Maps, quote_local, split_extension
 from libpfx.mbox import COPY_DELIVERED, COPY_FROM, COPY_MBOX, COPY_ORIG_RCPT, \
     COPY_RETURN_PATH, COPY_TOFILE, DOT_LOCK_MAY_FAIL, CorruptError, LockConfig, \
-    Mbox, MboxError, append_message, lock_mask, read_content, render
+    LOCK_NAMES, Mbox, MboxError, append_message, name_mask, read_content, render
 from libpfx.tok822 import extract_addresses
 
 # What a delivery step returns: DONE (delivered or bounced, and recorded:
@@ -224,13 +224,10 @@ class MsgAttr:
 
 
 def _names_mask(param: str, value: str, names: dict[str, int]) -> int:
-    mask = 0
-    for name in value.replace(",", " ").split():
-        bit = names.get(name.lower())
-        if bit is None:
-            msg.fatal(f'unknown {param} value "{name}" in "{value}"')
-        mask |= bit
-    return mask
+    try:
+        return name_mask(param, value, names)
+    except ValueError as err:
+        msg.fatal(str(err))
 
 
 def _getpwnam(name: str) -> pwd.struct_passwd | None:
@@ -266,10 +263,7 @@ class Local:
         self.hdr_mask = _names_mask("prepend_delivered_header", get("prepend_delivered_header"), _HDR_NAMES)
         self.ext_prop_mask = _names_mask("propagate_unmatched_extensions",
                                          get("propagate_unmatched_extensions"), _EXT_NAMES)
-        try:
-            self.lock_mask = lock_mask(get("mailbox_delivery_lock"))
-        except ValueError as err:
-            msg.fatal(str(err))
+        self.lock_mask = _names_mask("mailbox_delivery_lock", get("mailbox_delivery_lock"), LOCK_NAMES)
         if not self.lock_mask:
             msg.fatal("parameter mailbox_delivery_lock specifies no applicable mailbox locking method")
         self.locks = LockConfig.from_config(config)

@@ -80,15 +80,21 @@ class LockConfig:
                    float(config.get_time("stale_lock_time")))  # type: ignore[attr-defined]
 
 
-def lock_mask(text: str, param: str = "mailbox_delivery_lock") -> int:
-    """The lock bits for a list of method names; ValueError names an unknown one."""
+def name_mask(param: str, text: str, names: dict[str, int]) -> int:
+    """The bits for a list of names (Postfix's name_mask); ValueError in
+    Postfix's words names an unknown one."""
     mask = 0
     for name in text.replace(",", " ").split():
-        bit = LOCK_NAMES.get(name.lower())
+        bit = names.get(name.lower())
         if bit is None:
             raise ValueError(f'unknown {param} value "{name}" in "{text}"')
         mask |= bit
     return mask
+
+
+def lock_mask(text: str, param: str = "mailbox_delivery_lock") -> int:
+    """The lock bits for a list of method names."""
+    return name_mask(param, text, LOCK_NAMES)
 
 
 def mbox_dsn(err: int, default: str) -> str:
