@@ -32,7 +32,8 @@ TEST_USERS = ("pfxlocal1", "pfxlocal2")
 # Users whose home directories a test changes (.forward, Maildir): one
 # per test, so that tests running in parallel never see each other's files.
 HOME_USERS = {"maildir": "pfxhome1", "cmdenv": "pfxhome2", "fwd": "pfxhome3",
-              "extfwd": "pfxhome4", "e2efwd": "pfxhome5", "pfmaildir": "pfxhome6"}
+              "extfwd": "pfxhome4", "e2efwd": "pfxhome5", "pfmaildir": "pfxhome6",
+              "homembox": "pfxhome7"}
 
 MASTER_CF = """\
 local     unix  -       n       n       -       -       local

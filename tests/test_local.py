@@ -405,3 +405,23 @@ def test_bad_execution_directory_bounces_with_postfix_text(tmp_path: Path, users
             in _status_line(agent.log(), rcpt)
     finally:
         agent.close()
+
+
+@needs_root
+def test_home_mailbox_file(tmp_path: Path, users: None) -> None:
+    who = HOME_USERS["homembox"]
+    home = Path(user(who).pw_dir)
+    box = home / "Mailbox"
+    box.unlink(missing_ok=True)
+    agent = Agent(tmp_path, {"home_mailbox": "Mailbox"})
+    try:
+        rcpt = f"{who}@host.example.com"
+        queued = agent.queue_message("sender@example.com", [rcpt], MESSAGE)
+        assert agent.deliver(queued) == 0, agent.stderr
+        assert box.read_bytes().startswith(b"From sender@example.com  ")
+        assert (box.stat().st_uid, box.stat().st_mode & 0o777) == (user(who).pw_uid, 0o600)
+        assert not (agent.spool / who).exists()
+        assert "status=sent (delivered to mailbox)" in _status_line(agent.log(), rcpt)
+    finally:
+        box.unlink(missing_ok=True)
+        agent.close()
