@@ -414,3 +414,21 @@ def test_inet_process_limit_stress(mail_system: MailSystem) -> None:
     waiting.close()
     for sock, _ in held:
         sock.close()
+
+
+def test_stand_alone_daemon(mail_system: MailSystem) -> None:
+    """A daemon started by hand with -S serves one client on standard input."""
+    import subprocess
+    with_daemons(mail_system, "echo unix - - n - 2 echo\n")
+    mail_system.queue.mkdir(exist_ok=True)
+    ours, theirs = socket.socketpair()
+    child = subprocess.Popen([str(mail_system.top / "libexec" / "echo"), "-n", "echo", "-t", "unix",
+                              "-c", str(mail_system.etc), "-S"], stdin=theirs, env=mail_system.env(),
+                             stderr=subprocess.PIPE)
+    theirs.close()
+    ours.settimeout(10)
+    ours.sendall(b"by-hand")
+    pid, _, name, data = ours.recv(200).decode().split()
+    assert (int(pid), name, data) == (child.pid, "echo", "by-hand")
+    ours.close()
+    assert child.wait(timeout=10) == 0
