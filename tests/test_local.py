@@ -425,3 +425,19 @@ def test_home_mailbox_file(tmp_path: Path, users: None) -> None:
     finally:
         box.unlink(missing_ok=True)
         agent.close()
+
+
+@needs_root
+def test_concurrent_deliveries_to_one_mailbox(agent: Agent) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+    rcpt = f"{U1}@host.example.com"
+    queued = [agent.queue_message("sender@example.com", [rcpt], b"Subject: n%d\n\n%s\n" % (i, b"x" * 5000))
+              for i in range(6)]
+    with ThreadPoolExecutor(6) as pool:
+        assert list(pool.map(agent.deliver, queued)) == [0] * 6
+    data = (agent.spool / U1).read_bytes()
+    messages = data.split(b"\n\nFrom sender@example.com  ")
+    assert len(messages) == 6
+    assert sorted(re.search(rb"Subject: (n\d)", m).group(1) for m in messages) == \
+        [b"n%d" % i for i in range(6)]
+    assert all(m.count(b"x" * 5000) == 1 for m in messages)
