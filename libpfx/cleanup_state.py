@@ -544,12 +544,13 @@ class CleanupState:
                 self.add_bcc(bcc)
 
     def add_bcc(self, address: str) -> None:
-        """cleanup_addr_bcc: one more recipient, its own original recipient."""
+        """cleanup_addr_bcc: one more recipient, its own original recipient,
+        that never asks for delivery status notifications."""
         clean = self.s.rewrite(LOCAL_CONTEXT, address)
         if self.flags & CLEANUP_FLAG_MAP_OK:
             clean = self.s.mapper.map_address(self, clean, ENV_RCPT)
         self.detect_utf8(clean, 0)
-        self.out_recipient("", 0, clean, clean)
+        self.out_recipient("", NOTIFY_NEVER, clean, clean)
 
     def out_recipient(self, dsn_orcpt: str, dsn_notify: int, orcpt: str, recip: str) -> None:
         """Virtual alias expansion and duplicate elimination, then the

@@ -68,17 +68,29 @@ ACTIONS = """/^X-Warn:/ WARN watch it
 /^X-Unknown:/ FROBNICATE
 /^Subject:/ HOLD
 /^X-Redirect:/ REDIRECT elsewhere@x.org
+/^Content-Type: text\\/html/ WARN html part
+/^X-Nested:/ PREPEND X-Nested-Seen: yes
+"""
+BODY_ACTIONS = """/^drop me/ IGNORE
+/^change me/ REPLACE changed
+/^before me/ PREPEND inserted
+/^watch me/ WARN body warning
 """
 ACTIONS_MESSAGE = (b"X-Warn: 1\nX-Info: 2\nX-Old: 3\nX-Pre: 4\nX-Bad-Pre: 5\nX-Filter: 6\n"
-                   b"X-Bcc: 7\nX-Strip: 8\nX-Unknown: 9\nSubject: s\nX-Redirect: 10\n\nbody\n")
+                   b"X-Bcc: 7\nX-Strip: 8\nX-Unknown: 9\nSubject: s\n"
+                   b"Content-Type: multipart/mixed; boundary=\"B\"\n\n"
+                   b"--B\nContent-Type: text/html\n\ndrop me\nchange me\nbefore me\nwatch me\n"
+                   b"--B\nContent-Type: message/rfc822\n\nX-Nested: 1\n\nnested body\n--B--\n")
 
 
-def tables(etc: Path, checks: str) -> dict[str, str]:
+def tables(etc: Path, checks: str, body_checks: str = "") -> dict[str, str]:
     etc.mkdir(parents=True, exist_ok=True)
     (etc / "header_checks").write_text(checks)
+    (etc / "body_checks").write_text(body_checks)
     (etc / "virtual").write_text("team@pfx.example a@x.org, b@x.org, root\n")
     (etc / "canonical").write_text("alice alice.smith\n@old.example @new.example\n")
     return {"header_checks": f"regexp:{etc}/header_checks",
+            "body_checks": f"regexp:{etc}/body_checks",
             "virtual_alias_maps": f"texthash:{etc}/virtual",
             "canonical_maps": f"texthash:{etc}/canonical",
             "masquerade_domains": "example.com"}
@@ -88,11 +100,12 @@ def tables(etc: Path, checks: str) -> dict[str, str]:
 def both(tmp_path: Path):
     made: list = []
 
-    def start(checks: str) -> tuple[MailSystem, PostfixInstance]:
-        ms = MailSystem(tmp_path / "pfx", tables(tmp_path / "pfx" / "etc", checks))
+    def start(checks: str, body_checks: str = "") -> tuple[MailSystem, PostfixInstance]:
+        ms = MailSystem(tmp_path / "pfx", tables(tmp_path / "pfx" / "etc", checks, body_checks))
         made.append(ms)
         ms.start()
-        pf = PostfixInstance(tmp_path / "postfix", tables(tmp_path / "postfix" / "etc", checks))
+        pf = PostfixInstance(tmp_path / "postfix",
+                             tables(tmp_path / "postfix" / "etc", checks, body_checks))
         made.append(pf)
         return ms, pf
 
@@ -154,12 +167,21 @@ def cleanup_lines(log: str) -> list[str]:
     return out
 
 
-def test_header_checks_log_lines_as_postfix(both) -> None:
-    ms, pf = both(ACTIONS)
+def test_content_checks_as_postfix(both) -> None:
+    """Every header_checks action, MIME part and attached-message headers,
+    body_checks: the log lines and the queue file (the message is held
+    by the HOLD rule; REDIRECT, the last one, is not reached since the
+    rules after HOLD still apply but this message has none)."""
+    ms, pf = both(ACTIONS, BODY_ACTIONS)
+    before_ms, before_pf = hold_names(ms.queue), hold_names(pf.queue)
     ms.sendmail(["-f", "alice", "bob"], ACTIONS_MESSAGE)
     pf.sendmail(["-f", "alice", "bob"], ACTIONS_MESSAGE)
+    mine = postcat(held(ms.queue, before_ms), ms.queue, pf.etc)
+    theirs = postcat(held(pf.queue, before_pf), pf.queue, pf.etc)
+    assert "X-Nested-Seen: yes" in theirs
+    assert mine == theirs
     ms.wait_log(r"cleanup.*message-id=")
     pf.wait_log(r"cleanup.*message-id=")
-    theirs = cleanup_lines(pf.log())
-    assert len(theirs) == 12
-    assert cleanup_lines(ms.log()) == theirs
+    theirs_log = cleanup_lines(pf.log())
+    assert any("body warning" in line for line in theirs_log)
+    assert cleanup_lines(ms.log()) == theirs_log
