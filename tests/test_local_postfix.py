@@ -245,3 +245,32 @@ def test_forwarding_loop_as_postfix_reports_it(pair) -> None:
         lines.append(re.sub(r"delay=[\d.]+, delays=[\d./]+", "DELAYS", found.group(1)))
     assert lines[0] == lines[1]
     assert lines[0].endswith(f"dsn=5.4.6, status=bounced (mail forwarding loop for {U1}@pfx.example)")
+
+
+def test_virtual_mailbox_as_postfix_writes_it(pair, tmp_path: Path) -> None:
+    base = tmp_path / "vmail"
+    base.mkdir()
+    pw = user(U1)
+    os.chown(base, pw.pw_uid, pw.pw_gid)
+    vmaps = tmp_path / "vmailbox"
+    vmaps.write_text("alice@hosted.example  alice\nbob@hosted.example  bob/\n")
+    ms, pf = pair({"virtual_mailbox_domains": "hosted.example",
+                   "virtual_mailbox_base": str(base),
+                   "virtual_mailbox_maps": f"texthash:{vmaps}",
+                   "virtual_uid_maps": f"static:{pw.pw_uid}",
+                   "virtual_gid_maps": f"static:{pw.pw_gid}"})
+    results = []
+    for inst in (ms, pf):
+        inst.sendmail(["-f", "sender@pfx.example", "alice@hosted.example", "bob@hosted.example",
+                       "carol@hosted.example"], MESSAGE)
+        for pattern in (r"to=<alice@hosted\.example>, .*status=sent \(delivered to mailbox\)",
+                        r"to=<bob@hosted\.example>, .*status=sent \(delivered to maildir\)",
+                        r'to=<carol@hosted\.example>, .*status=bounced \(unknown user: '
+                        r'"carol@hosted\.example"\)'):
+            inst.wait_log(rf"postfix/virtual\[\d+\]: \w+: {pattern}")
+        box = (base / "alice").read_bytes()
+        [new] = list((base / "bob" / "new").iterdir())
+        results.append((_local_part(box), _local_part(b"From x  DATE\n" + new.read_bytes())))
+        (base / "alice").unlink()
+        new.unlink()
+    assert results[0] == results[1]
