@@ -61,7 +61,7 @@ def synthetic_files(directory: Path) -> dict[str, Path]:
     return paths
 
 
-OPTIONS = ["", "-b", "-h", "-e", "-bh", "-eh", "-o", "-d", "-od", "-bo", "-ho", "-s 2",
+OPTIONS = ["", "-b", "-h", "-e", "-bh", "-eh", "-o", "-d", "-od", "-bo", "-ho",
            "-s 1000", "-r", "-vr", "-vo", "-vd", "-bv", "-hv", "-ev"]
 
 
@@ -161,22 +161,26 @@ def same_as_postfix(names: list[str], options: list[str], files: dict[str, Path]
 def test_same_output_as_postfix(tmp_path: Path) -> None:
     """Several files per run: the readable ones with every option."""
     files = synthetic_files(tmp_path)
-    same_as_postfix(["pointers", "odd", "not-a-queue-file", "empty", "two-size-records",
+    same_as_postfix(["pointers", "odd", "not-a-queue-file", "empty",
                      "787D321A7A4", "7B30121A7A2", "AD39621A30A", "B23CD21A310"],
                     OPTIONS, files)
 
 
 @needs_postfix
-@pytest.mark.parametrize("name", ["truncated", "bad-size", "bad-pointer"])
+@pytest.mark.parametrize("name", ["truncated", "bad-size", "bad-pointer", "two-size-records",
+                                  "787D321A7A4"])
 def test_same_errors_as_postfix(tmp_path: Path, name: str) -> None:
-    same_as_postfix([name], ["", "-b", "-h", "-e", "-v"], synthetic_files(tmp_path))
+    # Postfix's postcat pauses a second after a fatal error: few runs.
+    same_as_postfix([name], ["", "-v", "-s 2"], synthetic_files(tmp_path))
 
 
 @needs_postfix
-@pytest.mark.parametrize("name", ["pointers", "odd", "AD39621A30A"])
+@pytest.mark.parametrize("name", ["pointers", "AD39621A30A"])
 def test_same_output_as_postfix_from_a_pipe(tmp_path: Path, name: str) -> None:
+    """A pipe cannot seek: Postfix's postcat fails after the end record
+    (and pauses a second), or earlier where it would skip the content."""
     path = synthetic_files(tmp_path)[name]
-    for opts in ("", "-b", "-h", "-e", "-s 2", "-s 97 -e"):
+    for opts in ("-b", "-h", "-s 97 -e"):
         ours = postcat(*opts.split(), stdin=path.read_bytes())
         theirs = postcat(*opts.split(), stdin=path.read_bytes(), binary="/usr/sbin/postcat")
         assert (ours.returncode, ours.stdout) == (theirs.returncode, theirs.stdout), opts
