@@ -668,6 +668,11 @@ class Master:
         """Stop the children and exit; they get a moment to finish (postlogd
         writes what is queued for it), so that none is left behind."""
         msg.info(f"terminating on signal {signum}")
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if os.getpgrp() == os.getpid():
+            # The whole group, as Postfix: also what the daemons started
+            # (commands that local runs for a delivery).
+            os.killpg(0, signal.SIGTERM)
         for pid in list(self.children):
             try:
                 os.kill(pid, signal.SIGTERM)
