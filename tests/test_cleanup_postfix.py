@@ -185,3 +185,45 @@ def test_content_checks_as_postfix(both) -> None:
     theirs_log = cleanup_lines(pf.log())
     assert any("body warning" in line for line in theirs_log)
     assert cleanup_lines(ms.log()) == theirs_log
+
+
+def test_bcc_masquerade_and_extensions_as_postfix(tmp_path: Path) -> None:
+    """always_bcc, sender and recipient bcc maps, masquerading of every
+    address class with an exception, address extensions and virtual
+    aliases that include themselves or ask for success notices."""
+    def config(etc: Path) -> dict[str, str]:
+        params = tables(etc, "/^Received:/ HOLD\n")
+        (etc / "sbcc").write_text("alice.smith@pfx.example sarchive@x.org\n")
+        (etc / "rbcc").write_text("@x.org rarchive@y.org\n")
+        (etc / "virtual").write_text("team@pfx.example a@x.org, b@x.org, root\n"
+                                     "self@x.org self@x.org, other@x.org\n")
+        params.update({
+            "always_bcc": "audit", "sender_bcc_maps": f"texthash:{etc}/sbcc",
+            "recipient_bcc_maps": f"texthash:{etc}/rbcc", "masquerade_exceptions": "root",
+            "sender_canonical_classes": "envelope_sender", "recipient_delimiter": "+",
+            "masquerade_classes": "envelope_sender, envelope_recipient, header_sender, "
+                                  "header_recipient"})
+        return params
+    cases = [
+        (["-f", "alice", "bob", "a@x.org"],
+         b"From: alice\nTo: root@sub.example.com, u@sub.example.com\n\nb\n"),
+        (["-f", "alice", "self@x.org"], b"Subject: self\n\nb\n"),
+        (["-f", "alice", "-N", "success,delay", "team"], b"Subject: dsn\n\nb\n"),
+        (["-f", "alice", "bob+ext", "root+x@sub.example.com"], b"Subject: ext\n\nb\n"),
+    ]
+    ms = MailSystem(tmp_path / "pfx", config(tmp_path / "pfx" / "etc"))
+    pf = None
+    try:
+        ms.start()
+        pf = PostfixInstance(tmp_path / "postfix", config(tmp_path / "postfix" / "etc"))
+        for args, message in cases:
+            before_ms, before_pf = hold_names(ms.queue), hold_names(pf.queue)
+            ms.sendmail(args, message)
+            pf.sendmail(args, message)
+            mine = postcat(held(ms.queue, before_ms), ms.queue, pf.etc)
+            theirs = postcat(held(pf.queue, before_pf), pf.queue, pf.etc)
+            assert mine == theirs, f"sendmail {args}"
+    finally:
+        ms.teardown()
+        if pf is not None:
+            pf.stop()
