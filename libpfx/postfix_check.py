@@ -25,34 +25,58 @@ OWNER_TREES = ("saved", "incoming", "active", "defer", "deferred", "bounce", "ho
 # System files that a chroot jail may hold copies of.
 JAIL_DIRS = ("bin", "etc", "lib", "sbin", "usr")
 
-# Services that upgrade-configuration adds to master.cf when missing: the
-# regular expression that finds one, the entry, and how Postfix names it.
-MISSING_SERVICES = (
-    (r"^relay", "relay\t  unix\t-\t-\tn\t-\t-\tsmtp", "relay service"),
-    (r"^flush.*flush", "flush     unix  -       -       n       1000?   0       flush",
-     "flush service"),
-    (r"trace.*bounce", "trace\t  unix\t-\t-\tn\t-\t0\tbounce", "trace service"),
-    (r"^verify.*verify", "verify\t  unix\t-\t-\tn\t-\t1\tverify", "verify service"),
-    (r"^proxymap.*proxymap", "proxymap  unix\t-\t-\tn\t-\t-\tproxymap", "proxymap service"),
-    (r"^anvil.*anvil", "anvil\t  unix\t-\t-\tn\t-\t1\tanvil", "anvil service"),
-    (r"^scache.*scache", "scache\t  unix\t-\t-\tn\t-\t1\tscache", "scache service"),
-    (r"^discard.*discard", "discard\t  unix\t-\t-\tn\t-\t-\tdiscard", "discard service"),
-    (r"^tlsmgr.*tlsmgr", "tlsmgr    unix  -       -       n       1000?   1       tlsmgr",
-     "tlsmgr service"),
-    (r"^retry.*error", "retry     unix  -       -       n       -       -       error",
-     "retry service"),
-    (r"^proxywrite.*proxymap", "proxywrite unix -       -       n       -       1       proxymap",
-     "proxywrite service"),
-    (r"^#*smtp.*postscreen", "#smtp      inet  n       -       n       -       1       postscreen",
-     "postscreen TCP service"),
-    (r"^#*smtpd.*smtpd", "#smtpd     pass  -       -       n       -       -       smtpd",
-     "smtpd unix-domain service"),
-    (r"^#*dnsblog.*dnsblog", "#dnsblog   unix  -       -       n       -       0       dnsblog",
-     "dnsblog unix-domain service"),
-    (r"^#*tlsproxy.*tlsproxy", "#tlsproxy  unix  -       -       n       -       0       tlsproxy",
-     "tlsproxy unix-domain service"),
-    (r"^postlog", "postlog   unix-dgram n  -       n       -       1       postlogd",
-     "postlog unix-domain datagram service"),
+# What upgrade-configuration does to master.cf, in post-install's order:
+# ("add", the regular expression that finds the service, the entry to
+# append, what Postfix calls it) and ("edit", the line to change, its
+# substitutions (first match each), what Postfix says it does).
+B = "[ \t]"
+UPGRADE_STEPS: tuple[tuple[str, str, Any, str], ...] = (
+    ("add", r"^relay", "relay\t  unix\t-\t-\tn\t-\t-\tsmtp",
+     "adding missing entry for relay service"),
+    ("add", r"^flush.*flush", "flush     unix  -       -       n       1000?   0       flush",
+     "adding missing entry for flush service"),
+    ("add", r"trace.*bounce", "trace\t  unix\t-\t-\tn\t-\t0\tbounce",
+     "adding missing entry for trace service"),
+    ("add", r"^verify.*verify", "verify\t  unix\t-\t-\tn\t-\t1\tverify",
+     "adding missing entry for verify service"),
+    ("edit", rf"^verify.*{B}0{B}*verify", ((rf"({B})0({B})", r"\g<1>1\2"),),
+     "setting verify process limit to 1"),
+    ("edit", rf"^pickup{B}*fifo{B}*n{B}*n", ((rf"(n{B}*)n", r"\1-"),),
+     "making the pickup service unprivileged"),
+    ("edit", rf"^cleanup{B}*unix{B}*[-y]", ((r"[-y]", "n"),), "making the cleanup service public"),
+    ("edit", rf"^flush{B}*unix{B}*[-y]", ((r"[-y]", "n"),), "making the flush service public"),
+    ("add", r"^proxymap.*proxymap", "proxymap  unix\t-\t-\tn\t-\t-\tproxymap",
+     "adding missing entry for proxymap service"),
+    ("add", r"^anvil.*anvil", "anvil\t  unix\t-\t-\tn\t-\t1\tanvil",
+     "adding missing entry for anvil service"),
+    ("add", r"^scache.*scache", "scache\t  unix\t-\t-\tn\t-\t1\tscache",
+     "adding missing entry for scache service"),
+    ("add", r"^discard.*discard", "discard\t  unix\t-\t-\tn\t-\t-\tdiscard",
+     "adding missing entry for discard service"),
+    ("edit", rf"^tlsmgr{B}*fifo{B}", (("fifo", "unix"), ("[0-9][0-9]*", r"\g<0>?")),
+     "updating the tlsmgr from fifo to unix service"),
+    ("add", r"^tlsmgr.*tlsmgr", "tlsmgr    unix  -       -       n       1000?   1       tlsmgr",
+     "adding missing entry for tlsmgr service"),
+    ("add", r"^retry.*error", "retry     unix  -       -       n       -       -       error",
+     "adding missing entry for retry service"),
+    ("add", r"^proxywrite.*proxymap",
+     "proxywrite unix -       -       n       -       1       proxymap",
+     "adding missing entry for proxywrite service"),
+    ("edit", rf"^proxywrite.*-{B}*proxymap", ((rf"-({B}*proxymap)", r"1\1"),),
+     "setting proxywrite process limit to 1"),
+    ("add", r"^#*smtp.*postscreen",
+     "#smtp      inet  n       -       n       -       1       postscreen",
+     "adding missing entry for postscreen TCP service"),
+    ("add", r"^#*smtpd.*smtpd", "#smtpd     pass  -       -       n       -       -       smtpd",
+     "adding missing entry for smtpd unix-domain service"),
+    ("add", r"^#*dnsblog.*dnsblog",
+     "#dnsblog   unix  -       -       n       -       0       dnsblog",
+     "adding missing entry for dnsblog unix-domain service"),
+    ("add", r"^#*tlsproxy.*tlsproxy",
+     "#tlsproxy  unix  -       -       n       -       0       tlsproxy",
+     "adding missing entry for tlsproxy unix-domain service"),
+    ("add", r"^postlog", "postlog   unix-dgram n  -       n       -       1       postlogd",
+     "adding missing entry for postlog unix-domain datagram service"),
 )
 
 
@@ -273,28 +297,53 @@ class Checker:
     # upgrade-configuration.
 
     def upgrade_configuration(self) -> None:
+        """post-install's master.cf upgrades: missing services appended,
+        old entries edited (the edited line is shown, as ed's p does);
+        the file is replaced atomically when anything changed."""
         import re
         path = os.path.join(self.config.config_dir, "master.cf")
         try:
             with open(path, encoding="utf-8", errors="surrogateescape") as fp:
-                text = fp.read()
+                lines = fp.read().splitlines()
         except OSError as err:
             msg.fatal(f"open {path}: {err.strerror}")
-        added = []
-        for pattern, entry, what in MISSING_SERVICES:
-            if not re.search(pattern, text + "\n".join(added), re.MULTILINE):
-                print(f"Editing {path}, adding missing entry for {what}", flush=True)
-                added.append(entry)
-        if not added:
+        changed = False
+        for kind, pattern, change, what in UPGRADE_STEPS:
+            found = next((i for i, line in enumerate(lines) if re.search(pattern, line)), None)
+            if kind == "add" and found is None:
+                print(f"Editing {path}, {what}", flush=True)
+                lines.append(change)
+                changed = True
+            elif kind == "edit" and found is not None:
+                # Postfix edits with ed(1), which shows the file size when
+                # it reads and writes the file, the line it goes to and,
+                # when told to, the changed line.
+                print(f"Editing {path}, {what}", flush=True)
+                print(_size(lines), lines[found], sep="\n")
+                for old, repl in change:
+                    lines[found] = re.sub(old, repl, lines[found], count=1)
+                print(lines[found], _size(lines), sep="\n", flush=True)
+                changed = True
+        if not changed:
             return
-        tail = "" if text.endswith("\n") or not text else "\n"
+        temp = f"{path}.tmp"
         try:
-            with open(path, "a", encoding="utf-8", errors="surrogateescape") as fp:
-                fp.write(tail + "".join(f"{line}\n" for line in added))
+            with open(temp, "w", encoding="utf-8", errors="surrogateescape") as fp:
+                fp.write("".join(f"{line}\n" for line in lines))
                 fp.flush()
                 os.fsync(fp.fileno())
+            st = os.stat(path)
+            os.chmod(temp, stat.S_IMODE(st.st_mode))
+            if os.geteuid() == 0:
+                os.chown(temp, st.st_uid, st.st_gid)
+            os.rename(temp, path)
         except OSError as err:
             msg.fatal(f"update {path}: {err.strerror}")
+
+
+def _size(lines: list[str]) -> int:
+    """The size in bytes of a file of these lines."""
+    return sum(len(line.encode("utf-8", "surrogateescape")) + 1 for line in lines)
 
 
 def _user_name(uid: int) -> str:

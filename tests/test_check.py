@@ -13,6 +13,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from conftest import needs_postfix  # noqa: E402
 from libpfx.config import Config  # noqa: E402
 from mailsystem import MailSystem  # noqa: E402
 
@@ -119,7 +120,9 @@ def test_upgrade_configuration_adds_missing_services_once(system: MailSystem) ->
     assert status == 0
     lines = out.splitlines()
     assert lines[0] == f"Editing {system.etc}/master.cf, adding missing entry for relay service"
-    assert len(lines) == 16
+    assert sum("adding missing entry" in line for line in lines) == 16
+    # The flush service it adds is then made public, as Postfix does.
+    assert f"Editing {system.etc}/master.cf, making the flush service public" in lines
     text = (system.etc / "master.cf").read_text()
     assert "cleanup unix n - n - 0 cleanup\nrelay\t  unix\t-\t-\tn\t-\t-\tsmtp\n" in text
     assert text.endswith("postlog   unix-dgram n  -       n       -       1       postlogd\n")
@@ -174,3 +177,36 @@ def test_check_recreates_a_deleted_queue_directory(system: MailSystem) -> None:
     if os.geteuid() == 0:
         import pwd
         assert hold.st_uid == pwd.getpwnam("postfix").pw_uid
+
+
+OLD_MASTER_CF = """\
+smtp      inet  n       -       n       -       -       smtpd
+pickup    fifo  n       n       n       60      1       pickup
+cleanup   unix  -       -       n       -       0       cleanup
+qmgr      fifo  n       -       n       300     1       qmgr
+tlsmgr    fifo  -       -       n       300     1       tlsmgr
+verify    unix  -       -       n       -       0       verify
+proxywrite unix -       -       n       -       -       proxymap
+local     unix  -       n       n       -       -       local
+"""
+
+
+@needs_postfix
+@pytest.mark.skipif(os.geteuid() != 0, reason="Postfix's post-install needs root")
+def test_upgrade_configuration_as_postfix_does(tmp_path: Path) -> None:
+    import subprocess
+    outputs = []
+    for program in ("/usr/sbin/postfix", str(Path(sys.executable).parent / "postfix")):
+        top = tmp_path / Path(program).parent.name
+        for name in ("etc", "queue", "data"):
+            (top / name).mkdir(parents=True)
+        (top / "etc" / "main.cf").write_text(
+            f"queue_directory = {top}/queue\ndata_directory = {top}/data\n"
+            "compatibility_level = 3.6\ninet_protocols = ipv4\n")
+        (top / "etc" / "master.cf").write_text(OLD_MASTER_CF)
+        result = subprocess.run([program, "-c", str(top / "etc"), "upgrade-configuration"],
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        outputs.append((result.stdout.replace(str(top), "TOP"),
+                        (top / "etc" / "master.cf").read_text()))
+    assert outputs[1] == outputs[0]
