@@ -441,3 +441,30 @@ def test_concurrent_deliveries_to_one_mailbox(agent: Agent) -> None:
     assert sorted(re.search(rb"Subject: (n\d)", m).group(1) for m in messages) == \
         [b"n%d" % i for i in range(6)]
     assert all(m.count(b"x" * 5000) == 1 for m in messages)
+
+
+@needs_root
+def test_mailbox_command_maps_per_user(tmp_path: Path, users: None) -> None:
+    agent = Agent(tmp_path)
+    try:
+        shared = agent.tmp / "shared"
+        shared.mkdir(mode=0o777)
+        os.chmod(shared, 0o777)
+        cmdmap = agent.tmp / "cmdmap"
+        cmdmap.write_text(f"{U1} cat > {shared}/u1.out\n")
+        agent.write_main_cf(dict(agent.settings, mailbox_command_maps=f"texthash:{cmdmap}"))
+        queued = agent.queue_message("sender@example.com",
+                                     [f"{U1}@host.example.com", f"{U2}@host.example.com"], MESSAGE)
+        rcpts = list(queued.recipients)
+        for rcpt in rcpts:
+            queued.recipients = [rcpt]
+            assert agent.deliver(queued) == 0, agent.stderr
+        out = (shared / "u1.out").read_bytes()
+        # A command gets the From_ line but no >From quoting and no blank line.
+        assert out.startswith(b"From sender@example.com  ") and out.endswith(b"\n>From quoted\n")
+        assert b"\n\nFrom the start\n" in out
+        assert (shared / "u1.out").stat().st_uid == user(U1).pw_uid
+        assert (agent.spool / U2).exists() and not (agent.spool / U1).exists()
+        assert f"status=sent (delivered to command: cat > {shared}/u1.out)" in agent.log()
+    finally:
+        agent.close()
