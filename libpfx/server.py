@@ -437,6 +437,8 @@ class _Skeleton:
                 if fd == self.status_fd:
                     self.finish(0)
                 if fd in self.listen_fds:
+                    if not ctx.clients:
+                        self.retire_if_changed()    # the next process serves this client
                     self.hook("pre_accept")
                     if self.accept(fd):
                         idle_since = time.monotonic()
