@@ -458,6 +458,9 @@ class CleanupState:
             else:
                 self.bad(f"bad rewriting context: {value[:100]}")
                 return
+        if name == "trace_flags" and not value.isdigit():
+            self.bad(f"bad TFLAG record <{_text(data)[:200]}>")
+            return
         self.attrs[name] = value
         self.out(record.ATTR, data)
 
