@@ -398,3 +398,21 @@ def test_layouts_without_a_running_system(monkeypatch) -> None:
     assert json_quote('a"b\\c\td') == 'a\\"b\\\\c\\td'
     monkeypatch.undo()
     _time.tzset()
+
+
+def test_requeue_gives_a_new_queue_id_and_received_header(mail_system: MailSystem) -> None:
+    """postsuper -r: through maildrop, pickup and cleanup again."""
+    ms = started(mail_system)
+    old = deferred(ms, "joe@example.com", ["bob@remote.example"])
+    result = ms.command("postsuper", "-r", old)
+    assert result.stderr == f"postsuper: {old}: requeued\npostsuper: Requeued: 1 message\n"
+    # As in Postfix, pickup finds it at its next wakeup; postqueue -f wakes it now.
+    ms.command("postqueue", "-f")
+    new = ms.wait_log(rf"postfix/pickup\[\d+\]: (\w+): uid=\d+ from=<joe@example.com> "
+                      rf"orig_id={old}$").group(1)
+    assert new != old
+    ms.wait_log(rf"{new}: to=<bob@remote.example>.*status=deferred")
+    ms.wait_for(lambda: new in ms.queue_files("deferred"), what="requeued message deferred")
+    shown = ms.command("postcat", "-c", str(ms.etc), "-q", new).stdout
+    assert shown.count("\nReceived: ") == 2
+    assert old not in ms.queue_files("deferred") + ms.queue_files("maildrop")
