@@ -111,6 +111,8 @@ def test_delete_all(inst: Instance) -> None:
     inst.log(queue.DEFER, ids[2])
     flush_log = inst.qdir / "flush" / "example_com"
     flush_log.write_text("")
+    # Only the upper-case ALL means all.
+    assert inst.postsuper("-d", "all").stderr == "postsuper: Deleted: 0 messages\n"
     result = inst.postsuper("-d", "ALL")
     assert result.stderr == "postsuper: Deleted: 4 messages\n"
     assert [f for f in inst.files() if not f.startswith("pid/")] == []
