@@ -27,8 +27,9 @@ JAIL_DIRS = ("bin", "etc", "lib", "sbin", "usr")
 
 # What upgrade-configuration does to master.cf, in post-install's order:
 # ("add", the regular expression that finds the service, the entry to
-# append, what Postfix calls it) and ("edit", the line to change, its
-# substitutions (first match each), what Postfix says it does).
+# append, what Postfix calls it), ("edit", the line to change, its
+# substitutions (first match each), what Postfix says it does), and the
+# main.cf repair: the queues that hash_queue_names must name.
 B = "[ \t]"
 UPGRADE_STEPS: tuple[tuple[str, str, Any, str], ...] = (
     ("add", r"^relay", "relay\t  unix\t-\t-\tn\t-\t-\tsmtp",
@@ -45,6 +46,7 @@ UPGRADE_STEPS: tuple[tuple[str, str, Any, str], ...] = (
      "making the pickup service unprivileged"),
     ("edit", rf"^cleanup{B}*unix{B}*[-y]", ((r"[-y]", "n"),), "making the cleanup service public"),
     ("edit", rf"^flush{B}*unix{B}*[-y]", ((r"[-y]", "n"),), "making the flush service public"),
+    ("main.cf", "hash_queue_names", ("defer", "deferred"), "fixing main.cf hash_queue_names"),
     ("add", r"^proxymap.*proxymap", "proxymap  unix\t-\t-\tn\t-\t-\tproxymap",
      "adding missing entry for proxymap service"),
     ("add", r"^anvil.*anvil", "anvil\t  unix\t-\t-\tn\t-\t1\tanvil",
@@ -309,11 +311,14 @@ class Checker:
             msg.fatal(f"open {path}: {err.strerror}")
         changed = False
         for kind, pattern, change, what in UPGRADE_STEPS:
-            found = next((i for i, line in enumerate(lines) if re.search(pattern, line)), None)
+            found = next((i for i, line in enumerate(lines)
+                          if kind != "main.cf" and re.search(pattern, line)), None)
             if kind == "add" and found is None:
                 print(f"Editing {path}, {what}", flush=True)
                 lines.append(change)
                 changed = True
+            elif kind == "main.cf":
+                self.fix_hash_queue_names(change, what)
             elif kind == "edit" and found is not None:
                 # Postfix edits with ed(1), which shows the file size when
                 # it reads and writes the file, the line it goes to and,
@@ -339,6 +344,25 @@ class Checker:
             os.rename(temp, path)
         except OSError as err:
             msg.fatal(f"update {path}: {err.strerror}")
+
+
+    def fix_hash_queue_names(self, needed: tuple[str, ...], what: str) -> None:
+        """Add the queues that must be hashed (they can hold many files);
+        like post-install, a name counts as present when the value
+        contains it at all."""
+        found = self.config.get("hash_queue_names")
+        missing = "".join(f" {name}" for name in needed if name not in found)
+        if not missing:
+            return
+        print(f"{what} for missing{missing}", flush=True)
+        from tools.postconf import edit_main_cf, write_atomic
+        path = os.path.join(self.config.config_dir, "main.cf")
+        try:
+            with open(path, encoding="utf-8", errors="surrogateescape") as fp:
+                text = fp.read()
+        except OSError as err:
+            msg.fatal(f"open {path}: {err.strerror}")
+        write_atomic(path, edit_main_cf(text, {"hash_queue_names": found + missing}, path=path))
 
 
 def _size(lines: list[str]) -> int:

@@ -202,11 +202,13 @@ def test_upgrade_configuration_as_postfix_does(tmp_path: Path) -> None:
             (top / name).mkdir(parents=True)
         (top / "etc" / "main.cf").write_text(
             f"queue_directory = {top}/queue\ndata_directory = {top}/data\n"
-            "compatibility_level = 3.6\ninet_protocols = ipv4\n")
+            "compatibility_level = 3.6\ninet_protocols = ipv4\nhash_queue_names = incoming\n")
         (top / "etc" / "master.cf").write_text(OLD_MASTER_CF)
         result = subprocess.run([program, "-c", str(top / "etc"), "upgrade-configuration"],
                                 capture_output=True, text=True, timeout=60)
         assert result.returncode == 0, result.stderr
         outputs.append((result.stdout.replace(str(top), "TOP"),
-                        (top / "etc" / "master.cf").read_text()))
+                        (top / "etc" / "master.cf").read_text(),
+                        (top / "etc" / "main.cf").read_text().replace(str(top), "TOP")))
+    assert "fixing main.cf hash_queue_names for missing defer deferred" in outputs[0][0]
     assert outputs[1] == outputs[0]
