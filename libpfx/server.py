@@ -129,7 +129,7 @@ def parse_argv(argv: list[str]) -> Options:
         flags = arg[1:]
         i += 1
         for pos, letter in enumerate(flags):
-            if letter in "nt o s i m".replace(" ", ""):
+            if letter in "ntosim":     # options with a value
                 value = flags[pos + 1:]
                 if not value:
                     if i >= len(argv):
@@ -167,12 +167,10 @@ def parse_argv(argv: list[str]) -> Options:
                 opts.verbose += 1
             elif letter == "d":
                 opts.debug = True
-            elif letter == "D":
-                pass
             elif letter == "S":
                 opts.stand_alone = True
-            elif letter in "lzV":
-                pass                    # process limit 1, no limit, stderr logging
+            elif letter in "lzVD":
+                pass                    # limit 1, no limit, stderr logging, debugger
             else:
                 msg.fatal(f"invalid option: {letter}")
     opts.rest = argv[i:]
