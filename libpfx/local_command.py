@@ -99,8 +99,8 @@ def run(command: str, data: bytes, *, uid: int, gid: int, env: dict[str, str],
                             f"gid={gid}: {err.strerror}\n".encode())
                 os._exit(1)
 
-    saved = (os.geteuid(), os.getegid())
-    if os.getuid() == 0 and saved[0] != 0:
+    saved_euid = os.geteuid()
+    if os.getuid() == 0 and saved_euid != 0:
         os.seteuid(0)
     # Imported here, with privileges: the library may not be readable by mail_owner.
     import subprocess
@@ -120,14 +120,14 @@ def run(command: str, data: bytes, *, uid: int, gid: int, env: dict[str, str],
                     continue
                 if err.filename is not None:
                     return CommandResult(False, "5.3.0", f'Command died with status 1: "{command}". '
-                                         f"Command output: execvp {candidate[0]}: {err.strerror}")
+                                         f"Command output: local: fatal: execvp {candidate[0]}: {err.strerror} ")
                 return CommandResult(False, "4.3.0", f"Delivery failed: {err.strerror}")
             except subprocess.SubprocessError as err:
                 return CommandResult(False, "4.3.0", f"Delivery failed: {err}")
         assert proc is not None
     finally:
-        if os.getuid() == 0 and saved[0] != 0:
-            os.seteuid(saved[0])
+        if os.getuid() == 0 and saved_euid != 0:
+            os.seteuid(saved_euid)
     timed_out = False
     try:
         output, _ = proc.communicate(data, timeout=time_limit)
