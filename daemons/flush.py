@@ -260,10 +260,15 @@ def flush_service(conn: socket.socket, ctx) -> None:
     stream = AttrStream(conn, "flush client", timeout)
     try:
         stream.announce(flush_clnt.PROTOCOL)
+    except AttrError:
+        pass                # master's wakeup writes "W" and hangs up at once
+    try:
         conn.settimeout(timeout)
         peek = conn.recv(16, socket.MSG_PEEK)
-    except (AttrError, OSError) as err:
-        msg.warn(f"flush client: {getattr(err, 'strerror', None) or err}")
+    except OSError as err:
+        msg.warn(f"flush client: {err.strerror or err}")
+        return
+    if not peek:
         return
     if len(peek) <= 2:
         # master's wakeup ("W"), not a request.

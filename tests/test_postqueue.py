@@ -416,3 +416,24 @@ def test_requeue_gives_a_new_queue_id_and_received_header(mail_system: MailSyste
     shown = ms.command("postcat", "-c", str(ms.etc), "-q", new).stdout
     assert shown.count("\nReceived: ") == 2
     assert old not in ms.queue_files("deferred") + ms.queue_files("maildrop")
+
+
+def test_fast_flush_refresh_on_wakeup(mail_system: MailSystem) -> None:
+    """master's wakeup: logs unread for fast_flush_refresh_time are flushed,
+    empty ones unchanged for fast_flush_purge_time removed."""
+    import time
+    from libpfx import attr
+    ms = started(mail_system)
+    qid = deferred(ms, "joe@example.com", ["user@flush.example"])
+    log = ms.queue / "flush" / "flush_example"
+    ms.wait_for(lambda: log.exists() and qid in log.read_text(), what="fast flush log")
+    old = time.time() - 13 * 3600
+    os.utime(log, (old, old))
+    empty = ms.queue / "flush" / "gone_example"
+    empty.write_text("")
+    os.utime(empty, (old - 8 * 86400, old - 8 * 86400))
+    before = attempts(ms, qid, "user@flush.example")
+    attr.trigger(str(ms.queue / "public" / "flush"), b"W")
+    ms.wait_for(lambda: attempts(ms, qid, "user@flush.example") > before,
+                what="delivery attempt after the refresh")
+    assert not empty.exists()
