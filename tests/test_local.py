@@ -468,3 +468,27 @@ def test_mailbox_command_maps_per_user(tmp_path: Path, users: None) -> None:
         assert f"status=sent (delivered to command: cat > {shared}/u1.out)" in agent.log()
     finally:
         agent.close()
+
+
+@needs_root
+def test_biff_notification(agent: Agent) -> None:
+    import socket
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.bind(("127.0.0.1", 512))
+    except OSError:
+        sock.close()
+        pytest.skip("the biff port is in use")
+    try:
+        sock.settimeout(10)
+        rcpt = f"{U1}@host.example.com"
+        box = agent.spool / U1
+        box.write_bytes(b"x" * 123)
+        os.chown(box, user(U1).pw_uid, user(U1).pw_gid)
+        assert agent.deliver(agent.queue_message("sender@example.com", [rcpt], MESSAGE)) == 0
+        # Other tests running at the same time may notify too.
+        expected = f"{U1}@123\0".encode()
+        while sock.recv(100) != expected:
+            pass
+    finally:
+        sock.close()
