@@ -49,6 +49,7 @@ class Settings:
     recipient_delimiter: str
     default_filter_nexthop: str
     myhostname: str
+    disable_verp_bounces: bool
 
     @classmethod
     def from_config(cls, config: "Config") -> "Settings":
@@ -65,7 +66,8 @@ class Settings:
                    config.get("double_bounce_sender"),
                    config.get("recipient_delimiter"),
                    config.get("default_filter_nexthop"),
-                   config.get("myhostname"))
+                   config.get("myhostname"),
+                   config.get_bool("disable_verp_bounces"))
 
 
 def _int(text: str | None) -> int:
@@ -371,15 +373,19 @@ class ActiveQueue:
             size = -1
         if size == 0:
             self.layout.remove(BOUNCE, qid)
-        elif size > 0 and bounce_clnt.bounce_flush(*notify) != 0:
-            message.deferred = True
+        elif size > 0:
+            if env.verp and not s.disable_verp_bounces:
+                flushed = bounce_clnt.bounce_flush_verp(*notify, env.verp)
+            else:
+                flushed = bounce_clnt.bounce_flush(*notify)
+            message.deferred = flushed != 0 or message.deferred
         if not os.path.exists(message.path):
             return                      # removed meanwhile (postsuper -d)
         if not message.deferred:
             message.deferred = os.path.exists(self.layout.path(DEFER, qid)) \
                 or self.unfinished(message)
         if os.path.exists(self.layout.path(TRACE, qid)):
-            bounce_clnt.trace_flush(*notify)
+            bounce_clnt.trace_flush(*notify, flags=message.trace_flags)
         if message.deferred:
             expire_time = env.create_time or int(env.arrival_time)
             lifetime = s.max_queue_time if message.sender else s.dsn_queue_time

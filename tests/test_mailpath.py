@@ -208,3 +208,29 @@ def test_alias_loop_bounces(mail_system: MailSystem) -> None:
     ms.wait_for(lambda: not any(ms.queue_files(q) for q in ("incoming", "active", "deferred")),
                 30, "an empty queue")
     assert "Traceback" not in ms.log()
+
+
+def test_sendmail_bv_reports_without_delivering(mail_system: MailSystem) -> None:
+    ms = mail_system
+    ms.start()
+    ms.sendmail(["-bv", "-f", "root@pfx.example", "postmaster"], b"")
+    ms.wait_log(r"to=<root@pfx\.example>, relay=local, .*status=sent \(delivered to mailbox\)")
+    report = mbox_messages(ms.mailbox("root"))
+    assert len(report) == 1
+    assert "Subject: Mail Delivery Status Report" in report[0]
+    assert "<root@pfx.example> (expanded from <postmaster@pfx.example>): delivers to mailbox" \
+        in report[0] or "delivers to mailbox" in report[0]
+
+
+def test_verp_bounce_goes_to_the_encoded_sender(mail_system: MailSystem) -> None:
+    ms = mail_system
+    ms.configure({"recipient_delimiter": "+"})
+    ms.start()
+    ms.sendmail(["-XV", "-f", "root@pfx.example", "nosuch1", "nosuch2"], b"Subject: verp\n\nx\n")
+    ms.wait_for(lambda: ms.log().count("sender non-delivery notification") == 2, 30,
+                "two VERP notifications")
+    ms.wait_for(lambda: len(mbox_messages(ms.mailbox("root"))) == 2, 30, "two reports")
+    log = ms.log()
+    # Postfix encodes the original recipient, unqualified here.
+    assert "to=<root+nosuch1@pfx.example>, relay=local" in log
+    assert "to=<root+nosuch2@pfx.example>, relay=local" in log
