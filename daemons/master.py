@@ -120,6 +120,7 @@ class Child:
         self.status = status        # master's end of the status socket
         self.avail = True
         self.use_count = 0
+        self.stopped = False        # master sent it SIGTERM
 
 
 class Service:
@@ -437,6 +438,7 @@ class Master:
             if child.serv is serv:
                 self.drop_status(child)
                 if kill:
+                    child.stopped = True
                     try:
                         os.kill(child.pid, signal.SIGTERM)
                     except ProcessLookupError:
@@ -624,10 +626,11 @@ class Master:
                 continue
             if os.WIFEXITED(status):
                 msg.warn(f"process {serv.path} pid {pid} exit status {os.WEXITSTATUS(status)}")
-            elif os.WIFSIGNALED(status) and os.WTERMSIG(status) != signal.SIGTERM:
-                msg.warn(f"process {serv.path} pid {pid} killed by signal {os.WTERMSIG(status)}")
-            elif os.WIFSIGNALED(status):
+            elif os.WIFSIGNALED(status) and child.stopped and \
+                    os.WTERMSIG(status) == signal.SIGTERM:
                 continue
+            elif os.WIFSIGNALED(status):
+                msg.warn(f"process {serv.path} pid {pid} killed by signal {os.WTERMSIG(status)}")
             if child.use_count == 0 and now >= serv.throttled_until:
                 msg.warn(f"{serv.path}: bad command startup -- throttling")
                 self.throttle(serv, now)

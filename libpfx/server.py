@@ -40,7 +40,8 @@ holds the master.cf arguments after the daemon options (pipe's
 
 An exception escaping a service routine is logged as ``fatal: ...`` and the
 process exits with status 1 after a one-second pause (no fork storms);
-SIGTERM ends the process quietly.  Handling the events of one wake-up
+SIGTERM ends the process at once (its default action, as in Postfix:
+master logs it unless master sent it).  Handling the events of one wake-up
 for longer than daemon_timeout ends the process with ``fatal: watchdog
 timeout``.
 """
@@ -243,10 +244,6 @@ def _drop_privileges(config: Any, chroot_dir: str | None, unpriv: bool) -> None:
             msg.fatal(f"setuid/setgid {config.get('mail_owner')}: {err.strerror}")
 
 
-def _on_sigterm(signum: int, frame: Any) -> NoReturn:
-    os._exit(0)
-
-
 def _on_watchdog(signum: int, frame: Any) -> NoReturn:
     """A round of the event loop took longer than daemon_timeout."""
     _emit_fatal("watchdog timeout")
@@ -300,7 +297,7 @@ class _Skeleton:
         set_process_title(process_title(argv), opts.command)
         msg.init(opts.command, stderr=opts.stand_alone or opts.debug)
         msg.verbose = opts.verbose
-        signal.signal(signal.SIGTERM, _on_sigterm)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # die at once, quietly, as Postfix's
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
         overrides = dict(opts.overrides)
