@@ -175,6 +175,8 @@ class CleanupSettings:
         self.disable_mime = config.get_bool("disable_mime_input_processing")
         self.smtputf8_enable = config.get_bool("smtputf8_enable")
         self.attr_count_limit = get_int("queue_file_attribute_count_limit")
+        self.verp_filter = get("verp_delimiter_filter")
+        self.verp_bounce_off = config.get_bool("disable_verp_bounces")
         self.auto_8bit_enc_hdr = config.get_bool("detect_8bit_encoding_header")
         self.headers = HeaderTable(config.get_list("message_drop_headers"))
         self.reject_chars = _octets(unescape(get("message_reject_characters")))
@@ -237,6 +239,7 @@ class CleanupState:
         self.written: list[Recipient] = []      # for a bounce by cleanup itself
         self.dsn_envid = ""
         self.dsn_ret = 0
+        self.verp_delims: str | None = None
         self.data_offset = 0
         self.xtra_offset = 0
         self.qmgr_opts = 0
@@ -409,6 +412,9 @@ class CleanupState:
             self.dsn_ret = int(value)
             self.out(rtype, data)
             return
+        if rtype == record.VERP:
+            self._verp(_text(data))
+            return
         if rtype == record.WARN:
             if not self.warn_seen:
                 self.warn_seen = True
@@ -418,6 +424,18 @@ class CleanupState:
             self._copy_attribute(data)
             return
         self.out(rtype, data)
+
+    def _verp(self, delims: str) -> None:
+        """A V record (sendmail -V): the first valid one is kept."""
+        if self.verp_delims is not None:
+            return
+        if not self.sender:
+            msg.warn(f"{self.queue_id}: ignoring VERP request for null sender")
+        elif len(delims) != 2 or any(ch not in self.s.verp_filter for ch in delims):
+            msg.warn(f'{self.queue_id}: ignoring bad VERP request: "{delims[:100]}"')
+        else:
+            self.verp_delims = delims
+            self.out_text(record.VERP, delims)
 
     def _extra_flags(self, data: bytes) -> None:
         """An f record: HOLD or DISCARD decided while the envelope was
@@ -995,9 +1013,14 @@ class CleanupState:
         if not self.errs & CLEANUP_STAT_WRITE:
             dsn_ret = DSN_RET_HDRS if self.errs & (CLEANUP_STAT_CONT | CLEANUP_STAT_SIZE) \
                 else self.dsn_ret
-            if bounce_clnt.bounce_flush(self.queue_name, self.queue_id, self.sender or "",
-                                        request.encoding, self.smtputf8, self.dsn_envid,
-                                        dsn_ret, bounce_clnt.BOUNCE_FLAG_CLEAN) != 0:
+            args = (self.queue_name, self.queue_id, self.sender or "", request.encoding,
+                    self.smtputf8, self.dsn_envid, dsn_ret)
+            if self.verp_delims is None or self.s.verp_bounce_off:
+                failed = bounce_clnt.bounce_flush(*args, bounce_clnt.BOUNCE_FLAG_CLEAN)
+            else:
+                failed = bounce_clnt.bounce_flush_verp(*args, self.verp_delims,
+                                                       bounce_clnt.BOUNCE_FLAG_CLEAN)
+            if failed:
                 msg.warn(f"{self.queue_id}: bounce message failure")
                 self.errs |= CLEANUP_STAT_WRITE
         self.errs &= CLEANUP_STAT_WRITE

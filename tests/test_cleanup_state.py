@@ -469,3 +469,17 @@ def test_duplicate_filter_limit(tmp_path: Path, limit: int, expected: int) -> No
     run.submit(b"\nb\n", recipients=("a", "b", "B", "a"))
     # With room for one address, "a" is remembered and "b" twice is not.
     assert read_envelope(run.path).rcpt_count == expected
+
+
+def test_verp_requests(run: Run, capfd: pytest.CaptureFixture) -> None:
+    state = CleanupState(run.settings, run.layout.create("incoming"))
+    state.control(CLEANUP_FLAG_MASK_EXTERNAL)
+    for rtype, data in [(record.TIME, b"1700000000 0"), (record.FROM, b"alice"),
+                        (record.VERP, b"+x"), (record.VERP, b"+="), (record.VERP, b"-="),
+                        (record.RCPT, b"bob"), (record.MESG, b""), (record.XTRA, b""),
+                        (record.END, b"")]:
+        state.record(rtype, data)
+    assert state.flush() == 0
+    path = run.layout.path("incoming", state.queue_id)
+    assert read_envelope(path).verp == "+="
+    assert f'{state.queue_id}: ignoring bad VERP request: "+x"' in capfd.readouterr().err
