@@ -109,12 +109,10 @@ TRACE_FLAGS = frozenset((1 << 9, 1 << 10))
 
 
 def init_logging(cfg: Config, service: str) -> None:
-    """Standard error, plus the system log or maillog_file.  A user's
-    process cannot write maillog_file; it then reports on standard error
-    only."""
-    maillog = cfg.get("maillog_file")
-    if maillog and os.geteuid() != 0 and not os.access(maillog, os.W_OK):
-        return
+    """Logging for the commands that users run (postdrop, sendmail,
+    postqueue): standard error, plus syslog, or postlogd and
+    maillog_file as msg.init_from_config arranges for an unprivileged
+    process."""
     msg.init_from_config(cfg, service)
 
 
