@@ -211,6 +211,12 @@ CONFIGURATION PARAMETERS
     sender_bcc_maps (empty)
         Optional BCC (blind carbon-copy) address lookup tables, indexed by
         sender address.
+    verp_delimiter_filter (-=+)
+        The characters Postfix accepts as VERP delimiter characters on
+        the sendmail command line.
+    disable_verp_bounces (no)
+        Disable sending one bounce report for multiple recipients with
+        VERP: cleanup's own bounces then go out as one notification.
     virtual_alias_maps ($virtual_maps)
         Optional lookup tables that alias specific mail addresses or
         domains to other local or remote addresses.
