@@ -120,21 +120,46 @@ def rec_type_name(rtype: int) -> str:
 
 
 class Output:
-    """Standard output as Postfix's postcat uses it: text is buffered and
-    reaches the terminal only where postcat flushes (after each record it
-    prints).  What is pending when the program ends is dropped, as there."""
+    """Standard output as Postfix's postcat uses it: text reaches the
+    output only where postcat flushes (after each record it prints); what
+    is pending when the program ends is dropped, as there.  Flushed text
+    is written in large blocks, and before every diagnostic, so that the
+    two streams keep their order on a terminal."""
 
     def __init__(self) -> None:
         self.pending: list[bytes] = []
+        self.flushed: list[bytes] = []
+        self.size = 0
 
     def put(self, data: bytes) -> None:
         self.pending.append(data)
+        self.size += len(data)
 
     def flush(self) -> None:
-        if self.pending:
-            sys.stdout.buffer.write(b"".join(self.pending))
-            sys.stdout.buffer.flush()
-            self.pending.clear()
+        self.flushed += self.pending
+        self.pending.clear()
+        if self.size > 1 << 16:
+            self.sync()
+
+    def sync(self) -> None:
+        if self.flushed:
+            sys.stdout.buffer.write(b"".join(self.flushed))
+            self.flushed.clear()
+        sys.stdout.buffer.flush()
+        self.size = sum(map(len, self.pending))
+
+
+OUT = Output()
+
+
+def warn(text: str) -> None:
+    OUT.sync()
+    msg.warn(text)
+
+
+def fatal(text: str) -> NoReturn:
+    OUT.sync()
+    msg.fatal(text)
 
 
 def c_string(data: bytes) -> bytes:
@@ -241,7 +266,7 @@ class RecordReader:
         if nul >= 0:
             text = text[:nul]
         if text and not text.isdigit() or not text and value.strip():
-            msg.warn(f"{self.path}: malformed pointer record value: "
+            warn(f"{self.path}: malformed pointer record value: "
                      f"{c_string(value).decode('latin-1')}")
             return False
         offset = int(text) if text else 0
@@ -250,10 +275,10 @@ class RecordReader:
         if offset <= self.saved_offset:
             self.reverse_count += 1
             if self.reverse_count > REVERSE_JUMP_LIMIT:
-                msg.warn(f"{self.path}: too many reverse jump records")
+                warn(f"{self.path}: too many reverse jump records")
                 return False
         if not self.seek(offset):
-            msg.warn(f"{self.path}: seek error after pointer record: Illegal seek")
+            warn(f"{self.path}: seek error after pointer record: Illegal seek")
             return False
         self.saved_offset = offset
         return True
@@ -268,11 +293,11 @@ class RecordReader:
             length = shift = 0
             while True:
                 if shift >= 32:
-                    msg.warn(f"{self.path}: too many length bits, record type {rtype}")
-                    msg.fatal("record read error")
+                    warn(f"{self.path}: too many length bits, record type {rtype}")
+                    fatal("record read error")
                 if pos >= len(self.data):
-                    msg.warn(f"{self.path}: unexpected EOF reading length, record type {rtype}")
-                    msg.fatal("record read error")
+                    warn(f"{self.path}: unexpected EOF reading length, record type {rtype}")
+                    fatal("record read error")
                 byte = self.data[pos]
                 pos += 1
                 length |= (byte & 0x7F) << shift
@@ -280,23 +305,23 @@ class RecordReader:
                     break
                 shift += 7
             if pos + length > len(self.data):
-                msg.warn(f"{self.path}: unexpected EOF in data, record type {rtype} "
+                warn(f"{self.path}: unexpected EOF in data, record type {rtype} "
                          f"length {length}")
-                msg.fatal("record read error")
+                fatal("record read error")
             value = self.data[pos:pos + length]
             self.pos = pos + length
             if not transparent:
                 return rtype, value
             if rtype == ord("p"):
                 if not self.goto(value):
-                    msg.fatal("record read error")
+                    fatal("record read error")
                 continue
             if rtype == ord("w"):
                 continue
             if rtype == ord("E"):
                 if not self.seekable:
-                    msg.warn(f"{self.path}: seek error after reading END record: Illegal seek")
-                    msg.fatal("record read error")
+                    warn(f"{self.path}: seek error after reading END record: Illegal seek")
+                    fatal("record read error")
                 self.pos = len(self.data)
             return rtype, value
 
@@ -308,10 +333,10 @@ def postcat(out: Output, reader: RecordReader, flags: int, start_offset: int,
     if start_offset > 0:
         # Standard input is skipped by reading, so a pipe works too.
         if reader.path == "stdin" and start_offset > len(data):
-            msg.fatal(f"stdin: skip {start_offset} bytes failed after {len(data)}")
+            fatal(f"stdin: skip {start_offset} bytes failed after {len(data)}")
         reader.pos = start_offset
     if start_offset == 0 and data and chr(data[0]) not in queue.ENVELOPE_TYPES:
-        msg.warn(f"{reader.path}: input is not a valid queue file")
+        warn(f"{reader.path}: input is not a valid queue file")
         return
     if start_offset == 0 and flags & PRINT_ENV:
         out.put(b"*** ENVELOPE RECORDS %s ***\n" % path)
@@ -339,9 +364,9 @@ def postcat(out: Output, reader: RecordReader, flags: int, start_offset: int,
 
     def skip_to(where: int) -> None:
         if where < 0:
-            msg.fatal("seek error: Invalid argument")
+            fatal("seek error: Invalid argument")
         if not reader.seek(where):
-            msg.fatal("seek error: Illegal seek")
+            fatal("seek error: Illegal seek")
 
     while True:
         offset = reader.pos
@@ -361,7 +386,7 @@ def postcat(out: Output, reader: RecordReader, flags: int, start_offset: int,
                     skip_to(data_offset + data_size)
         elif ch == "M":
             if state != STATE_ENV:
-                msg.warn(f"{reader.path}: out-of-order message content marker")
+                warn(f"{reader.path}: out-of-order message content marker")
             if flags & PRINT_ENV:
                 marker(offset, rtype, b"MESSAGE CONTENTS")
             if not flags & PRINT_TEXT and data_offset > 0 and data_size >= 0:
@@ -371,7 +396,7 @@ def postcat(out: Output, reader: RecordReader, flags: int, start_offset: int,
             continue
         elif ch == "X":
             if state not in (STATE_HEADER, STATE_BODY):
-                msg.warn(f"{reader.path}: out-of-order extracted segment marker")
+                warn(f"{reader.path}: out-of-order extracted segment marker")
             if do_print and prev_type == ord("L"):
                 out.put(b"\n")
             if flags & PRINT_ENV:
@@ -383,7 +408,7 @@ def postcat(out: Output, reader: RecordReader, flags: int, start_offset: int,
             continue
         elif ch == "E":
             if state != STATE_ENV:
-                msg.warn(f"{reader.path}: out-of-order message end marker")
+                warn(f"{reader.path}: out-of-order message end marker")
             if flags & PRINT_ENV:
                 marker(offset, rtype, b"MESSAGE FILE END")
             if flags & RAW:
@@ -393,13 +418,13 @@ def postcat(out: Output, reader: RecordReader, flags: int, start_offset: int,
             if do_print:
                 print_record(offset, rtype, value)
             if not flags & RAW and not reader.goto(value):
-                msg.fatal("bad pointer record, or input is not seekable")
+                fatal("bad pointer record, or input is not seekable")
             continue
         elif ch == "C":
             if do_print:
                 print_record(offset, rtype, value)
             if data_size >= 0 or data_offset >= 0:
-                msg.warn("file contains multiple size records")
+                warn("file contains multiple size records")
             else:
                 numbers = scan_longs(c_string(value), 2)
                 if numbers:
@@ -407,7 +432,7 @@ def postcat(out: Output, reader: RecordReader, flags: int, start_offset: int,
                 if len(numbers) > 1:
                     data_offset = numbers[1]
                 if len(numbers) != 2 or data_offset <= 0 or data_size <= 0:
-                    msg.warn("invalid size record: "
+                    warn("invalid size record: "
                              f"{c_string(value)[:100].decode('latin-1')}")
                 if not flags & PRINT_ENV:
                     skip_to(data_offset)
@@ -440,7 +465,7 @@ def postcat(out: Output, reader: RecordReader, flags: int, start_offset: int,
         elif ch == "A":
             pair = split_nameval(c_string(value))
             if isinstance(pair, str):
-                msg.warn(f"{reader.path}: malformed attribute: {pair}: "
+                warn(f"{reader.path}: malformed attribute: {pair}: "
                          f"{c_string(value)[:100].decode('latin-1')}")
             elif pair[0] == b"create_time":
                 out.put(b"create_time: " + asctime(atol(pair[1])))
@@ -476,7 +501,7 @@ def run(argv: list[str]) -> int:
         opts, args = getopt.getopt(argv, "bc:dehoqrs:v")
     except getopt.GetoptError as err:
         sys.stderr.write(f"postcat: {_getopt_text(err)}\n")
-        msg.fatal(USAGE)
+        fatal(USAGE)
     flags = 0
     search_queue = False
     start_offset = 0
@@ -502,7 +527,7 @@ def run(argv: list[str]) -> int:
             flags |= RAW
         elif opt == "-s":
             if not val.isdigit():
-                msg.fatal(f"bad offset: {val}")
+                fatal(f"bad offset: {val}")
             start_offset = int(val)
         elif opt == "-v":
             verbose += 1
@@ -510,7 +535,7 @@ def run(argv: list[str]) -> int:
         flags |= PRINT_ALL
     from libpfx.config import Config, config_dir_from
     cfg = Config.load(config_dir_from(config_dir))
-    out = Output()
+    out = OUT
     if not args:
         data, seekable = read_input(0)
         postcat(out, RecordReader(data, "stdin", seekable), flags, start_offset, verbose)
@@ -519,12 +544,12 @@ def run(argv: list[str]) -> int:
         try:
             os.chdir(qdir)
         except OSError as err:
-            msg.fatal(f"chdir {qdir}: {err.strerror}")
+            fatal(f"chdir {qdir}: {err.strerror}")
         layout = queue.QueueLayout(".", cfg.get_list("hash_queue_names"),
                                    cfg.get_int("hash_queue_depth"))
         for queue_id in args:
             if not queue.valid_queue_id(queue_id):
-                msg.fatal(f"bad mail queue ID: {queue_id}")
+                fatal(f"bad mail queue ID: {queue_id}")
             fd, path = _open_queue_file(layout, queue_id)
             try:
                 data, seekable = read_input(fd)
@@ -536,12 +561,13 @@ def run(argv: list[str]) -> int:
             try:
                 fd = os.open(name, os.O_RDONLY)
             except OSError as err:
-                msg.fatal(f"open {name}: {err.strerror}")
+                fatal(f"open {name}: {err.strerror}")
             try:
                 data, seekable = read_input(fd)
             finally:
                 os.close(fd)
             postcat(out, RecordReader(data, name, seekable), flags, start_offset, verbose)
+    out.sync()
     return 0
 
 
@@ -555,7 +581,7 @@ def _open_queue_file(layout: queue.QueueLayout, queue_id: str) -> tuple[int, str
                 return os.open(path, os.O_RDONLY), path[2:]     # without "./"
             except OSError as err:
                 error = err.strerror or str(err)
-    msg.fatal(f"open queue file {queue_id}: {error}")
+    fatal(f"open queue file {queue_id}: {error}")
 
 
 def _getopt_text(err: getopt.GetoptError) -> str:
