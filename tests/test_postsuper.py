@@ -339,3 +339,21 @@ def test_same_as_postfix(tmp_path: Path) -> None:
         assert (ours.returncode, ours.stderr) == (theirs.returncode, theirs.stderr), \
             (args, theirs.stderr)
         assert tree_shape(insts[1].qdir) == tree_shape(insts[0].qdir), args
+
+
+def test_structure_converts_long_queue_ids(tmp_path: Path) -> None:
+    inst = Instance(tmp_path, "enable_long_queue_ids = yes\n")
+    qid = inst.message(queue.DEFERRED)
+    assert queue.is_long_queue_id(qid)
+    assert inst.postsuper("-s").stderr == ""            # in place already
+    main_cf = inst.cdir / "main.cf"
+    main_cf.write_text(main_cf.read_text().replace("enable_long_queue_ids = yes\n", ""))
+    result = inst.postsuper("-s")
+    assert result.stderr == ("postsuper: Renamed to match inode number: 1 message\n"
+                             "postsuper: warning: QUEUE FILE NAMES WERE CHANGED TO MATCH "
+                             "INODE NUMBERS\n")
+    (name,) = [n for n in inst.files() if n.startswith("deferred/")]
+    short = name.split("/")[-1]
+    path = inst.qdir / name
+    assert short == queue.queue_id_for_inode(qid, path.stat().st_ino)
+    assert re.fullmatch(r"[0-9A-F]{6,}", short) and name == f"deferred/{short[0]}/{short}"
