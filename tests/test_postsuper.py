@@ -31,6 +31,8 @@ class Instance:
             f"queue_directory = {self.qdir}\ndata_directory = {tmp_path}/data\n"
             f"maillog_file = {self.maillog}\nmaillog_file_prefixes = {tmp_path}\n" + main_cf)
         (self.cdir / "master.cf").write_text("")
+        from tests.mailsystem import ensure_accounts
+        ensure_accounts()           # mail_owner and setgid_group exist
         from libpfx.queue_tree import create_missing
         cfg = Config.load(str(self.cdir))
         create_missing(cfg)
