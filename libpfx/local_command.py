@@ -11,10 +11,16 @@ any other status or a signal bounces or retries with Postfix's texts.
 from __future__ import annotations
 
 import os
+import selectors
 import signal
+import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from libpfx.dsn_util import dsn_split, dsn_valid
+
+if TYPE_CHECKING:
+    import subprocess
 
 DEFPATH = "/usr/bin:/bin"
 OUTPUT_LIMIT = 4096
@@ -76,6 +82,70 @@ def _printable(output: bytes) -> str:
     return "".join(c if c.isprintable() else "_" for c in text)
 
 
+def _kill(pid: int) -> None:
+    """SIGKILL the command's session, with the privileges to do so."""
+    euid = os.geteuid()
+    if os.getuid() == 0 and euid != 0:
+        os.seteuid(0)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except OSError:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    finally:
+        if os.getuid() == 0 and euid != 0:
+            os.seteuid(euid)
+
+
+def _exchange(proc: "subprocess.Popen", data: bytes, deadline: float) -> tuple[bytes, bool]:
+    """Feed the message to the command and keep the first OUTPUT_LIMIT
+    bytes of what it says; then, as Postfix does, stop listening (a
+    command that keeps talking gets SIGPIPE) and wait for it to end.
+    (output, True when the time limit passed first)."""
+    import subprocess                   # already loaded by run(), with privileges
+    sel = selectors.DefaultSelector()
+    stdin, stdout = proc.stdin, proc.stdout
+    os.set_blocking(stdin.fileno(), False)
+    sel.register(stdin, selectors.EVENT_WRITE)
+    sel.register(stdout, selectors.EVENT_READ)
+    view = memoryview(data)
+    output = bytearray()
+    try:
+        while sel.get_map():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return bytes(output), True
+            for key, _ in sel.select(remaining):
+                if key.fileobj is stdin:
+                    try:
+                        view = view[os.write(stdin.fileno(), view[:65536]):]
+                    except BlockingIOError:
+                        continue
+                    except OSError:         # EPIPE: the command stopped reading
+                        view = view[len(view):]
+                    if not view:
+                        sel.unregister(stdin)
+                        stdin.close()
+                else:
+                    chunk = os.read(stdout.fileno(), OUTPUT_LIMIT - len(output))
+                    output += chunk
+                    if not chunk or len(output) >= OUTPUT_LIMIT:
+                        sel.unregister(stdout)
+                        stdout.close()
+    finally:
+        sel.close()
+        for stream in (stdin, stdout):
+            if not stream.closed:
+                stream.close()
+    try:
+        proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        return bytes(output), True
+    return bytes(output), False
+
+
 def run(command: str, data: bytes, *, uid: int, gid: int, env: dict[str, str],
         export: list[str], shell: str = "", cwd: str | None = None,
         time_limit: float = 1000) -> CommandResult:
@@ -128,17 +198,11 @@ def run(command: str, data: bytes, *, uid: int, gid: int, env: dict[str, str],
     finally:
         if os.getuid() == 0 and saved_euid != 0:
             os.seteuid(saved_euid)
-    timed_out = False
-    try:
-        output, _ = proc.communicate(data, timeout=time_limit)
-    except subprocess.TimeoutExpired:
-        timed_out = True
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except OSError:
-            proc.kill()
-        output, _ = proc.communicate(timeout=10)
-    log = _printable(output[:OUTPUT_LIMIT])
+    output, timed_out = _exchange(proc, data, time.monotonic() + time_limit)
+    if timed_out:
+        _kill(proc.pid)
+    proc.wait()
+    log = _printable(output)
     more = f". Command output: {log}" if log else ""
     if timed_out:
         return CommandResult(False, "5.3.0", f'Command time limit exceeded: "{command}"{more}')

@@ -492,3 +492,27 @@ def test_biff_notification(agent: Agent) -> None:
             pass
     finally:
         sock.close()
+
+
+@needs_root
+def test_chatty_command_is_cut_off_like_postfix(tmp_path: Path, users: None) -> None:
+    agent = Agent(tmp_path, {"command_time_limit": "20s"})
+    try:
+        agent.set_aliases('chatty: "|exec yes"\nslow: "|sleep 30"\n')
+        queued = agent.queue_message("sender@example.com",
+                                     ["chatty@host.example.com", "slow@host.example.com"], MESSAGE)
+        rcpts = list(queued.recipients)
+        queued.recipients = rcpts[:1]
+        assert agent.deliver(queued) == 0, agent.stderr
+        # Only the first 4 KB of output are read; then the command gets SIGPIPE.
+        line = _status_line(agent.log(), "chatty@host.example.com")
+        assert 'dsn=4.3.0, status=deferred (Command died with signal 13: "exec yes". Command output: y y y' in line
+        [entry] = agent.appended("defer")
+        assert entry["reason"] == 'Command died with signal 13: "exec yes". Command output: ' + "y " * 2048
+        agent.write_main_cf(dict(agent.settings, command_time_limit="1s"))
+        queued.recipients = rcpts[1:]
+        assert agent.deliver(queued) == 0, agent.stderr
+        assert ('dsn=5.3.0, status=bounced (Command time limit exceeded: "sleep 30")'
+                in _status_line(agent.log(), "slow@host.example.com"))
+    finally:
+        agent.close()
