@@ -16,8 +16,9 @@ import pytest
 from conftest import ROOT
 
 
-def make(target: str, destdir: Path, **extra: str) -> subprocess.CompletedProcess:
-    args = ["make", "-s", "-C", str(ROOT), target, f"DESTDIR={destdir}",
+def make(target: str, destdir: Path | None, **extra: str) -> subprocess.CompletedProcess:
+    """make install or uninstall, staged in destdir (None: not staged)."""
+    args = ["make", "-s", "-C", str(ROOT), target, f"DESTDIR={destdir or ''}",
             f"PFX_PYTHON={sys.executable}", *(f"{k}={v}" for k, v in extra.items())]
     return subprocess.run(args, capture_output=True, text=True, timeout=120)
 
@@ -175,3 +176,49 @@ def test_unprivileged_submission_goes_through_the_setgid_postdrop(tmp_path: Path
     uid = pwd.getpwnam("nobody").pw_uid
     assert errors[-1].endswith(f"nobody({uid}): unable to execute {sbin}/postdrop -r: Success")
     assert system.queue_files("maildrop") == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("gcc") is None,
+                    reason="a running instance as root, and gcc")
+def test_installed_commands_run_the_mail_system(tmp_path: Path) -> None:
+    """Installed in a prefix (not staged), the commands start master from
+    the installed code and deliver mail."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from mailsystem import MailSystem
+    prefix = tmp_path / "prefix"
+    result = make("install", None, PREFIX=str(prefix), CREATE_ACCOUNTS="no",
+                  CONFIG_DIR=str(prefix / "etc" / "postfix"),
+                  ALIASES_FILE=str(prefix / "etc" / "aliases"))
+    assert result.returncode == 0, result.stderr
+    system = MailSystem(tmp_path / "instance", {"command_directory": str(prefix / "sbin")})
+    env = system.env()
+
+    def installed(name: str, *args: str, input: bytes | None = None) -> subprocess.CompletedProcess:
+        # Not from the checkout, whose packages "python -m" would find first.
+        return subprocess.run([str(prefix / "sbin" / name), *args], input=input, env=env,
+                              capture_output=True, timeout=60, cwd=tmp_path)
+
+    daemons = installed("postconf", "-h", "daemon_directory")
+    assert daemons.stdout.decode().strip() == f"{prefix}/lib/pfx/daemons"
+    try:
+        started = installed("postfix", "-c", str(system.etc), "start")
+        assert started.returncode == 0, started.stderr
+        system.started = True
+        system.master_pid = system.read_master_pid()
+        system.wait_log(r"postfix/master\[\d+\]: daemon started")
+        sent = installed("sendmail", "-f", "me@pfx.example", "root",
+                         input=b"Subject: installed\n\nfrom the installed code\n")
+        assert sent.returncode == 0, sent.stderr
+        system.wait_log(r"status=sent")
+        assert "from the installed code" in system.mailbox("root").read_text()
+        # master names itself after daemon_directory, which the code it
+        # runs computes from its own place (the title may be cut short).
+        title = Path(f"/proc/{system.master_pid}/cmdline").read_bytes().split(b"\0")[0]
+        assert f"{prefix}/lib/pfx/daemons/master -w".encode().startswith(title), title
+        assert not title.startswith(str(ROOT).encode()), title
+    finally:
+        installed("postfix", "-c", str(system.etc), "stop")
+        system.started = False
+        system.teardown()
+    assert make("uninstall", None, PREFIX=str(prefix)).returncode == 0
+    assert not (prefix / "sbin").exists()

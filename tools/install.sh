@@ -77,8 +77,12 @@ launcher() {
     cat <<EOF
 #!$PFX_PYTHON -I
 # pfx launcher: tools.$module:$function
+import os
 import sys
 sys.path.insert(0, "$LIBDIR")
+# The programs this one starts with the same interpreter (master, the
+# postfix command's helpers) find the same code.
+os.environ["PYTHONPATH"] = "$LIBDIR"
 from tools.$module import $function
 sys.exit($function())
 EOF

@@ -993,7 +993,9 @@ def start_daemon(cfg: Config, o: Options) -> NoReturn:
     env = dict(os.environ, MAIL_CONFIG=cfg.config_dir)
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
     try:
-        subprocess.Popen([sys.executable, "-m", "tools.postfix", *["-v"] * o.verbose, "start"],
+        # -P: no current directory on the module path, whatever is there.
+        subprocess.Popen([sys.executable, "-P", "-m", "tools.postfix", *["-v"] * o.verbose,
+                          "start"],
                          env=env, stdin=subprocess.DEVNULL, start_new_session=True)
     except OSError as err:
         msg.warn(f"fork: {err.strerror}")
