@@ -274,3 +274,21 @@ def test_virtual_mailbox_as_postfix_writes_it(pair, tmp_path: Path) -> None:
         (base / "alice").unlink()
         new.unlink()
     assert results[0] == results[1]
+
+
+def test_restrictions_and_luser_relay_as_postfix(pair, tmp_path: Path) -> None:
+    ms, pf = pair({"allow_mail_to_commands": "forward", "allow_mail_to_files": "forward",
+                   "luser_relay": f"{U1}+$user", "recipient_delimiter": "+"},
+                  'postmaster: root\ncmd: "|cat"\nfile: /tmp/never-written-by-local\n')
+    rcpts = ["cmd", "file", "Lost.Soul"]
+    lines = []
+    for inst in (ms, pf):
+        inst.sendmail(["-f", "sender@pfx.example", *rcpts], MESSAGE)
+        found = []
+        for pattern in (r"to=<cmd@pfx\.example>.*", r"to=<file@pfx\.example>.*",
+                        rf"to=<{U1}\+lost\.soul@pfx\.example>.*"):
+            text = inst.wait_log(rf"postfix/local\[\d+\]: \w+: ({pattern})$").group(1)
+            found.append(re.sub(r"delay=[\d.]+, delays=[\d./]+", "DELAYS", text))
+        lines.append(found)
+    assert lines[0] == lines[1]
+    assert "status=bounced (mail to command is restricted)" in lines[0][0]
