@@ -33,7 +33,7 @@ TEST_USERS = ("pfxlocal1", "pfxlocal2")
 # per test, so that tests running in parallel never see each other's files.
 HOME_USERS = {"maildir": "pfxhome1", "cmdenv": "pfxhome2", "fwd": "pfxhome3",
               "extfwd": "pfxhome4", "e2efwd": "pfxhome5", "pfmaildir": "pfxhome6",
-              "homembox": "pfxhome7"}
+              "homembox": "pfxhome7", "pffwd": "pfxhome8"}
 
 MASTER_CF = """\
 local     unix  -       n       n       -       -       local

@@ -86,6 +86,14 @@ class PostfixInstance:
                 raise AssertionError(f"Postfix: no log line {pattern!r}:\n{self.log()[-3000:]}")
             time.sleep(0.05)
 
+    def wait_for(self, condition, timeout: float = 20, what: str = "condition") -> object:
+        deadline = time.monotonic() + timeout
+        while not (value := condition()):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"Postfix: timed out waiting for {what}:\n{self.log()[-3000:]}")
+            time.sleep(0.05)
+        return value
+
     def stop(self) -> None:
         self.run("/usr/sbin/postfix", "-c", str(self.etc), "stop")
 
@@ -292,3 +300,28 @@ def test_restrictions_and_luser_relay_as_postfix(pair, tmp_path: Path) -> None:
         lines.append(found)
     assert lines[0] == lines[1]
     assert "status=bounced (mail to command is restricted)" in lines[0][0]
+
+
+def test_dotforward_as_postfix(pair) -> None:
+    who = HOME_USERS["pffwd"]
+    pw = user(who)
+    home = Path(pw.pw_dir)
+    fwd = home / ".forward"
+    fwd.write_text(f'\\{who}, "|cat > /dev/null", {home}/fwd-copy\n')
+    os.chown(fwd, pw.pw_uid, pw.pw_gid)
+    try:
+        ms, pf = pair()
+        results = []
+        for inst in (ms, pf):
+            start = len(inst.log())
+            inst.sendmail(["-f", "sender@pfx.example", who], MESSAGE)
+            pattern = rf"postfix/local\[\d+\]: \w+: (to=<{who}@pfx\.example>.*)$"
+            inst.wait_for(lambda: len(re.findall(pattern, inst.log()[start:], re.M)) == 3,
+                          what="three deliveries")
+            found = re.findall(pattern, inst.log()[start:], re.M)
+            results.append(sorted(re.sub(r"delay=[\d.]+, delays=[\d./]+", "DELAYS", f) for f in found))
+        assert results[0] == results[1]
+        assert (home / "fwd-copy").stat().st_uid == pw.pw_uid
+    finally:
+        fwd.unlink()
+        (home / "fwd-copy").unlink(missing_ok=True)
