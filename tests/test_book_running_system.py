@@ -657,3 +657,140 @@ def test_sendmail_bd_starts_the_mail_system(mail_system: MailSystem) -> None:
     ms.master_pid = ms.read_master_pid()
     send(ms, [U1], "Subject: bd\n\nx\n")
     delivered(ms, f"{U1}@{HOST}")
+
+
+# More of chapters 4, 7 and 10.
+
+def test_alias_file_syntax_continuation_comments_case(mail_system: MailSystem, tmp_path: Path) -> None:
+    """Ch. 4.2.3 and 10.1 (catalog part 2, section 4; part 4, section 4.3):
+    comment lines, continuation lines that start with whitespace, a
+    command with a space after "|", and case-insensitive alias names."""
+    ms = mail_system
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    drop.chmod(0o1777)
+    ms.set_aliases("# system aliases\npostmaster: root\n\n"
+                   f"# the needlepoint list\nneedlepoint: {U1},\n\t{U2}\n"
+                   f'majordomo: "| /bin/cat > {drop}/majordomo.$$"\n')
+    ms.start()
+    send(ms, ["NeedlePoint", "majordomo"], "To: needlepoint\nSubject: syntax\n\nx\n")
+    ms.wait_log(rf"to=<{U1}@{HOST}>, orig_to=<NeedlePoint>, relay=local, .*delivered to mailbox", 20)
+    ms.wait_log(rf"to=<{U2}@{HOST}>, orig_to=<NeedlePoint>, relay=local, .*delivered to mailbox", 20)
+    # As Postfix: the command is what follows "|", its leading space included.
+    ms.wait_log(r"status=sent \(delivered to command:  /bin/cat > ", 20)
+    [out] = drop.glob("majordomo.*")
+    assert "Subject: syntax" in out.read_text()
+
+
+def test_list_without_owner_bounces_to_the_poster(mail_system: MailSystem, tmp_path: Path) -> None:
+    """Ch. 10.1 (catalog part 4, T8): without an owner- alias the list's
+    errors go to the original sender, and the expansion keeps the queue
+    file (no "forwarded as")."""
+    ms = mail_system
+    ms.set_aliases(f"postmaster: root\nneedlepoint: {U1}, bogus\n")
+    ms.start()
+    send(ms, ["-f", f"{U2}@{HOST}", "needlepoint"], "Subject: no owner\n\nx\n")
+    m = ms.wait_log(rf"({QID}): to=<{U1}@{HOST}>, orig_to=<needlepoint>, relay=local, "
+                    r".*delivered to mailbox", 20)
+    ms.wait_log(rf"{m.group(1)}: to=<bogus@{HOST}>, orig_to=<needlepoint>, relay=local, .*"
+                r'status=bounced \(unknown user: "bogus"\)', 20)
+    delivered(ms, f"{U2}@{HOST}")
+    assert f"Return-Path: <{U2}@{HOST}>\n" in messages(ms.mailbox(U1))[0]
+    assert '<bogus@pfx.example> (expanded from <needlepoint>): unknown user: "bogus"' \
+        in ms.mailbox(U2).read_text()
+
+
+def test_postalias_of_an_empty_file(mail_system: MailSystem) -> None:
+    """Ch. 10.4 Mailman (catalog part 4, section 3): `touch aliases;
+    postalias aliases` creates the table even for an empty file, and it is
+    owned by the user who ran postalias."""
+    ms = mail_system
+    empty = ms.top / "mailman_aliases"
+    empty.touch()
+    result = ms.command("postalias", str(empty))
+    assert result.returncode == 0 and result.stdout == "" and result.stderr == ""
+    assert (ms.top / "mailman_aliases.db").exists()
+    assert ms.command("postalias", "-q", "anything", f"hash:{empty}").returncode == 1
+
+
+def test_envelope_not_headers_decide_delivery(mail_system: MailSystem) -> None:
+    """Ch. 2 (catalog part 1, 4.4 and T13): the envelope decides where a
+    message goes; a To: header naming someone else changes nothing."""
+    ms = mail_system
+    ms.start()
+    send(ms, [U1], f"To: {U2}\nCc: root\nSubject: envelope\n\nx\n")
+    delivered(ms, f"{U1}@{HOST}")
+    ms.wait_log(rf"postfix/qmgr\[\d+\]: {QID}: removed")
+    assert "nrcpt=1 " in ms.log()
+    assert not ms.mailbox(U2).exists() and not ms.mailbox("root").exists()
+
+
+def test_postconf_e_then_reload_changes_the_running_system(mail_system: MailSystem) -> None:
+    """Ch. 4.1 and 4.4.2 (catalog part 1, T8 and T11): postconf -e edits
+    main.cf in place and postfix reload puts it into effect."""
+    ms = mail_system
+    ms.start()
+    result = ms.command("postconf", "-c", str(ms.etc), "-e", "myorigin=example.com")
+    assert result.returncode == 0 and result.stdout == ""
+    assert "\nmyorigin = example.com\n" in (ms.etc / "main.cf").read_text()
+    ms.reload()
+    ms.wait_log(r"postfix/master\[\d+\]: reload ")
+    send(ms, [f"{U1}@{HOST}"], "Subject: edited\n\nx\n")
+    delivered(ms, f"{U1}@{HOST}")
+    assert "Return-Path: <root@example.com>\n" in messages(ms.mailbox(U1))[0]
+
+
+def test_hostname_defaults(mail_system: MailSystem) -> None:
+    """Ch. 4.3 (catalog part 2, T14): myhostname unset takes the system's
+    host name (qualified with mydomain when it has no dot); mydomain unset
+    is myhostname minus its first label."""
+    import socket
+    ms = mail_system
+    main_cf = ms.etc / "main.cf"
+    ms.configure({"mydomain": "example.com", "mydestination": "$myhostname, localhost"})
+    main_cf.write_text(re.sub(r"(?m)^myhostname = .*\n", "", main_cf.read_text()))
+    ms.start()
+    name = socket.gethostname()
+    expected = name if "." in name else f"{name}.example.com"
+    send(ms, [U1], "Subject: hostname\n\nx\n")
+    delivered(ms, f"{U1}@{expected}")
+    assert f"Received: by {expected} (Postfix, from userid 0)" in messages(ms.mailbox(U1))[0]
+    ms.stop()
+    ms.configure({"myhostname": "mail.ny.example.com", "myorigin": "$mydomain",
+                  "mydestination": "$myhostname"})
+    main_cf.write_text(re.sub(r"(?m)^mydomain = .*\n", "", main_cf.read_text()))
+    ms.start()
+    send(ms, [f"{U2}@mail.ny.example.com"], "Subject: mydomain\n\nx\n")
+    delivered(ms, f"{U2}@mail.ny.example.com")
+    assert "Return-Path: <root@ny.example.com>\n" in messages(ms.mailbox(U2))[0]
+
+
+def test_maildir_in_the_spool_by_trailing_slash(mail_system: MailSystem) -> None:
+    """Ch. 7.1.2 (catalog part 3, T14): mail_spool_directory ending in "/"
+    gives each user a maildir in the spool."""
+    ms = mail_system
+    ms.configure({"mail_spool_directory": f"{ms.spool}/"})
+    ms.start()
+    send(ms, [U1], "Subject: spool maildir\n\nx\n")
+    ms.wait_log(rf"to=<{U1}@{HOST}>, .*status=sent \(delivered to maildir\)", 20)
+    [new] = list((ms.spool / U1 / "new").iterdir())
+    assert "Subject: spool maildir" in new.read_text()
+
+
+def test_address_forms_resolved_to_local(mail_system: MailSystem) -> None:
+    """Ch. 3 address classes and Ch. 8.3 (catalog part 1, 1.8; part 3,
+    section 5): the local address class covers $mydestination with any
+    letter case and a trailing dot, and an address literal of the host's
+    own interfaces; recipient_delimiter extensions reach the user."""
+    ms = mail_system
+    ms.configure({"recipient_delimiter": "+"})
+    ms.set_aliases(f"postmaster: root\nneedlepoint: {U2}\n")
+    ms.start()
+    send(ms, [f"{U1}@PFX.Example.", f"{U1}@[127.0.0.1]", "needlepoint+digest"],
+         "Subject: forms\n\nx\n")
+    # The trailing dot goes; the original recipient keeps it (as Postfix).
+    ms.wait_log(rf"to=<{U1}@PFX\.Example>, orig_to=<{U1}@PFX\.Example\.>, relay=local, .*"
+                r"delivered to mailbox", 20)
+    delivered(ms, f"{U1}@[127.0.0.1]")
+    ms.wait_log(rf"to=<{U2}@{HOST}>, orig_to=<needlepoint\+digest>, relay=local, "
+                r".*delivered to mailbox", 20)
