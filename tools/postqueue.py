@@ -368,6 +368,8 @@ def run(argv: list[str]) -> int:
     config = Config.load(cdir)
     from tools.postdrop import init_logging
     init_logging(config, "postqueue")
+    # What printable() keeps, also when the user's process logs to stderr only.
+    msg.utf8 = config.get_bool("smtputf8_enable")
     qdir = config.get("queue_directory")
     try:
         os.chdir(qdir)
