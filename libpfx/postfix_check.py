@@ -29,7 +29,8 @@ JAIL_DIRS = ("bin", "etc", "lib", "sbin", "usr")
 # ("add", the regular expression that finds the service, the entry to
 # append, what Postfix calls it), ("edit", the line to change, its
 # substitutions (first match each), what Postfix says it does), and the
-# main.cf repair: the queues that hash_queue_names must name.
+# main.cf repairs: the queues that hash_queue_names must name, and the
+# safety net that keeps IPv4 only where inet_protocols was never set.
 B = "[ \t]"
 UPGRADE_STEPS: tuple[tuple[str, str, Any, str], ...] = (
     ("add", r"^relay", "relay\t  unix\t-\t-\tn\t-\t-\tsmtp",
@@ -77,6 +78,9 @@ UPGRADE_STEPS: tuple[tuple[str, str, Any, str], ...] = (
     ("add", r"^#*tlsproxy.*tlsproxy",
      "#tlsproxy  unix  -       -       n       -       0       tlsproxy",
      "adding missing entry for tlsproxy unix-domain service"),
+    ("main.cf", "inet_protocols", "ipv4", "COMPATIBILITY: editing {path}, setting\n"
+     "inet_protocols=ipv4.  Specify inet_protocols explicitly if you\n"
+     "want to enable IPv6.\nIn a future release IPv6 will be enabled by default."),
     ("add", r"^postlog", "postlog   unix-dgram n  -       n       -       1       postlogd",
      "adding missing entry for postlog unix-domain datagram service"),
 )
@@ -317,8 +321,10 @@ class Checker:
                 print(f"Editing {path}, {what}", flush=True)
                 lines.append(change)
                 changed = True
-            elif kind == "main.cf":
+            elif kind == "main.cf" and pattern == "hash_queue_names":
                 self.fix_hash_queue_names(change, what)
+            elif kind == "main.cf":
+                self.keep_ipv4(what)
             elif kind == "edit" and found is not None:
                 # Postfix edits with ed(1), which shows the file size when
                 # it reads and writes the file, the line it goes to and,
@@ -355,6 +361,29 @@ class Checker:
         if not missing:
             return
         print(f"{what} for missing{missing}", flush=True)
+        self.edit_main_cf("hash_queue_names", found + missing)
+
+    def keep_ipv4(self, notice: str) -> None:
+        """Postfix 2.9's safety net: where inet_protocols was never set
+        and the default is not ipv4, set it to ipv4, with the notice
+        formatted by fmt(1), as post-install does."""
+        from libpfx import params
+        if params.default("inet_protocols") == "ipv4" \
+                or self.config.explicit("inet_protocols") is not None:
+            return
+        path = os.path.join(self.config.config_dir, "main.cf")
+        text = "".join(f"    {line}\n" for line in notice.format(path=path).split("\n"))
+        try:
+            import subprocess
+            text = subprocess.run(["fmt"], input=text, capture_output=True, text=True,
+                                  check=True, timeout=30).stdout
+        except (OSError, subprocess.SubprocessError):
+            pass                    # no fmt: the notice as it is
+        print(text, end="", flush=True)
+        self.edit_main_cf("inet_protocols", "ipv4")
+
+    def edit_main_cf(self, name: str, value: str) -> None:
+        """Set one main.cf parameter, as postconf -e does."""
         from tools.postconf import edit_main_cf, write_atomic
         path = os.path.join(self.config.config_dir, "main.cf")
         try:
@@ -362,7 +391,7 @@ class Checker:
                 text = fp.read()
         except OSError as err:
             msg.fatal(f"open {path}: {err.strerror}")
-        write_atomic(path, edit_main_cf(text, {"hash_queue_names": found + missing}, path=path))
+        write_atomic(path, edit_main_cf(text, {name: value}, path=path))
 
 
 def _size(lines: list[str]) -> int:

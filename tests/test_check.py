@@ -193,7 +193,8 @@ local     unix  -       n       n       -       -       local
 
 @needs_postfix
 @pytest.mark.skipif(os.geteuid() != 0, reason="Postfix's post-install needs root")
-def test_upgrade_configuration_as_postfix_does(tmp_path: Path) -> None:
+@pytest.mark.parametrize("extra", ["inet_protocols = ipv4\nhash_queue_names = incoming\n", ""])
+def test_upgrade_configuration_as_postfix_does(tmp_path: Path, extra: str) -> None:
     import subprocess
     outputs = []
     for program in ("/usr/sbin/postfix", str(Path(sys.executable).parent / "postfix")):
@@ -202,7 +203,7 @@ def test_upgrade_configuration_as_postfix_does(tmp_path: Path) -> None:
             (top / name).mkdir(parents=True)
         (top / "etc" / "main.cf").write_text(
             f"queue_directory = {top}/queue\ndata_directory = {top}/data\n"
-            "compatibility_level = 3.6\ninet_protocols = ipv4\nhash_queue_names = incoming\n")
+            f"compatibility_level = 3.6\n{extra}")
         (top / "etc" / "master.cf").write_text(OLD_MASTER_CF)
         result = subprocess.run([program, "-c", str(top / "etc"), "upgrade-configuration"],
                                 capture_output=True, text=True, timeout=60)
@@ -210,5 +211,6 @@ def test_upgrade_configuration_as_postfix_does(tmp_path: Path) -> None:
         outputs.append((result.stdout.replace(str(top), "TOP"),
                         (top / "etc" / "master.cf").read_text(),
                         (top / "etc" / "main.cf").read_text().replace(str(top), "TOP")))
-    assert "fixing main.cf hash_queue_names for missing defer deferred" in outputs[0][0]
+    assert ("fixing main.cf hash_queue_names for missing defer deferred" in outputs[0][0]) \
+        == bool(extra)
     assert outputs[1] == outputs[0]
