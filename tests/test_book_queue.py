@@ -311,3 +311,16 @@ def test_master_cf_o_with_spaces_is_refused(mail_system: MailSystem) -> None:
     ms.wait_log(r"postfix/discard\[\d+\]: fatal: invalid \"-o smtp_connect_timeout\" option value: "
                 r"missing '=' after attribute name", 8)
     assert "status=sent" not in ms.log()
+
+
+def test_deferred_message_is_stamped_with_its_next_attempt(mail_system: MailSystem) -> None:
+    """Ch. 5.2 (catalog part 2, section 10 and T41): a deferred message is
+    stamped with its next-attempt time, minimal_backoff_time after its
+    first failure (Postfix sets the deferred file's modification time)."""
+    import time
+    ms = mail_system
+    qid = deferred_instance(ms, {"minimal_backoff_time": "1000s", "maximal_backoff_time": "4000s"})
+    path = ms.queue / "deferred" / qid[0] / qid
+    ms.wait_for(lambda: path.stat().st_mtime > time.time() + 900, what="a future time stamp")
+    assert abs(path.stat().st_mtime - time.time() - 1000) < 30
+    assert (ms.queue / "defer" / qid[0] / qid).exists()       # the reason, for bounce/defer
