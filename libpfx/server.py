@@ -113,10 +113,12 @@ class Options:
     socket_count: int = 1
     overrides: dict[str, str] = field(default_factory=dict)
     rest: list[str] = field(default_factory=list)
+    error: str = ""                    # reported once logging is set up
 
 
 def parse_argv(argv: list[str]) -> Options:
-    """Postfix's daemon options; unknown options are fatal."""
+    """Postfix's daemon options.  The first bad one is kept in .error, to
+    be reported (fatally) once the log is open."""
     from libpfx.config import split_nameval
     opts = Options(os.path.basename(argv[0]) if argv else "daemon")
     i = 1
@@ -144,12 +146,14 @@ def parse_argv(argv: list[str]) -> Options:
                 elif letter == "o":
                     parsed = split_nameval(value)
                     if isinstance(parsed, str):
-                        msg.fatal(f'invalid "-o {value}" option value: {parsed}')
-                    opts.overrides[parsed[0]] = parsed[1]
+                        opts.error = opts.error or f'invalid "-o {value}" option value: {parsed}'
+                    else:
+                        opts.overrides[parsed[0]] = parsed[1]
                 elif letter == "s":
                     if not value.isdigit() or int(value) <= 0:
-                        msg.fatal(f"invalid socket_count: {value}")
-                    opts.socket_count = int(value)
+                        opts.error = opts.error or f"invalid socket_count: {value}"
+                    else:
+                        opts.socket_count = int(value)
                 elif letter == "i":
                     opts.overrides["max_idle"] = value
                 elif letter == "m":
@@ -173,7 +177,7 @@ def parse_argv(argv: list[str]) -> Options:
             elif letter in "lzVD":
                 pass                    # limit 1, no limit, stderr logging, debugger
             else:
-                msg.fatal(f"invalid option: {letter}")
+                opts.error = opts.error or f"invalid option: {letter}"
     opts.rest = argv[i:]
     if not opts.service_name:
         opts.service_name = opts.command
@@ -308,6 +312,8 @@ class _Skeleton:
         entry = next((s for s in services
                       if s.name == opts.service_name and s.type == opts.service_type), None)
         msg.init_from_config(config, opts.command)   # the ident is the program, as Postfix's mail_task()
+        if opts.error:
+            msg.fatal(opts.error)
         ctx = Context(config, opts.service_name, opts.service_type,
                       config.get("queue_directory"), argv, opts.command, entry,
                       config.get_time("max_idle"), config.get_int("max_use"),
