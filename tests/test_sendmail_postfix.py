@@ -80,3 +80,24 @@ def test_same_maildrop_file_as_postfix(case: str, postfix_instance: Path,
                           input=stdin, capture_output=True, timeout=30)
     assert (mine.returncode, mine.stdout) == (theirs.returncode, theirs.stdout)
     assert take_maildrop(system.queue) == take_maildrop(postfix_instance.parent / "queue")
+
+
+ERRORS = [["-n"], ["-bx"], ["-qX"], ["-qR"], ["-B", "9BIT", "u@x.example"], ["-f"], ["-k"],
+          ["u@x.example", "-N", "sometimes"], ["-t", "-bv"], ["-bv", "-N", "success", "u"],
+          ["-bp", "u@x.example"], ["-bi", "u@x.example"], ["-t", "-bp"], ["-XVab", "u"],
+          ["-tr", "", "-XV"], []]
+
+
+@pytest.mark.parametrize("args", ERRORS, ids=lambda a: " ".join(a) or "none")
+def test_same_errors_as_postfix(args: list[str], postfix_instance: Path, tmp_path: Path) -> None:
+    stdin = b"Subject: none\n\n"
+    theirs = subprocess.run(["/usr/sbin/sendmail", "-C", str(postfix_instance), *args],
+                            input=stdin, capture_output=True, timeout=30)
+    system = MailSystem(tmp_path)
+    create_missing(Config.load(str(system.etc)))
+    mine = subprocess.run([str(BIN / "sendmail"), "-C", str(system.etc), *args],
+                          input=stdin, capture_output=True, timeout=30)
+    # The cases that only warn queue a message: not for the next test.
+    for path in (postfix_instance.parent / "queue" / "maildrop").rglob("*"):
+        path.unlink()
+    assert (mine.returncode, mine.stderr) == (theirs.returncode, theirs.stderr)
