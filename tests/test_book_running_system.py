@@ -895,3 +895,99 @@ def test_sendmail_full_name_option(mail_system: MailSystem) -> None:
     head = header_block(messages(ms.mailbox(U1))[0])
     assert "\nFrom: Kyle Dent <kdent@example.com>" in head
     assert "Return-Path: <kdent@example.com>\n" in head
+
+
+# Appendix D (frequently asked questions) on the running system.
+
+def test_always_bcc_and_mailbox_size_limit(mail_system: MailSystem) -> None:
+    """App. D (always_bcc: "It will receive copies of all messages";
+    mailbox_size_limit limits the mailbox): the copy goes to the always_bcc
+    address without an original recipient; a delivery that would make the
+    mbox larger than mailbox_size_limit is returned as Postfix does."""
+    ms = mail_system
+    ms.configure({"always_bcc": U2, "mailbox_size_limit": "1500", "message_size_limit": "1400"})
+    ms.start()
+    send(ms, ["-f", f"root@{HOST}", U1], "Subject: one\n\n" + "x" * 400 + "\n")
+    delivered(ms, f"{U1}@{HOST}")
+    ms.wait_log(rf"postfix/local\[\d+\]: {QID}: to=<{U2}@{HOST}>, relay=local, .*"
+                r"status=sent \(delivered to mailbox\)", 20)
+    assert f"X-Original-To: {U2}@{HOST}\n" in messages(ms.mailbox(U2))[0]
+    send(ms, ["-f", f"root@{HOST}", U1], "Subject: two\n\n" + "y" * 400 + "\n")
+    ms.wait_log(rf"to=<{U1}@{HOST}>, orig_to=<{U1}>, relay=local, .*dsn=5\.2\.2, status=bounced "
+                rf"\(cannot update mailbox {re.escape(str(ms.mailbox(U1)))} for user {U1}\. "
+                r"error writing message: File too large\)", 20)
+    assert len(messages(ms.mailbox(U1))) == 1
+
+
+def test_hash_table_change_needs_no_reload(mail_system: MailSystem) -> None:
+    """App. D: "DB or DBM files are not read into memory and don't require
+    reloading Postfix when they are changed": a canonical table rebuilt
+    with postmap is used for the next message."""
+    ms = mail_system
+    canonical = ms.etc / "canonical"
+    canonical.write_text("kdent@example.com first@example.com\n")
+    ms.command("postmap", str(canonical), check=True)
+    ms.configure({"canonical_maps": f"hash:{canonical}"})
+    ms.start()
+    send(ms, ["-f", "kdent@example.com", U1], "Subject: before\n\nx\n")
+    delivered(ms, f"{U1}@{HOST}")
+    canonical.write_text("kdent@example.com second@example.com\n")
+    ms.command("postmap", str(canonical), check=True)
+    send(ms, ["-f", "kdent@example.com", U1], "Subject: after\n\nx\n")
+    ms.wait_for(lambda: len(messages(ms.mailbox(U1))) == 2, 20, "second message")
+    first, second = messages(ms.mailbox(U1))
+    assert "Return-Path: <first@example.com>\n" in first
+    assert "Return-Path: <second@example.com>\n" in second
+
+
+def test_mailbox_delivery_order_of_preference(mail_system: MailSystem, tmp_path: Path) -> None:
+    """App. D: "The parameters in order of preference are
+    mailbox_transport, mailbox_command_maps, mailbox_command, and
+    home_mailbox": with mailbox_command and home_mailbox both set the
+    command delivers; with mailbox_transport too, the transport does."""
+    ms = mail_system
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    drop.chmod(0o1777)
+    ms.configure({"mailbox_command": f"/bin/sh -c 'cat > {drop}/cmd.$$'",
+                  "home_mailbox": f"mbox-book-{tmp_path.name}"})
+    ms.start()
+    send(ms, [U1], "Subject: preference\n\nx\n")
+    ms.wait_log(rf"to=<{U1}@{HOST}>, orig_to=<{U1}>, relay=local, .*status=sent "
+                rf"\(delivered to command: /bin/sh -c 'cat > {re.escape(str(drop))}/cmd\.\$\$'\)", 20)
+    [out] = drop.glob("cmd.*")
+    assert out.stat().st_uid == user(U1).pw_uid
+    assert not (Path(user(U1).pw_dir) / f"mbox-book-{tmp_path.name}").exists()
+    ms.configure({"mailbox_command": f"/bin/sh -c 'cat > {drop}/cmd.$$'",
+                  "home_mailbox": f"mbox-book-{tmp_path.name}",
+                  "mailbox_transport": "discard:by transport"})
+    ms.reload()
+    send(ms, [U2], "Subject: preference\n\nx\n")
+    ms.wait_log(rf"postfix/discard\[\d+\]: {QID}: to=<{U2}@{HOST}>, orig_to=<{U2}>, relay=none, .*"
+                r"status=sent \(by transport\)", 20)
+
+
+def test_forward_path_with_extension(mail_system: MailSystem, tmp_path: Path) -> None:
+    """Ch. 7.2.2 forward_path variables (catalog part 3, section 4):
+    ${recipient_delimiter}${extension} pick a .forward per address
+    extension; without an extension the plain file is used."""
+    ms = mail_system
+    base = Path(user(U1).pw_dir) / f".book-fwd-{tmp_path.name}"
+    with_ext = Path(f"{base}+lists")
+    pw = user(U1)
+    base.write_text(f"{U2}\n")
+    with_ext.write_text("root\n")
+    for path in (base, with_ext):
+        os.chown(path, pw.pw_uid, pw.pw_gid)
+    try:
+        ms.configure({"recipient_delimiter": "+",
+                      "forward_path": f"$home/{base.name}${{recipient_delimiter}}${{extension}}, "
+                                      f"$home/{base.name}"})
+        ms.start()
+        send(ms, [f"{U1}+lists", U1], "Subject: extension\n\nx\n")
+        ms.wait_log(rf"to=<root@{HOST}>, orig_to=<{U1}\+lists>, relay=local, .*delivered to mailbox", 20)
+        ms.wait_log(rf"to=<{U2}@{HOST}>, orig_to=<{U1}>, relay=local, .*delivered to mailbox", 20)
+        assert not ms.mailbox(U1).exists()
+    finally:
+        base.unlink(missing_ok=True)
+        with_ext.unlink(missing_ok=True)
