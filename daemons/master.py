@@ -341,11 +341,13 @@ class Master:
         return fds
 
     def preload(self, entries: list[Any]) -> None:
-        """Import the library and the daemons of these services now: a
-        forked child then starts without reading any module, and a
-        chrooted one finds what it would have imported from outside the
-        jail.  A module that fails here fails again, and is logged, in the
-        child that needs it."""
+        """Import the library, the daemons of these services and every
+        module they import, at module level or inside functions: a forked
+        child then starts without reading any module, and one that is
+        chrooted, or runs as mail_owner where the interpreter's library is
+        not readable to it, finds what it would import later.  A module
+        that fails here fails again, and is logged, in the child that
+        needs it."""
         import importlib
         import pkgutil
         import libpfx
@@ -357,7 +359,11 @@ class Master:
             how = self.program(serv)
             if how is not None and how[0] == "module":
                 names.append(how[1])
+        wanted = []
         for name in names:
+            wanted.append(name)
+            wanted.extend(imported_names(name))
+        for name in dict.fromkeys(wanted):
             try:
                 importlib.import_module(name)
             except Exception as err:            # noqa: BLE001 - see above
@@ -770,6 +776,36 @@ class Master:
             serv = listening.get(fd)
             if serv is not None and serv.can_spawn(time.monotonic()):
                 self.spawn(serv, time.monotonic())
+
+
+def imported_names(module: str) -> list[str]:
+    """The modules that module's source imports anywhere (``from a import
+    b`` gives a and a.b, in case b is a module)."""
+    import ast
+    import importlib.util
+    try:
+        spec = importlib.util.find_spec(module)
+        origin = spec.origin if spec else None
+        if not origin or not origin.endswith(".py"):
+            return []
+        with open(origin, "rb") as fp:
+            tree = ast.parse(fp.read(), origin)
+    except (ImportError, ValueError, OSError, SyntaxError):
+        return []
+    package = module if origin.endswith("__init__.py") else module.rpartition(".")[0]
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out.extend(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")
+                parent = ".".join(parts[:len(parts) - node.level + 1])
+                base = f"{parent}.{base}" if base else parent
+            out.append(base)
+            out.extend(f"{base}.{alias.name}" for alias in node.names if alias.name != "*")
+    return [name for name in out if name]
 
 
 # Start-up.
