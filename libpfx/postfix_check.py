@@ -159,6 +159,15 @@ class Checker:
                 s.name == "postlog" and s.type == "unix-dgram" for s in services):
             msg.fatal("missing 'postlog' service in master.cf - run "
                       "'postfix upgrade-configuration'")
+        # Queue files in the right place (postsuper's structure check and
+        # temporary file purge), before the mail system may run.
+        if os.geteuid() == 0:
+            import subprocess
+            import sys
+            done = subprocess.run([sys.executable, "-P", "-m", "tools.postsuper",
+                                   "-c", os.path.abspath(config.config_dir)])
+            if done.returncode != 0:
+                msg.fatal("Postfix integrity check failed!")
 
     def check_parameters(self) -> None:
         """Typed values that do not parse, and tables of unknown types."""

@@ -214,3 +214,16 @@ def test_upgrade_configuration_as_postfix_does(tmp_path: Path, extra: str) -> No
     assert ("fixing main.cf hash_queue_names for missing defer deferred" in outputs[0][0]) \
         == bool(extra)
     assert outputs[1] == outputs[0]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="postsuper is for the superuser")
+def test_check_puts_queue_files_in_their_place(system: MailSystem) -> None:
+    check(system)
+    misplaced = system.queue / "deferred" / "4AE0E210B90"
+    misplaced.write_bytes(b"")
+    os.chmod(misplaced, 0o700)
+    result = system.postfix("check")
+    assert result.returncode == 0, result.stderr
+    assert not misplaced.exists()
+    moved = [p for p in (system.queue / "deferred").rglob("*") if p.is_file()]
+    assert len(moved) == 1 and moved[0].parent.parent == system.queue / "deferred"
