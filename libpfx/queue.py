@@ -28,11 +28,11 @@ import stat
 import time
 from typing import TYPE_CHECKING, Iterator, NamedTuple
 
+import mmap     # at load time: daemons cannot import once chrooted or unprivileged
+
 from libpfx import msg, record
 
 if TYPE_CHECKING:
-    import mmap
-
     from libpfx.config import Config
 
 MAILDROP = "maildrop"
@@ -516,7 +516,6 @@ def read_envelope(path: str) -> Envelope:
         size = os.fstat(fp.fileno()).st_size
         if size < _MMAP_THRESHOLD:
             return parse_envelope(fp.read(), path)
-        import mmap
         # A large message: only the pages of the envelope are read.
         with mmap.mmap(fp.fileno(), 0, access=mmap.ACCESS_READ) as buf:
             return parse_envelope(buf, path)
