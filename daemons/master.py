@@ -569,8 +569,9 @@ class Master:
             argv = list(serv.argv)
             if serv.stress_until > time.monotonic():
                 argv[argv.index("stress=")] = "stress=yes"
-            if len(serv.fds) > 1:
-                argv[1:1] = ["-s", str(len(serv.fds))]
+            if len(serv.fds) > 1:       # after the options, before master.cf's arguments
+                at = len(argv) - len(serv.entry.args)
+                argv[at:at] = ["-s", str(len(serv.fds))]
             if how[0] == "exec":
                 os.execv(how[1], argv)
             import importlib

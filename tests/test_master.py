@@ -430,3 +430,40 @@ def test_stand_alone_daemon(mail_system: MailSystem) -> None:
     assert (int(pid), name, data) == (child.pid, "echo", "by-hand")
     ours.close()
     assert child.wait(timeout=10) == 0
+
+
+def test_pass_service(mail_system: MailSystem) -> None:
+    """A pass service gets its clients as descriptors sent over the socket."""
+    with_daemons(mail_system, "passer pass - - n - 2 echo\n")
+    mail_system.start()
+    ours, theirs = socket.socketpair()
+    sender = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sender.connect(str(mail_system.queue / "private" / "passer"))
+    socket.send_fds(sender, [b"x"], [theirs.fileno()])
+    sender.close()
+    theirs.close()
+    ours.settimeout(10)
+    ours.sendall(b"passed")
+    _, _, name, data = ours.recv(200).decode().split()
+    assert (name, data) == ("passer", "passed")
+    ours.close()
+
+
+def test_inet_on_two_address_families(mail_system: MailSystem) -> None:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with_daemons(mail_system, f"{port} inet n - n - 2 echo\n", inet_protocols="all")
+    mail_system.start()
+    for host in ("127.0.0.1", "::1"):
+        with socket.create_connection((host, port), timeout=10) as sock:
+            sock.sendall(host.encode())
+            pid, _, name, data = sock.recv(200).decode().split()
+            assert (name, data) == (str(port), host)
+    title = open(f"/proc/{pid}/cmdline", "rb").read().rstrip(b"\0").decode()
+    assert title == f"echo -n {port} -t inet -u -o stress= -s 2"
