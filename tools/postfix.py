@@ -11,7 +11,9 @@ SYNOPSIS
 DESCRIPTION
     postfix starts, stops and inspects the mail system, as Postfix's
     postfix(1) with its postfix-script.  Messages go to standard error as
-    ``postfix/postfix-script: text`` and to the log.
+    ``postfix/postfix-script: text`` and to the log.  Run by root, the
+    mail system runs as Postfix's does (master as root, the daemons as
+    mail_owner); run by another user, everything runs as that user.
 
     start
         Check the configuration and the queue tree (creating what is
