@@ -714,14 +714,16 @@ class Master:
                     pass
 
     def run(self) -> NoReturn:
-        """The event loop.  A system error in one round (out of descriptors,
-        say) is logged and the loop goes on after a pause: master must not
-        die of what a moment may cure."""
+        """The event loop.  An error in one round (out of descriptors, say)
+        is logged and the loop goes on after a pause: master must not die
+        of what a moment may cure, nor take the running system with it."""
         while True:
             try:
                 self.round()
-            except OSError as err:
-                msg.warn(f"master: {err}")
+            except (msg.FatalError, SystemExit):
+                raise
+            except Exception as err:            # noqa: BLE001 - master must stay up
+                msg.warn(f"master: {type(err).__name__}: {err}")
                 time.sleep(1)
 
     def round(self) -> None:
