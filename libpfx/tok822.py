@@ -626,9 +626,10 @@ def rewrite_addresses(value: str, fn: Callable[[str], str], *, limit: int = 0,
                       line: bool = False) -> str:
     """Apply fn to every address of a header value; return the new value.
 
-    fn takes and returns an address in internal form.  When fn changes no
-    address, value is returned unchanged, byte for byte, as Postfix keeps
-    a header it did not rewrite.  Otherwise the value is re-externalised
+    fn takes and returns an address in internal form.  When every address
+    comes back as it was written (compared in external form, as Postfix
+    compares), value is returned unchanged, byte for byte, as Postfix
+    keeps a header it did not rewrite.  Otherwise the value is re-externalised
     from the parse tree: phrases, comments and groups kept, localparts
     quoted where needed, and over-long non-address text trimmed as Postfix
     does; with line, each comma is followed by a newline (for header
@@ -637,12 +638,14 @@ def rewrite_addresses(value: str, fn: Callable[[str], str], *, limit: int = 0,
     tree = parse(value, limit)
     changed = False
     for tp in grep(tree, ADDR):
-        old = internalize(tp.head)
-        new = fn(old)
-        if new != old:
+        new = quote_822_local(fn(internalize(tp.head)))
+        # Postfix compares external forms: an address that comes back
+        # only quoted differently (e.g. "<user@" as "\"<user\"@") counts
+        # as rewritten too.
+        if new != externalize(tp.head):
             changed = True
             tp.head = tp.tail = None
-            first = _link(scan(quote_822_local(new)))
+            first = _link(scan(new))
             if first is not None:
                 _sub_append(tp, first)
     if not changed:

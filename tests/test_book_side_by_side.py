@@ -302,3 +302,64 @@ def test_failed_command_report_as_postfix(mail_system: MailSystem, alias: str) -
         theirs = normalized(box.read_text())
     assert ours == theirs, "\n".join(difflib.unified_diff(theirs.splitlines(), ours.splitlines(),
                                                           "Postfix", "pfx", lineterm=""))
+
+
+# Header addresses of every shape through Chapter 4.7's rewriting.
+REWRITE_CASES: list[tuple[str, bytes]] = [
+    ("plain", b"From: kdent\nTo: kdent@host, frank@server1.example.com\nCc: root@db.example.com\n"),
+    ("phrases", b'From: "Dent, Kyle" <kdent>\nTo: Frank (the boss) <frank@server1.example.com>\n'
+                b"Reply-To: kdent (Kyle Dent)\n"),
+    ("groups", b"To: list: a@server1.example.com, b;\nCc: undisclosed-recipients:;\n"),
+    ("route", b"To: <@relay.example.com:kdent@server1.example.com>\nCc: host!kdent\n"
+              b"Bcc: kdent%elsewhere.example@server1.example.com\n"),
+    ("quoted", b'To: "a b"@server1.example.com, "kdent"@host\nCc: "weird<>"@example.com\n'),
+    ("empty", b"To: <>\nCc: \nReply-To: ,\n"),
+    ("broken", b"To: <kdent@\nCc: kdent@@host, @host\nX-Not-An-Address: kdent\n"),
+    ("resent", b"Resent-From: kdent\nResent-To: frank@server1.example.com\n"
+               b"Resent-Sender: kdent@host\nErrors-To: kdent\nReturn-Receipt-To: kdent\n"),
+    ("long", b"To: " + b", ".join(b"user%d@server1.example.com" % i for i in range(40)) + b"\n"),
+    ("folded", b"To: kdent,\n\tfrank@server1.example.com,\n  root\n"),
+    ("canonical", b"From: pabelard@example.com\nTo: hfulbert\nCc: old-kdent@example.com\n"),
+]
+
+
+def test_header_rewriting_as_postfix(mail_system: MailSystem) -> None:
+    """Ch. 4.3 and 4.7 (catalog part 2, section 8 and T7, T9, T24-T28):
+    myorigin and append_dot_mydomain qualification, canonical_maps (also
+    recursive), masquerade_domains with exceptions, applied to header
+    addresses of every shape (phrases, comments, groups, route addresses,
+    quoted local parts, bang paths, empty and broken addresses, Resent-
+    headers, folded and long lists): each message is delivered exactly as
+    Postfix delivers it."""
+    ms = mail_system
+    canonical = ms.etc / "canonical"
+    canonical.write_text("pabelard@example.com peter.abelard@example.com\n"
+                         "hfulbert heloise.fulbert@example.com\n"
+                         "old-kdent@example.com new-kdent@example.com\n"
+                         "new-kdent@example.com newest-kdent@example.com\n")
+    settings = {"recipient_delimiter": "+", "myorigin": "example.com",
+                "append_dot_mydomain": "yes", "mydomain": "example.com",
+                "mydestination": "$myhostname, example.com",
+                "masquerade_domains": "!it.example.com, example.com",
+                "masquerade_exceptions": "root",
+                "canonical_maps": f"texthash:{canonical}"}
+    ms.configure(settings)
+    ms.start()
+    for name, headers in REWRITE_CASES:
+        ms.sendmail([f"{U1}+{name}"], headers + b"Subject: " + name.encode() + b"\n\nx\n")
+    expected = {name for name, _ in REWRITE_CASES}
+    ms.wait_for(lambda: ms.mailbox(U1).exists() and set(by_case(ms.mailbox(U1).read_text()))
+                >= expected, 30, "all pfx deliveries")
+    ours = by_case(ms.mailbox(U1).read_text())
+    with PrivatePostfix(dict(ms.main_cf_params(), **settings)) as postfix:
+        for name, headers in REWRITE_CASES:
+            postfix.sendmail([f"{U1}+{name}"], headers + b"Subject: " + name.encode() + b"\n\nx\n")
+        box = postfix.mailbox(U1)
+        ms.wait_for(lambda: box.exists() and set(by_case(box.read_text())) >= expected, 30,
+                    "all Postfix deliveries")
+        theirs = by_case(box.read_text())
+    differences = ["\n".join(difflib.unified_diff(
+        (theirs.get(name) or "").splitlines(), (ours.get(name) or "").splitlines(),
+        f"Postfix {name}", f"pfx {name}", lineterm=""))
+        for name in sorted(expected) if ours.get(name) != theirs.get(name)]
+    assert not differences, "\n\n".join(differences)
