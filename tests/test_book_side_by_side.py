@@ -363,3 +363,26 @@ def test_header_rewriting_as_postfix(mail_system: MailSystem) -> None:
         f"Postfix {name}", f"pfx {name}", lineterm=""))
         for name in sorted(expected) if ours.get(name) != theirs.get(name)]
     assert not differences, "\n\n".join(differences)
+
+
+def test_envelope_address_forms_log_as_postfix(mail_system: MailSystem) -> None:
+    """Ch. 3 (address classes, trivial-rewrite's canonical user@domain
+    form) and Ch. 4.3 (catalog part 2, T24; myorigin, append_dot_mydomain):
+    envelope recipients and senders of every shape (bare names, user@host,
+    bang paths, percent hacks, source routes, quoted local parts, letter
+    case, trailing dots, address literals, extensions, the null sender)
+    are resolved and logged as Postfix resolves and logs them."""
+    ms = mail_system
+    settings = {"mydomain": "example.com", "myorigin": "$mydomain", "append_dot_mydomain": "yes",
+                "allow_percent_hack": "yes", "swap_bangpath": "yes", "recipient_delimiter": "+",
+                "mydestination": "$myhostname, localhost, example.com",
+                "default_transport": "discard:remote"}
+    aliases = f"postmaster: root\nkdent: {U1}\n"
+    rcpts = ["kdent", "kdent@host", "host!kdent", "kdent%other.example@pfx.example",
+             "@relay.example:kdent@pfx.example", '"kdent"@pfx.example', '"a b"@remote.example',
+             "KDENT@PFX.EXAMPLE", "Postmaster", "kdent@pfx.example.", "kdent@[127.0.0.1]",
+             "kdent+ext@localhost", '"kdent@x"@remote.example', "kdent@example.com"]
+    sends = [(["-f", "sender@host", *rcpts], b"Subject: forms\n\nx\n"),
+             (["-f", "<>", "kdent"], b"Subject: null\n\nx\n"),
+             (["-f", "host!bang", "kdent"], b"Subject: bang\n\nx\n")]
+    run_scenario(ms, settings, aliases, {}, sends)
