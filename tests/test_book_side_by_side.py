@@ -386,3 +386,41 @@ def test_envelope_address_forms_log_as_postfix(mail_system: MailSystem) -> None:
              (["-f", "<>", "kdent"], b"Subject: null\n\nx\n"),
              (["-f", "host!bang", "kdent"], b"Subject: bang\n\nx\n")]
     run_scenario(ms, settings, aliases, {}, sends)
+
+
+def test_command_environment_as_postfix(mail_system: MailSystem, tmp_path) -> None:
+    """Ch. 7 and App. D (mailbox_command; catalog part 2, section 4
+    command delivery): the environment a delivery command sees (alias
+    command and mailbox_command, with an address extension) is Postfix's
+    (names and values; instance paths aside)."""
+    ms = mail_system
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    drop.chmod(0o1777)
+    settings = {"recipient_delimiter": "+",
+                "mailbox_command": f"/bin/sh -c 'env | sort > {drop}/$USER-mailbox-$EXTENSION'"}
+    aliases = f'postmaster: root\nrunenv: "|env | sort > {drop}/alias-env"\n'
+
+    def collect(send, top: str) -> dict[str, str]:
+        for path in drop.iterdir():
+            path.unlink()
+        send(["-f", "Sender@Example.COM", f"{U1}+Ext", "runenv"], b"Subject: env\n\nx\n")
+        ms.wait_for(lambda: len(list(drop.iterdir())) == 2, 20, "both commands")
+        time.sleep(0.3)
+        return {p.name: re.sub(r"(?m)^(MAIL_CONFIG)=.*$", r"\1=CONFIG",
+                               p.read_text().replace(top, "TOP"))
+                for p in drop.iterdir()}
+
+    ms.configure(settings)
+    ms.set_aliases(aliases)
+    ms.start()
+    ours = collect(ms.sendmail, str(ms.top))
+    postfix = PrivatePostfix(dict(ms.main_cf_params(), **settings))
+    (postfix.etc / "aliases").write_text(aliases)
+    postfix.run("/usr/sbin/postalias", "-c", str(postfix.etc), f"hash:{postfix.etc}/aliases")
+    with postfix:
+        theirs = collect(postfix.sendmail, str(postfix.top))
+    assert sorted(ours) == sorted(theirs)
+    for name in theirs:
+        assert ours[name] == theirs[name], "\n".join(difflib.unified_diff(
+            theirs[name].splitlines(), ours[name].splitlines(), "Postfix", "pfx", lineterm=""))
