@@ -475,6 +475,10 @@ class AttrStream:
         except OSError as err:
             raise AttrError(f"write to {self.name}: {err.strerror}", err.errno) from None
 
+    def buffered(self) -> int:
+        """Bytes read ahead and not yet parsed: another request may be waiting."""
+        return len(self._buf)
+
     def pending(self) -> bytes:
         """Take the bytes read ahead but not yet parsed, for a protocol
         that continues in another framing on the same connection."""

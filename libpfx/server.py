@@ -579,16 +579,25 @@ class _Multi(_Skeleton):
         stream = AttrStream(conn, f"{ctx.service_name} client",
                             timeout=ctx.config.get_time("ipc_timeout"))
         ctx.clients[conn.fileno()] = stream
+        # As Postfix's multi_server: busy only while accepting, so that one
+        # process serves every client unless it cannot keep up.
+        self.available()
         return True
 
     def client_ready(self, fd: int) -> None:
         ctx = self.ctx
         assert ctx is not None
         stream = ctx.clients[fd]
-        if not self.call(self.service, stream) or stream.fd < 0:
-            if stream.fd >= 0:
-                stream.close()
-            ctx.clients.pop(fd, None)
+        # A client may send several requests before it reads a reply: serve
+        # all that were read ahead, since poll() will not report them again.
+        while True:
+            if not self.call(self.service, stream) or stream.fd < 0:
+                if stream.fd >= 0:
+                    stream.close()
+                ctx.clients.pop(fd, None)
+                return
+            if not stream.buffered():
+                return
 
     def serve_stand_alone(self) -> None:
         from libpfx.attr import AttrStream

@@ -467,3 +467,22 @@ def test_inet_on_two_address_families(mail_system: MailSystem) -> None:
             assert (name, data) == (str(port), host)
     title = open(f"/proc/{pid}/cmdline", "rb").read().rstrip(b"\0").decode()
     assert title == f"echo -n {port} -t inet -u -o stress= -s 2"
+
+
+def test_multi_server_pipelined_requests_and_one_process(mail_system: MailSystem) -> None:
+    """Requests sent back to back on one connection are all answered, and
+    a multi server is busy only while accepting: with room for two
+    processes, two clients are still served by one."""
+    from libpfx import attr
+    install(mail_system, "multi", MULTI_DAEMON)
+    with_daemons(mail_system, "multi unix - - n - 2 multi\n")
+    mail_system.start()
+    path = str(mail_system.queue / "private" / "multi")
+    one = attr.connect(path, timeout=10)
+    one.write_frame(attr.encode({"text": "a"}) + attr.encode({"text": "b"}))
+    replies = [one.recv(allow_extra=True)["echo"] for _ in range(2)]
+    assert replies == ["a", "b"]
+    two = attr.connect(path, timeout=10)
+    assert attr.request(two, {"text": "c"})["pid"] == attr.request(one, {"text": "d"})["pid"]
+    one.close()
+    two.close()
