@@ -292,9 +292,6 @@ def test_new_master_cf_service_after_reload_with_o_override(mail_system: MailSys
                 r"\(plain\)", 20)
 
 
-@pytest.mark.xfail(reason="libpfx/server.py: the fatal error for a bad -o option is not logged "
-                          "(Postfix logs it to the maillog; pfx's daemon exits status 1 silently)",
-                   strict=True)
 def test_master_cf_o_with_spaces_is_refused(mail_system: MailSystem) -> None:
     """Ch. 4.5 (catalog part 2, section 6): no spaces are allowed around
     "=" in -o.  As in Postfix, the service's process refuses the option
