@@ -523,7 +523,9 @@ def test_include_file_of_root_owned_aliases_is_read_as_root(mail_system: MailSys
     ms.set_aliases(f"postmaster: root\nastronomy: :include:{members}\n")
     ms.start()
     send(ms, ["-f", f"root@{HOST}", "astronomy"], "Subject: stars\n\nx\n")
-    ms.wait_log(rf"to=<{U1}@{HOST}>, orig_to=<astronomy>, relay=local, .*delivered to mailbox", 8)
+    outcome = ms.wait_log(rf"to=<{U1}@{HOST}>, orig_to=<astronomy>, relay=local, .*|"
+                          rf"to=<astronomy@{HOST}>, .*status=bounced.*", 20).group(0)
+    assert "delivered to mailbox" in outcome
 
 
 @pytest.mark.xfail(reason="local reports an alias loop as 'recipient nesting limit exceeded'; "
@@ -537,9 +539,10 @@ def test_alias_loop_is_named_as_postfix_names_it(mail_system: MailSystem) -> Non
     ms.set_aliases("postmaster: root\nloop1: loop2\nloop2: loop1\n")
     ms.start()
     send(ms, ["-f", f"root@{HOST}", "loop1"], "Subject: loop\n\nx\n")
-    ms.wait_log(r"postfix/local\[\d+\]: warning: alias database loop for loop2", 8)
-    ms.wait_log(rf"to=<loop2@{HOST}>, orig_to=<loop1>, relay=local, .*dsn=5\.4\.6, "
-                r"status=bounced \(alias database loop for loop2\)", 8)
+    outcome = ms.wait_log(rf"to=<loop\d@{HOST}>, orig_to=<loop1>, .*status=bounced.*", 20).group(0)
+    assert re.search(rf"to=<loop2@{HOST}>, orig_to=<loop1>, relay=local, .*dsn=5\.4\.6, "
+                     r"status=bounced \(alias database loop for loop2\)", outcome), outcome
+    assert re.search(r"postfix/local\[\d+\]: warning: alias database loop for loop2\n", ms.log())
 
 
 @pytest.mark.xfail(reason="local records a failed file/command delivery of a list with an "
@@ -562,9 +565,9 @@ def test_list_file_failure_is_reported_to_the_owner(mail_system: MailSystem,
     ms.wait_log(rf"to=<list@{HOST}>, relay=local, .*dsn=5\.7\.1, status=bounced "
                 r"\(mail to file is restricted\)", 20)
     delivered(ms, f"{U1}@{HOST}")
-    ms.wait_for(lambda: ms.mailbox(U2).exists(), 8, "the owner's report")
-    assert "mail to file is restricted" in ms.mailbox(U2).read_text()
+    ms.wait_log(rf"to=<({U2}|root)@{HOST}>, .*delivered to mailbox", 20)     # the report
     assert not ms.mailbox("root").exists()
+    assert "mail to file is restricted" in ms.mailbox(U2).read_text()
 
 
 def test_two_alias_databases_rebuilt_by_newaliases(mail_system: MailSystem) -> None:
@@ -927,7 +930,9 @@ def test_unknown_table_type_keeps_the_mail(mail_system: MailSystem) -> None:
     ms.configure({"canonical_maps": "nosuch:/etc/x"})
     ms.start()
     send(ms, ["-f", f"{U2}@{HOST}", U1], "Subject: table\n\nx\n")
-    ms.wait_log(r"postfix/cleanup\[\d+\]: error: unsupported dictionary type: nosuch", 8)
+    first = ms.wait_log(r"postfix/cleanup\[\d+\]: \w+: .*unsupported dictionary type.*", 20)
+    assert re.fullmatch(r"postfix/cleanup\[\d+\]: error: unsupported dictionary type: nosuch",
+                        first.group(0)), first.group(0)
     ms.wait_log(r"postfix/cleanup\[\d+\]: warning: nosuch:/etc/x is unavailable\. "
                 r"unsupported dictionary type: nosuch", 20)
     ms.wait_log(rf"postfix/cleanup\[\d+\]: warning: {QID}: canonical_maps map lookup problem for "
