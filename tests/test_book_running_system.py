@@ -1061,3 +1061,53 @@ def test_forward_path_with_extension(mail_system: MailSystem, tmp_path: Path) ->
     finally:
         base.unlink(missing_ok=True)
         with_ext.unlink(missing_ok=True)
+
+
+# Chapter 4.5: the book's master.cf.
+
+EXAMPLE_4_2 = """\
+#= = = = = = = = = = = = = = = = = = = = = = = = = = = = = =
+# service type  private unpriv  chroot  wakeup  maxproc command + args
+#               (yes)   (yes)   (yes)   (never) (100)
+#= = = = = = = = = = = = = = = = = = = = = = = = = = = = = =
+pickup    fifo  n       -       n       60      1       pickup
+cleanup   unix  n       -       n       -       0       cleanup
+qmgr      fifo  n       -       n       300     1       qmgr
+rewrite   unix  -       -       n       -       -       trivial-rewrite
+bounce    unix  -       -       n       -       0       bounce
+defer     unix  -       -       n       -       0       bounce
+flush     unix  n       -       n       1000?   0       flush
+proxymap  unix  -       -       n       -       -       proxymap
+smtp      unix  -       -       y       -       -       smtp
+relay     unix  -       -       y       -       -       smtp
+    -o smtp_helo_timeout=5 -o smtp_connect_timeout=5
+showq     unix  n       -       n       -       -       showq
+error     unix  -       -       n       -       -       error
+local     unix  -       n       n       -       -       local
+virtual   unix  -       n       n       -       -       virtual
+lmtp      unix  -       -       n       -       -       lmtp
+maildrop  unix  -       n       n       -       -       pipe
+    flags=DRhu user=vmail argv=/usr/local/bin/maildrop -d ${recipient}
+cyrus     unix  -       n       n       -       -       pipe
+    user=cyrus argv=/cyrus/bin/deliver -e -r ${sender}
+    -m ${extension} ${user}
+uucp      unix  -       n       n       -       -       pipe
+    flags=Fqhu user=uucp argv=uux -r -n -z -a$sender - $nexthop!rmail ($recipient)
+"""
+
+
+def test_book_master_cf_example_4_2_runs(mail_system: MailSystem) -> None:
+    """Ch. 4.5 Example 4-2 (catalog part 2, section 6 and T20): the book's
+    master.cf, with pickup and qmgr as fifo services, continuation lines
+    and "-" defaults, runs the mail system (the smtp inet line left out,
+    and Postfix 3's postlog service added for maillog_file); mailq works
+    through showq."""
+    ms = mail_system
+    master_cf = EXAMPLE_4_2 + "postlog   unix-dgram n  -       n       -       1       postlogd\n"
+    ms.configure(None, master_cf)
+    ms.start()
+    assert (ms.queue / "public" / "pickup").is_fifo()
+    assert (ms.queue / "public" / "qmgr").is_fifo()
+    send(ms, [U1], "Subject: old master.cf\n\nx\n")
+    delivered(ms, f"{U1}@{HOST}")
+    assert ms.command("mailq").stdout == "Mail queue is empty\n"
