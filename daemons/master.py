@@ -378,8 +378,13 @@ class Master:
             self.services[entry.key] = serv
 
     def schedule_wakeup(self, serv: Service, now: float) -> None:
+        # As Postfix's master_wakeup_init(): the first wakeup of an
+        # unconditional service is sent at once, so that pickup and qmgr
+        # see mail that waited while the system was down.
         entry = serv.entry
-        if entry.wakeup > 0 and (serv.used or not entry.wakeup_conditional):
+        if entry.wakeup > 0 and not entry.wakeup_conditional:
+            serv.next_wakeup = now
+        elif entry.wakeup > 0 and serv.used:
             serv.next_wakeup = now + entry.wakeup
         else:
             serv.next_wakeup = 0.0

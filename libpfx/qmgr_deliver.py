@@ -376,26 +376,33 @@ class Scheduler:
     # Deliveries.
 
     def drain(self) -> None:
-        """Start a delivery for every destination that may take one."""
-        for transport in list(self.transports.values()):
-            while transport.dead is None and transport.busy < transport.process_limit:
-                queue = self._select(transport)
-                if queue is None:
-                    break
-                entry = queue.todo.popleft()
-                delivery = Delivery(self, transport, entry)
-                started = delivery.start()
-                if started:
-                    transport.busy += 1
-                    queue.busy += 1
-                    self.deliveries.add(delivery)
-                    continue
-                queue.todo.appendleft(entry)
-                if started is None:
-                    self.timers.request(self.backlog_retry, transport, BACKLOG_RETRY)
-                    break
-                self.throttle_transport(transport, UNAVAILABLE)
-                self.defer_transport(transport, UNAVAILABLE)
+        """Start a delivery for every destination that may take one.  A
+        transport found dead hands its recipients to retry, which may have
+        had its turn already in this pass (or be new): pass again until a
+        pass moves nothing."""
+        progress = True
+        while progress:
+            progress = False
+            for transport in list(self.transports.values()):
+                while transport.dead is None and transport.busy < transport.process_limit:
+                    queue = self._select(transport)
+                    if queue is None:
+                        break
+                    entry = queue.todo.popleft()
+                    delivery = Delivery(self, transport, entry)
+                    started = delivery.start()
+                    if started:
+                        transport.busy += 1
+                        queue.busy += 1
+                        self.deliveries.add(delivery)
+                        continue
+                    queue.todo.appendleft(entry)
+                    if started is None:
+                        self.timers.request(self.backlog_retry, transport, BACKLOG_RETRY)
+                        break
+                    self.throttle_transport(transport, UNAVAILABLE)
+                    self.defer_transport(transport, UNAVAILABLE)
+                    progress = True
 
     def backlog_retry(self, transport: Transport) -> None:
         """Only a wake-up: the next drain() tries the transport again."""

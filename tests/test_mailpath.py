@@ -233,3 +233,16 @@ def test_verp_bounce_goes_to_the_encoded_sender(mail_system: MailSystem) -> None
     # Postfix encodes the original recipient, unqualified here.
     ms.wait_log(r"to=<root\+nosuch1@pfx\.example>, relay=local")
     ms.wait_log(r"to=<root\+nosuch2@pfx\.example>, relay=local")
+
+
+def test_mail_submitted_while_down_is_delivered_at_start(mail_system: MailSystem) -> None:
+    """postdrop leaves the message in maildrop when pickup cannot be
+    reached; master's first wakeup of pickup and qmgr at start delivers it."""
+    ms = mail_system
+    ms.start()
+    ms.stop()
+    ms.sendmail(["root"], b"Subject: while down\n\nwaited in maildrop\n")
+    assert len(ms.queue_files("maildrop")) == 1
+    ms.start()
+    ms.wait_log(r"status=sent \(delivered to mailbox\)", timeout=20)
+    assert "waited in maildrop" in ms.mailbox("root").read_text()
