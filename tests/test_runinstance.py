@@ -64,12 +64,15 @@ def test_make_run_starts_in_the_foreground_and_delivers(tmp_path: Path) -> None:
         while not (box.exists() and "first message" in box.read_text()):
             assert time.monotonic() < deadline, maillog.read_text()
             time.sleep(0.1)
-    finally:
-        run("postfix", "-c", str(etc), "stop")
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
+        # Ctrl-C at the terminal stops the whole mail system cleanly.
+        os.kill(proc.pid, signal.SIGINT)
         out = proc.communicate(timeout=30)[0].decode()
+        assert proc.returncode == 0, out
+    finally:
+        if proc.poll() is None:
+            run("postfix", "-c", str(etc), "stop")
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
     assert "start-fg" in out
     assert "terminating on signal 15" in maillog.read_text()
+    assert run("postfix", "-c", str(etc), "status").returncode == 1

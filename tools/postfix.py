@@ -124,7 +124,7 @@ class Script:
         return pid
 
     def master_command(self, *flags: str) -> list[str]:
-        return [sys.executable, "-m", "daemons.master", *flags]
+        return [sys.executable, "-P", "-m", "daemons.master", *flags]
 
 
 def _check_module() -> Any:
@@ -149,11 +149,25 @@ def cmd_start(script: Script, foreground: bool) -> int:
         flags = ("-i",) if os.getpid() == 1 else ("-s",)
         if os.getpid() == 1:
             os.execve(sys.executable, script.master_command(*flags), env)
-        return subprocess.call(script.master_command(*flags), env=env)
+        return _run_foreground(script.master_command(*flags), env)
     status = subprocess.call(script.master_command("-w"), env=env, stdin=subprocess.DEVNULL)
     if status != 0:
         script.fatal("mail system startup failed")
     return 0
+
+
+def _run_foreground(command: list[str], env: dict[str, str]) -> int:
+    """Run master and wait for it.  master has a session of its own, so an
+    interrupt from the terminal reaches only this process: pass it on as
+    the SIGTERM that stops master cleanly."""
+    proc = subprocess.Popen(command, env=env)
+
+    def forward(signum: int, frame: object) -> None:
+        _kill(proc.pid, signal.SIGTERM)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, forward)
+    return proc.wait()
 
 
 def _kill(pid: int, sig: int) -> None:
@@ -203,7 +217,7 @@ def cmd_flush(script: Script) -> int:
     if not os.path.isdir(script.queue_directory):
         script.fatal(f"no Postfix queue directory {script.queue_directory}!")
     env = dict(os.environ, MAIL_CONFIG=script.config.config_dir)
-    return subprocess.call([sys.executable, "-m", "tools.postqueue", "-f"], env=env,
+    return subprocess.call([sys.executable, "-P", "-m", "tools.postqueue", "-f"], env=env,
                            cwd=script.queue_directory)
 
 
