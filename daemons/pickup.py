@@ -74,7 +74,7 @@ from libpfx.cleanup_clnt import (CLEANUP_FLAG_BCC_OK, CLEANUP_FLAG_BOUNCE, CLEAN
                                  CLEANUP_FLAG_MAP_OK, CLEANUP_FLAG_MASK_EXTERNAL,
                                  CLEANUP_FLAG_MILTER, CLEANUP_STAT_BAD, CLEANUP_STAT_RCPT,
                                  CleanupClient, CleanupError, strerror)
-from libpfx.cleanup_state import mail_date
+from libpfx.mail_date import mail_date
 from libpfx.config import split_list
 from libpfx.queue import (CONTENT_TYPES, ENVELOPE_TYPES, EXTRACT_TYPES, MAILDROP, QueueLayout,
                           valid_queue_id)

@@ -24,6 +24,7 @@ from libpfx.bounce_template import DELAY, FAILURE, Template
 from libpfx.cleanup_clnt import CleanupClient, CleanupError
 from libpfx.deliver_request import NOTIFY_DELAY, NOTIFY_FAILURE, NOTIFY_NEVER, NOTIFY_SUCCESS
 from libpfx.header_opts import header_name_length
+from libpfx.mail_date import mail_date
 from libpfx.tok822 import quote_822_local
 
 if TYPE_CHECKING:
@@ -49,17 +50,6 @@ _JUMP_LIMIT = 10000
 # A message the mail system itself originates gets only address mapping
 # from cleanup (Postfix's CLEANUP_FLAG_MASK_INTERNAL).
 _CLEANUP_FLAGS = cleanup_clnt.CLEANUP_FLAG_MAP_OK
-
-
-def mail_date(when: float) -> str:
-    """An RFC 2822 date as Postfix's mail_date() writes it (day of the
-    month padded with a space, zone offset and zone name)."""
-    local = time.localtime(when)
-    offset = local.tm_gmtoff // 60
-    sign = "+" if offset >= 0 else "-"
-    return (time.strftime("%a, %e %b %Y %H:%M:%S ", local)
-            + f"{sign}{abs(offset) // 60:02d}{abs(offset) % 60:02d}"
-            + time.strftime(" (%Z)", local))
 
 
 def line_wrap(text: str, width: int = _WRAP, indent: int = _INDENT) -> list[str]:

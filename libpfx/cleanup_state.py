@@ -47,6 +47,7 @@ from libpfx.cleanup_clnt import (
 from libpfx.config import Config, split_list
 from libpfx.deliver_request import NOTIFY_NEVER, NOTIFY_SUCCESS, DeliverRequest, Recipient
 from libpfx.dsn_util import DSN, dsn_split
+from libpfx.mail_date import mail_date
 from libpfx.header_opts import (
     HDR_CONTENT_TRANSFER_ENCODING, HDR_CC, HDR_DATE, HDR_FROM as HDR_FROM_HEADER,
     HDR_MESSAGE_ID, HDR_OPT_DROP, HDR_OPT_MIME, HDR_OPT_RECIP, HDR_OPT_RR, HDR_OPT_SENDER,
@@ -85,16 +86,6 @@ def _text(data: bytes) -> str:
 
 def _bytes(text: str) -> bytes:
     return text.encode("utf-8", "surrogateescape")
-
-
-def mail_date(when: float) -> str:
-    """An RFC 2822 date in local time with the UTC offset and the zone
-    name, as Postfix's mail_date(): ``Mon, 23 Nov 2026 21:38:36 +0000 (UTC)``."""
-    lt = time.localtime(when)
-    offset = lt.tm_gmtoff // 60
-    sign = "-" if offset < 0 else "+"
-    stamp = time.strftime("%a, %e %b %Y %H:%M:%S", lt)
-    return f"{stamp} {sign}{abs(offset) // 60:02d}{abs(offset) % 60:02d} ({lt.tm_zone})"
 
 
 def dsn_prepend(default_status: str, text: str) -> str:

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 
 from libpfx import cleanup_clnt, record
-from libpfx.bounce_notify import mail_date
+from libpfx.mail_date import mail_date
 from libpfx.cleanup_clnt import CleanupClient, CleanupError
 from libpfx.deliver_request import DeliverRequest
 

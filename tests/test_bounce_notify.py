@@ -10,7 +10,8 @@ import pytest
 
 from libpfx import record
 from libpfx.bounce_log import LogEntry
-from libpfx.bounce_notify import line_wrap, mail_date, read_original, verp_sender
+from libpfx.bounce_notify import line_wrap, read_original, verp_sender
+from libpfx.mail_date import mail_date
 from libpfx.dsn_util import DSN
 from libpfx.queue import size_record
 

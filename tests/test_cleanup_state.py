@@ -18,7 +18,8 @@ from libpfx.cleanup_clnt import (
     CLEANUP_FLAG_BCC_OK, CLEANUP_FLAG_FILTER, CLEANUP_FLAG_MAP_OK, CLEANUP_FLAG_MASK_EXTERNAL,
     CLEANUP_STAT_BAD, CLEANUP_STAT_CONT, CLEANUP_STAT_DEFER, CLEANUP_STAT_HOPS,
     CLEANUP_STAT_RCPT, CLEANUP_STAT_SIZE, content_records)
-from libpfx.cleanup_state import CleanupSettings, CleanupState, fold_header, mail_date
+from libpfx.cleanup_state import CleanupSettings, CleanupState, fold_header
+from libpfx.mail_date import mail_date
 from libpfx.config import Config
 from libpfx.header_opts import header_name_length
 from libpfx.queue import QueueLayout, read_envelope

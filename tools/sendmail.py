@@ -893,7 +893,7 @@ class SmtpSession:
     def received(self, queue_id: str) -> list[str]:
         """Postfix's smtpd Received: header; a stand-alone session comes
         from localhost."""
-        from libpfx.cleanup_state import mail_date
+        from libpfx.mail_date import mail_date
         from libpfx.tok822 import quote_822_local
         date = mail_date(self.arrival_time)
         by = (f"\tby {self.hostname} ({self.cfg.get('mail_name')}) "
