@@ -132,9 +132,10 @@ def log_lines(text: str, top: str) -> list[str]:
 
 
 def quiet(top, log) -> bool:
-    """No message in the incoming or active queue, and the log still."""
+    """No message in the incoming or active queue (a message that cleanup
+    refuses stays in maildrop), and the log still."""
     busy = any((top / "queue" / name).exists() and any((top / "queue" / name).rglob("*[0-9A-F]"))
-               for name in ("maildrop", "incoming", "active"))
+               for name in ("incoming", "active"))
     return not busy and bool(log())
 
 
@@ -481,3 +482,29 @@ def test_maildir_modes_as_postfix(mail_system: MailSystem, tmp_path: Path) -> No
     finally:
         shutil.rmtree(top, ignore_errors=True)
     assert ours == theirs
+
+
+def test_virtual_and_canonical_loops_log_as_postfix(mail_system: MailSystem) -> None:
+    """Ch. 4.7 and 8.2 (catalog part 2, T9: recursion "until a key matches
+    itself or is not found"; part 3, section 4: an address mapping to
+    itself ends the expansion): virtual alias loops, self-mappings,
+    expansions to several addresses with duplicates and canonical loops
+    are handled and logged as Postfix does."""
+    ms = mail_system
+    files = {
+        "virtual.map": (f"loop-a@ora.net loop-b@ora.net\nloop-b@ora.net loop-a@ora.net\n"
+                        f"self@ora.net self@ora.net, {U1}@pfx.example\n"
+                        f"many@ora.net {U1}@pfx.example, {U1}@pfx.example, twice@ora.net\n"
+                        f"twice@ora.net {U1}+twice@pfx.example\n"
+                        f"deep1@ora.net deep2@ora.net\ndeep2@ora.net deep3@ora.net\n"
+                        f"deep3@ora.net {U1}+deep@pfx.example\n"),
+        "canonical.map": "c1@example.com c2@example.com\nc2@example.com c1@example.com\n",
+    }
+    settings = {"virtual_alias_domains": "ora.net", "virtual_alias_maps": "hash:ETC/virtual.map",
+                "canonical_maps": "hash:ETC/canonical.map", "recipient_delimiter": "+",
+                "default_transport": "discard:remote"}
+    sends = [(["-f", "someone@example.com", "self@ora.net", "many@ora.net", "deep1@ora.net"],
+              b"Subject: expansions\n\nx\n"),
+             (["-f", "someone@example.com", "loop-a@ora.net"], b"Subject: virtual loop\n\nx\n"),
+             (["-f", "c1@example.com", U1], b"Subject: canonical loop\n\nx\n")]
+    run_scenario(ms, settings, "postmaster: root\n", files, sends)
