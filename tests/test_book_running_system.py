@@ -1111,3 +1111,29 @@ def test_book_master_cf_example_4_2_runs(mail_system: MailSystem) -> None:
     send(ms, [U1], "Subject: old master.cf\n\nx\n")
     delivered(ms, f"{U1}@{HOST}")
     assert ms.command("mailq").stdout == "Mail queue is empty\n"
+
+
+def test_user_owned_list_aliases_run_as_that_user(mail_system: MailSystem, tmp_path: Path) -> None:
+    """Ch. 10.3-10.4 Majordomo and Mailman (catalog part 4, section 1 and
+    T14): commands of an alias table owned by a list manager's account run
+    with its user ID and its primary group; an :include: file that only
+    this account may read is read with its rights."""
+    ms = mail_system
+    owner = user(U2)
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    drop.chmod(0o1777)
+    members = tmp_path / "astronomy"
+    members.write_text(f"{U1}\n")
+    members.chmod(0o600)
+    os.chown(members, owner.pw_uid, owner.pw_gid)
+    ms.set_aliases(f"postmaster: root\nastronomy: :include:{members}\n"
+                   f'astronomy-request: "|/usr/bin/id -u > {drop}/ids.$$; /usr/bin/id -g >> {drop}/ids.$$"\n')
+    for name in ("aliases", "aliases.db"):
+        os.chown(ms.etc / name, owner.pw_uid, owner.pw_gid)
+    ms.start()
+    send(ms, ["astronomy", "astronomy-request"], "Subject: lists\n\nx\n")
+    ms.wait_log(rf"to=<{U1}@{HOST}>, orig_to=<astronomy>, relay=local, .*delivered to mailbox", 20)
+    ms.wait_log(rf"to=<astronomy-request@{HOST}>, .*status=sent \(delivered to command: ", 20)
+    [ids] = drop.glob("ids.*")
+    assert ids.read_text() == f"{owner.pw_uid}\n{owner.pw_gid}\n"
