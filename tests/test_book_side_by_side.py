@@ -508,3 +508,34 @@ def test_virtual_and_canonical_loops_log_as_postfix(mail_system: MailSystem) -> 
              (["-f", "someone@example.com", "loop-a@ora.net"], b"Subject: virtual loop\n\nx\n"),
              (["-f", "c1@example.com", U1], b"Subject: canonical loop\n\nx\n")]
     run_scenario(ms, settings, "postmaster: root\n", files, sends)
+
+
+def test_next_hop_resolution_as_postfix(mail_system: MailSystem) -> None:
+    """Ch. 3 (trivial-rewrite resolves "the transport method to use, the
+    next host for delivery, and the recipient's address"), Ch. 9.3
+    (Example 9-1: transport entries with and without a next hop, address
+    keys before domains, .domain for subdomains) and 9.4 (relayhost,
+    relay_domains): the next hop trivial-rewrite chooses, made visible by
+    the discard transport, which reports it when given none, is
+    Postfix's."""
+    ms = mail_system
+    files = {"transport.map": ("special.example :[mx.special.example]\n"
+                               ".sub.example discard:\n"
+                               "bob@remote.example discard:[bob.host]:2525\n"
+                               "port.example discard:mail.port.example:20025\n")}
+    settings = {"relayhost": "[gw.example.com]", "relay_domains": "relay.example",
+                "relay_transport": "discard", "default_transport": "discard",
+                "virtual_mailbox_domains": "vbox.example", "virtual_transport": "discard",
+                "transport_maps": "hash:ETC/transport.map", "recipient_delimiter": "+",
+                "sender_dependent_relayhost_maps": "inline:{@special-sender.example=[sdr.example]}",
+                "sender_dependent_default_transport_maps":
+                    "inline:{@transport-sender.example=discard:sender-dependent}"}
+    rcpts = ["a@remote.example", "b@relay.example", "c@special.example", "d@x.sub.example",
+             "bob@remote.example", "bob+ext@remote.example", "e@port.example", "f@vbox.example",
+             "g@sub.example"]
+    sends = [(["-f", "someone@example.org", *rcpts], b"Subject: hops\n\nx\n"),
+             (["-f", "x@special-sender.example", "h@remote.example", "i@relay.example"],
+              b"Subject: sender relayhost\n\nx\n"),
+             (["-f", "x@transport-sender.example", "j@remote.example", "k@relay.example"],
+              b"Subject: sender transport\n\nx\n")]
+    run_scenario(ms, settings, "postmaster: root\n", files, sends)
