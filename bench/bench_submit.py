@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import os
 import statistics
+import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
-from benchlib import Row
+from benchlib import Row, postfix
 
 ROOT = Path(__file__).resolve().parent.parent
 MESSAGES = int(os.environ.get("PFX_BENCH_SUBMIT_MESSAGES", "100"))
@@ -110,36 +111,55 @@ def _percentile(values: list[float], pct: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(pct / 100 * (len(ordered) - 1))))]
 
 
-def run(work: Path) -> list[Row]:
-    rows: list[Row] = []
+class _Postfix:
+    """A private instance of the installed Postfix, driven like MailSystem."""
+
+    def __init__(self, work: Path) -> None:
+        sys.path.insert(0, str(ROOT))
+        from tests.test_local_postfix import PostfixInstance
+        self.spool = work / "mail"
+        self.instance = PostfixInstance(work, {"mail_spool_directory": f"{self.spool}/"})
+
+    def command(self, name: str, *args: str, input: bytes) -> subprocess.CompletedProcess:
+        return self.instance.run(f"/usr/sbin/{name}", *args, input=input)
+
+    def teardown(self) -> None:
+        self.instance.run("/usr/sbin/postfix", "-c", str(self.instance.etc), "stop")
+
+
+def _measure(system) -> dict[int, tuple[float, list[float]] | str]:
     try:
-        system = _system(work)
-    except Exception as err:            # the path is not complete: say so
-        print(f"bench_submit: no running instance ({err}); no figures", file=sys.stderr)
-        return [Row(f"sendmail to Maildir, {c} submitter(s) (msg/s)", None,
-                    higher_is_better=True) for c in CONCURRENCY]
-    try:
-        for i, concurrency in enumerate(CONCURRENCY):
-            outcome = _round(system, concurrency, i * MESSAGES)
-            if isinstance(outcome, str):
-                print(f"bench_submit: {concurrency} submitter(s): {outcome}", file=sys.stderr)
-                rows.append(Row(f"sendmail to Maildir, {concurrency} submitter(s) (msg/s)",
-                                None, higher_is_better=True))
-                continue
-            rate, latencies = outcome
-            rows.append(Row(f"sendmail to Maildir, {concurrency} submitter(s)", rate,
-                            unit="msg/s", higher_is_better=True))
-            rows.append(Row(f"submission to delivery, {concurrency} submitter(s), p50",
-                            statistics.median(latencies), unit="ms"))
-            rows.append(Row(f"submission to delivery, {concurrency} submitter(s), p99",
-                            _percentile(latencies, 99), unit="ms"))
+        return {c: _round(system, c, i * MESSAGES) for i, c in enumerate(CONCURRENCY)}
     finally:
         system.teardown()
+
+
+def run(work: Path) -> list[Row]:
+    try:
+        ours = _measure(_system(work / "pfx"))
+    except Exception as err:            # the path is not complete: say so
+        print(f"bench_submit: no running instance ({err}); no figures", file=sys.stderr)
+        ours = {c: str(err) for c in CONCURRENCY}
+    theirs: dict[int, tuple[float, list[float]] | str] = {}
+    if postfix("sendmail") and os.geteuid() == 0:
+        try:
+            theirs = _measure(_Postfix(work / "postfix"))
+        except Exception as err:        # noqa: BLE001 - a comparison, not the subject
+            print(f"bench_submit: Postfix instance: {err}", file=sys.stderr)
+    rows: list[Row] = []
+    for concurrency in CONCURRENCY:
+        mine, other = ours[concurrency], theirs.get(concurrency, "not run")
+        for label, pick in ((f"sendmail to Maildir, {concurrency} submitter(s)", lambda o: o[0]),
+                            (f"submission to delivery, {concurrency} submitter(s), p50",
+                             lambda o: statistics.median(o[1])),
+                            (f"submission to delivery, {concurrency} submitter(s), p99",
+                             lambda o: _percentile(o[1], 99))):
+            for who, outcome in (("pfx", mine), ("Postfix", other)):
+                if isinstance(outcome, str) and outcome != "not run":
+                    print(f"bench_submit: {who}, {concurrency} submitter(s): {outcome}",
+                          file=sys.stderr)
+            rate = label.startswith("sendmail")
+            rows.append(Row(label, None if isinstance(mine, str) else pick(mine),
+                            None if isinstance(other, str) else pick(other),
+                            unit="msg/s" if rate else "ms", higher_is_better=rate))
     return rows
-
-
-if __name__ == "__main__":
-    import tempfile
-    with tempfile.TemporaryDirectory() as tmp:
-        for row in run(Path(tmp)):
-            print(row.render())

@@ -166,8 +166,6 @@ from __future__ import annotations
 
 import os
 import pwd
-import re
-import subprocess
 import sys
 import time
 from typing import BinaryIO, Iterator, NoReturn
@@ -432,7 +430,9 @@ def fullname(uid: int) -> str | None:
         entry = pwd.getpwuid(uid)
     except KeyError:
         return None
-    gecos = re.split("[,;%]", entry.pw_gecos, maxsplit=1)[0]
+    gecos = entry.pw_gecos
+    cut = [i for i in map(gecos.find, ",;%") if i >= 0]
+    gecos = gecos[:min(cut)] if cut else gecos
     login = entry.pw_name
     return gecos.replace("&", login[:1].upper() + login[1:])
 
@@ -604,9 +604,10 @@ class Postdrop:
         args = ["-r", *["-v"] * msg.verbose]
         self.command = " ".join([path, *args])
         if os.access("maildrop", os.W_OK | os.X_OK):
-            self.proc: ForkedPostdrop | subprocess.Popen = ForkedPostdrop(args)
+            self.proc: "ForkedPostdrop | subprocess.Popen" = ForkedPostdrop(args)
         else:
             try:
+                import subprocess   # only here: a submission as root forks instead
                 self.proc = subprocess.Popen([path, *args], stdin=subprocess.PIPE,
                                              stdout=subprocess.PIPE, close_fds=True,
                                              env=dict(os.environ, MAIL_CONFIG=cfg.config_dir))
@@ -993,6 +994,7 @@ def start_daemon(cfg: Config, o: Options) -> NoReturn:
     env = dict(os.environ, MAIL_CONFIG=cfg.config_dir)
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
     try:
+        import subprocess
         # -P: no current directory on the module path, whatever is there.
         subprocess.Popen([sys.executable, "-P", "-m", "tools.postfix", *["-v"] * o.verbose,
                           "start"],
