@@ -23,7 +23,7 @@ from test_bounce_e2e import PrivatePostfix
 pytestmark = [needs_postfix,
               pytest.mark.skipif(not IS_ROOT, reason="delivery as other users needs root")]
 
-U1, _ = TEST_USERS
+U1, U2 = TEST_USERS
 
 # Chapter 2, Example 2-2: the message a client sends (recipient changed).
 EXAMPLE_2_2 = (b"Date: Mon, 8 Apr 2003 15:38:21 -0500\n"
@@ -539,3 +539,27 @@ def test_next_hop_resolution_as_postfix(mail_system: MailSystem) -> None:
              (["-f", "x@transport-sender.example", "j@remote.example", "k@relay.example"],
               b"Subject: sender transport\n\nx\n")]
     run_scenario(ms, settings, "postmaster: root\n", files, sends)
+
+
+def test_address_extensions_and_fallbacks_log_as_postfix(mail_system: MailSystem) -> None:
+    """Ch. 7 (forward_path's $extension; catalog part 3, sections 2 and 4:
+    luser_relay, fallback_transport, recipient_delimiter) and Ch. 8
+    (virtual aliases): address extensions through canonical and virtual
+    mapping (propagate_unmatched_extensions), aliases, several delimiter
+    characters, luser_relay with $user and $extension, and
+    fallback_transport_maps, as Postfix handles and logs them."""
+    ms = mail_system
+    files = {"virtual.map": f"info@ora.net {U1}@pfx.example\nlist@ora.net staff\n",
+             "canonical.map": "old@pfx.example new\n",
+             "fallback.map": "ghost@pfx.example discard:ghost table\n"}
+    settings = {"recipient_delimiter": "+-", "virtual_alias_domains": "ora.net",
+                "virtual_alias_maps": "hash:ETC/virtual.map",
+                "canonical_maps": "hash:ETC/canonical.map",
+                "fallback_transport_maps": "hash:ETC/fallback.map",
+                "luser_relay": "catchall+$user-$extension",
+                "default_transport": "discard:remote"}
+    aliases = f"postmaster: root\nstaff: {U1}, {U2}\nnew: {U2}\ncatchall: {U1}\n"
+    rcpts = ["info+sales@ora.net", "info-sales@ora.net", "list+x@ora.net", "staff+y",
+             f"{U1}+a-b", "old+z@pfx.example", "nosuchuser+q", "ghost+w", "ghost"]
+    sends = [(["-f", "someone@example.org", *rcpts], b"Subject: extensions\n\nx\n")]
+    run_scenario(ms, settings, aliases, files, sends)
