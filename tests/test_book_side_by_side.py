@@ -563,3 +563,39 @@ def test_address_extensions_and_fallbacks_log_as_postfix(mail_system: MailSystem
              f"{U1}+a-b", "old+z@pfx.example", "nosuchuser+q", "ghost+w", "ghost"]
     sends = [(["-f", "someone@example.org", *rcpts], b"Subject: extensions\n\nx\n")]
     run_scenario(ms, settings, aliases, files, sends)
+
+
+def test_sendmail_bv_reports_as_postfix(mail_system: MailSystem) -> None:
+    """Sendmail compatibility (catalog part 1, 1.2; the book's address
+    classes of Ch. 3 and aliases of Ch. 4.2.3): `sendmail -bv` reports
+    where each address would go (alias expansion, unknown user, relocated,
+    remote) without delivering; the report mailed to the sender is
+    Postfix's."""
+    ms = mail_system
+    relocated = ms.top / "relocated"
+    relocated.write_text("kdent@ora.com kdent@oreilly.com\n")
+    settings = {"relocated_maps": f"texthash:{relocated}", "default_transport": "discard:remote"}
+    aliases = f"postmaster: root\nneedlepoint: {U2}, bob@remote.example\n"
+    args = ["-bv", "-f", f"{U1}@pfx.example", "needlepoint", "nosuchuser", "kdent@ora.com",
+            "someone@remote.example", U2]
+
+    def report(system_sendmail, box: Path) -> str:
+        """The report's paragraphs, sorted: the agents answer in any order."""
+        system_sendmail(args, b"")
+        ms.wait_for(lambda: box.exists() and box.read_text().endswith("--\n\n"), 20, "the report")
+        return "\n\n".join(sorted(normalized(box.read_text()).split("\n\n")))
+
+    ms.configure(settings)
+    ms.set_aliases(aliases)
+    ms.start()
+    ours = report(ms.sendmail, ms.mailbox(U1))
+    postfix = PrivatePostfix(dict(ms.main_cf_params(), **settings))
+    (postfix.etc / "aliases").write_text(aliases)
+    postfix.run("/usr/sbin/postalias", "-c", str(postfix.etc), f"hash:{postfix.etc}/aliases")
+    with open(postfix.etc / "master.cf", "a") as fp:
+        fp.write("discard   unix  -       -       n       -       -       discard\n")
+    with postfix:
+        theirs = report(postfix.sendmail, postfix.mailbox(U1))
+    assert not ms.mailbox(U2).exists()
+    assert ours == theirs, "\n".join(difflib.unified_diff(theirs.splitlines(), ours.splitlines(),
+                                                          "Postfix", "pfx", lineterm=""))
