@@ -39,8 +39,7 @@ import sys
 from typing import Callable
 
 from libpfx import bounce_clnt, msg, queue
-from libpfx.attr import AttrError, AttrStream
-from libpfx.deliver_request import STAT_DEFER, DeliverRequest, Recipient, receive, reply
+from libpfx.deliver_request import STAT_DEFER, DeliverRequest, Recipient, mark_done, serve
 from libpfx.dsn_util import dsn_split
 
 # One recipient's fate: (request, rcpt, relay, status, reason) -> 0 when
@@ -48,41 +47,34 @@ from libpfx.dsn_util import dsn_split
 Append = Callable[[DeliverRequest, Recipient, str, str, str], int]
 
 
-def serve_request(conn, ctx, default_status: str, append: Append, mark_done: bool = True) -> None:
+def serve_request(conn, ctx, default_status: str, append: Append,
+                  done: bool = True) -> None:
     """Read one request and record every recipient with append, the
-    next-hop text as the reason; with mark_done, mark done those that
-    append returned 0 for (a deferred recipient stays in the queue)."""
-    stream = AttrStream(conn, "qmgr", 3600)
-    try:
-        request = receive(stream)
-    except (AttrError, ValueError) as err:
-        msg.warn(f"read delivery request: {err}")
-        return
-    if not request.nexthop:
-        msg.fatal("empty nexthop hostname")
-    if not request.recipients:
-        msg.fatal(f"recipient count: {len(request.recipients)}")
-    path = queue.QueueLayout.from_config(ctx.config).path(request.queue_name, request.queue_id)
-    status, reason = dsn_split(default_status, request.nexthop)
-    result = 0
-    for rcpt in request.recipients:
-        if append(request, rcpt, bounce_clnt.NO_RELAY, status, reason) != 0:
-            result = STAT_DEFER
-        elif mark_done and rcpt.offset >= 0:
-            try:
-                queue.mark_done(path, rcpt.offset)
-            except OSError as err:
-                msg.warn(f"{request.queue_id}: update {path}: {err.strerror}")
+    next-hop text as the reason; with done, mark done those that append
+    returned 0 for (a deferred recipient stays in the queue)."""
+
+    def deliver(request: DeliverRequest) -> int:
+        if not request.nexthop:
+            msg.fatal("empty nexthop hostname")
+        if not request.recipients:
+            msg.fatal(f"recipient count: {len(request.recipients)}")
+        path = queue.QueueLayout.from_config(ctx.config).path(request.queue_name,
+                                                              request.queue_id)
+        status, reason = dsn_split(default_status, request.nexthop)
+        result = 0
+        for rcpt in request.recipients:
+            if append(request, rcpt, bounce_clnt.NO_RELAY, status, reason) != 0:
                 result = STAT_DEFER
-    try:
-        reply(stream, result)
-    except AttrError as err:
-        msg.warn(f"{request.queue_id}: send delivery status: {err}")
+            elif done:
+                result |= mark_done(request, path, rcpt)
+        return result
+
+    serve(conn, deliver)
 
 
 def error_service(conn, ctx) -> None:
     if ctx.service_name == "retry":
-        serve_request(conn, ctx, "4.0.0", bounce_clnt.defer, mark_done=False)
+        serve_request(conn, ctx, "4.0.0", bounce_clnt.defer, done=False)
     else:
         serve_request(conn, ctx, "5.0.0", bounce_clnt.bounce)
 

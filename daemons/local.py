@@ -140,17 +140,17 @@ from dataclasses import dataclass, replace
 
 from libpfx import attr as attrs
 from libpfx import bounce_clnt, local_command, maildir, msg, queue, record, rewrite_clnt
-from libpfx.attr import AttrError, AttrStream
+from libpfx.attr import AttrError
 from libpfx.deliver_request import FLAG_MTA_VRFY, FLAG_USR_VRFY, NOTIFY_NEVER, NOTIFY_SUCCESS, \
-    STAT_DEFER, DeliverRequest, Recipient, read_reply, receive, reply, send
+    STAT_DEFER, DeliverRequest, Recipient, mark_done, read_reply, send, serve
 from libpfx.dsn_util import DSN
 from libpfx.local_expand import EXP_ERROR, EXP_EXTENSION_MATCHED, EXP_UNDEF, expand
 from libpfx.local_forward import Forwarder
-from libpfx.local_privs import Privileges
-from libpfx.maps import DictRetry, changed_table, open_dict_or_surrogate
+from libpfx.local_privs import Privileges, limit_mailbox_size, restart_if_changed
+from libpfx.maps import DictRetry, open_dict_or_surrogate
 from libpfx.maps.search import Maps, quote_local, split_extension
 from libpfx.mbox import COPY_DELIVERED, COPY_FROM, COPY_MBOX, COPY_ORIG_RCPT, \
-    COPY_RETURN_PATH, COPY_TOFILE, DOT_LOCK_MAY_FAIL, CorruptError, LockConfig, \
+    COPY_RETURN_PATH, COPY_TOFILE, DOT_LOCK_MAY_FAIL, LockConfig, \
     LOCK_NAMES, Mbox, MboxError, append_message, name_mask, read_content, render
 from libpfx.tok822 import extract_addresses
 
@@ -977,12 +977,8 @@ class Delivery:
                            dsn_envid=request.dsn_envid, dsn_ret=request.dsn_ret)
             status = self.deliver_recipient(attr, UserAttr())
             status |= self.finish_forward(attr, cancel=status != DONE)
-            if status == DONE and rcpt.offset >= 0:
-                try:
-                    queue.mark_done(self.path, rcpt.offset)
-                except OSError as err:
-                    msg.warn(f"{request.queue_id}: update {self.path}: {err.strerror}")
-                    status = FAILED
+            if status == DONE and mark_done(request, self.path, rcpt) != 0:
+                status = FAILED
             msg_stat |= status
         return STAT_DEFER if msg_stat & FAILED else 0
 
@@ -1028,43 +1024,12 @@ _agent: Local | None = None
 
 def local_service(conn, ctx) -> None:
     """One connection from qmgr: one delivery request."""
-    stream = conn if isinstance(conn, AttrStream) else AttrStream(conn, "qmgr", 3600)
-    try:
-        request = receive(stream)
-    except (AttrError, ValueError) as err:
-        msg.warn(f"read delivery request: {err}")
-        return
     assert _agent is not None
-    try:
-        delivery = Delivery(_agent, request)
-    except CorruptError as err:
-        msg.warn(f"{request.queue_id}: {err}")
-        status = STAT_DEFER
-    except OSError as err:
-        msg.warn(f"{request.queue_id}: open {request.queue_name} {request.queue_id}: {err.strerror}")
-        status = STAT_DEFER
-    else:
-        status = delivery.deliver()
-    try:
-        reply(stream, status)
-    except AttrError as err:
-        msg.warn(f"{request.queue_id}: send delivery status: {err}")
+    serve(conn, lambda request: Delivery(_agent, request).deliver())
 
 
 def pre_init(ctx) -> None:
-    """mailbox_size_limit as the process's file size limit, as Postfix
-    does: a write past it fails (EFBIG) and the delivery bounces."""
-    config = ctx.config
-    limit = config.get_long("mailbox_size_limit")
-    if limit > 0:
-        message_limit = config.get_long("message_size_limit")
-        if message_limit <= 0:
-            msg.fatal("configuration error: mailbox_size_limit is limited but "
-                      "message_size_limit is unlimited")
-        if limit < message_limit:
-            msg.fatal("configuration error: mailbox_size_limit is smaller than message_size_limit")
-        import resource
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    limit_mailbox_size(ctx.config, "mailbox_size_limit")
 
 
 def post_init(ctx) -> None:
@@ -1075,10 +1040,7 @@ def post_init(ctx) -> None:
 
 
 def pre_accept(ctx) -> None:
-    table = _agent.privs.changed_table() if _agent is not None else changed_table()
-    if table is not None:
-        msg.info(f"table {table} has changed -- restarting")
-        sys.exit(0)
+    restart_if_changed(_agent.privs if _agent is not None else None)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -62,14 +62,13 @@ import sys
 from dataclasses import replace
 
 from libpfx import bounce_clnt, maildir, msg, queue
-from libpfx.attr import AttrError, AttrStream
 from libpfx.deliver_request import FLAG_MTA_VRFY, FLAG_USR_VRFY, STAT_DEFER, DeliverRequest, \
-    Recipient, receive, reply
-from libpfx.local_privs import Privileges
-from libpfx.maps import DictRetry, changed_table, open_dict_or_surrogate
+    Recipient, mark_done, serve
+from libpfx.local_privs import Privileges, limit_mailbox_size, restart_if_changed
+from libpfx.maps import DictRetry, open_dict_or_surrogate
 from libpfx.maps.search import FIND_AT_DOMAIN, FIND_FULL, FIND_NOEXT, Maps, mail_addr_find
 from libpfx.mbox import COPY_DELIVERED, COPY_MBOX, COPY_ORIG_RCPT, COPY_RETURN_PATH, COPY_TOFILE, \
-    CorruptError, LockConfig, Mbox, MboxError, append_message, lock_mask, read_content, render
+    LockConfig, Mbox, MboxError, append_message, lock_mask, read_content, render
 
 TRACE_ONLY = FLAG_MTA_VRFY | FLAG_USR_VRFY
 CONFIG_ERROR = ("4.3.5", "mail system configuration error")
@@ -204,12 +203,8 @@ class Delivery:
         for rcpt in self.request.recipients:
             dsn, reason = self.recipient(replace(rcpt))
             result = self.report(rcpt, dsn, reason)
-            if result == 0 and rcpt.offset >= 0:
-                try:
-                    queue.mark_done(self.path, rcpt.offset)
-                except OSError as err:
-                    msg.warn(f"{self.request.queue_id}: update {self.path}: {err.strerror}")
-                    result = STAT_DEFER
+            if result == 0:
+                result = mark_done(self.request, self.path, rcpt)
             status |= result & STAT_DEFER
         return status
 
@@ -219,39 +214,12 @@ _agent: Virtual | None = None
 
 def virtual_service(conn, ctx) -> None:
     """One connection from qmgr: one delivery request."""
-    stream = AttrStream(conn, "qmgr", 3600)
-    try:
-        request = receive(stream)
-    except (AttrError, ValueError) as err:
-        msg.warn(f"read delivery request: {err}")
-        return
     assert _agent is not None
-    try:
-        status = Delivery(_agent, request).deliver()
-    except CorruptError as err:
-        msg.warn(f"{request.queue_id}: {err}")
-        status = STAT_DEFER
-    except OSError as err:
-        msg.warn(f"{request.queue_id}: open {request.queue_name} {request.queue_id}: {err.strerror}")
-        status = STAT_DEFER
-    try:
-        reply(stream, status)
-    except AttrError as err:
-        msg.warn(f"{request.queue_id}: send delivery status: {err}")
+    serve(conn, lambda request: Delivery(_agent, request).deliver())
 
 
 def pre_init(ctx) -> None:
-    config = ctx.config
-    limit = config.get_long("virtual_mailbox_limit")
-    if limit > 0:
-        message_limit = config.get_long("message_size_limit")
-        if message_limit <= 0:
-            msg.fatal("configuration error: virtual_mailbox_limit is limited but "
-                      "message_size_limit is unlimited")
-        if limit < message_limit:
-            msg.fatal("configuration error: virtual_mailbox_limit is smaller than message_size_limit")
-        import resource
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    limit_mailbox_size(ctx.config, "virtual_mailbox_limit")
 
 
 def post_init(ctx) -> None:
@@ -262,10 +230,7 @@ def post_init(ctx) -> None:
 
 
 def pre_accept(ctx) -> None:
-    table = _agent.privs.changed_table() if _agent is not None else changed_table()
-    if table is not None:
-        msg.info(f"table {table} has changed -- restarting")
-        sys.exit(0)
+    restart_if_changed(_agent.privs if _agent is not None else None)
 
 
 def main(argv: list[str] | None = None) -> None:

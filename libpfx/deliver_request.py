@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import fcntl
 import os
+import socket
 import time
 from dataclasses import dataclass, field, fields
+from typing import Callable
 
-from libpfx.attr import AttrStream
+from libpfx import msg
+from libpfx.attr import AttrError, AttrStream
 
 PROTOCOL = "delivery"
 
@@ -152,3 +155,45 @@ def reply(stream: AttrStream, status: int) -> None:
     """The agent side: the final status (and the queue file's lock goes)."""
     _release()
     stream.send(status=status)
+
+
+def serve(conn: "socket.socket | AttrStream", deliver: "Callable[[DeliverRequest], int]") -> None:
+    """The agent side of one connection from qmgr: read the request, let
+    deliver() handle its recipients and answer the status it returns.  A
+    request that cannot be read is logged and dropped (qmgr defers it); a
+    queue file that cannot be read or is damaged (OSError, ValueError)
+    defers the whole request."""
+    stream = conn if isinstance(conn, AttrStream) else AttrStream(conn, "qmgr", 3600)
+    try:
+        request = receive(stream)
+    except (AttrError, ValueError) as err:
+        msg.warn(f"read delivery request: {err}")
+        return
+    try:
+        status = deliver(request)
+    except OSError as err:
+        msg.warn(f"{request.queue_id}: open {request.queue_name} {request.queue_id}: "
+                 f"{err.strerror}")
+        status = STAT_DEFER
+    except ValueError as err:
+        msg.warn(f"{request.queue_id}: {err}")
+        status = STAT_DEFER
+    try:
+        reply(stream, status)
+    except AttrError as err:
+        msg.warn(f"{request.queue_id}: send delivery status: {err}")
+
+
+def mark_done(request: DeliverRequest, path: str, rcpt: Recipient) -> int:
+    """Mark a delivered or bounced recipient done in the queue file: 0, or
+    STAT_DEFER when the file could not be updated.  A recipient handed on
+    by another agent (offset -1) has no record of its own here."""
+    if rcpt.offset < 0:
+        return 0
+    from libpfx import queue
+    try:
+        queue.mark_done(path, rcpt.offset)
+    except OSError as err:
+        msg.warn(f"{request.queue_id}: update {path}: {err.strerror}")
+        return STAT_DEFER
+    return 0

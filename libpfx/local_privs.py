@@ -53,3 +53,28 @@ class Privileges:
             return changed_table()
         finally:
             self.reset()
+
+
+def limit_mailbox_size(config, param: str) -> None:
+    """The mailbox size limit (mailbox_size_limit, virtual_mailbox_limit)
+    as the process's file size limit, as Postfix does: a write past it
+    fails with EFBIG and the delivery bounces.  The limit must allow a
+    message of message_size_limit."""
+    limit = config.get_long(param)
+    if limit <= 0:
+        return
+    message_limit = config.get_long("message_size_limit")
+    if message_limit <= 0:
+        msg.fatal(f"configuration error: {param} is limited but message_size_limit is unlimited")
+    if limit < message_limit:
+        msg.fatal(f"configuration error: {param} is smaller than message_size_limit")
+    import resource
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+
+def restart_if_changed(privs: "Privileges | None") -> None:
+    """Exit, to be started afresh by master, when a table has changed."""
+    table = privs.changed_table() if privs is not None else changed_table()
+    if table is not None:
+        msg.info(f"table {table} has changed -- restarting")
+        raise SystemExit(0)

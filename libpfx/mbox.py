@@ -62,7 +62,7 @@ class MboxError(Exception):
         self.errno = err
 
 
-class CorruptError(Exception):
+class CorruptError(ValueError):
     """The queue file content ended in something other than the X record."""
 
 
