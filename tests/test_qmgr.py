@@ -279,7 +279,7 @@ def test_local_concurrency_per_recipient(mail_system: MailSystem) -> None:
     """Six messages to one slow local recipient: at most
     local_destination_concurrency_limit deliveries at once, and no fewer."""
     ms = mail_system
-    marker = f"0.{os.getpid() % 1000:03d}7"
+    marker = f"1.{os.getpid() % 1000:03d}7"   # long enough to overlap on a busy machine
     ms.set_aliases(f'postmaster: root\nslow: "|/bin/sleep {marker}"\n')
     ms.configure({"local_destination_concurrency_limit": "2"})
     ms.start()
