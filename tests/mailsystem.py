@@ -23,10 +23,7 @@ that is left.
 
 from __future__ import annotations
 
-import fcntl
-import grp
 import os
-import pwd
 import re
 import signal
 import subprocess
@@ -37,31 +34,12 @@ from typing import Iterator
 
 import pytest
 
+from tools.runinstance import ensure_accounts
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 HOSTNAME = "pfx.example"
 ALIASES = "postmaster: root\nMAILER-DAEMON: postmaster\n"
-
-
-def ensure_accounts() -> tuple[str, str]:
-    """The mail_owner and setgid_group to use: as root, ``postfix`` and
-    ``postdrop`` (created if missing; parallel test workers take a lock);
-    otherwise the current user and group."""
-    if os.geteuid() != 0:
-        return pwd.getpwuid(os.geteuid()).pw_name, grp.getgrgid(os.getegid()).gr_name
-    with open("/tmp/.pfx-test-accounts.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            grp.getgrnam("postdrop")
-        except KeyError:
-            subprocess.run(["groupadd", "--system", "postdrop"], capture_output=True)
-        try:
-            pwd.getpwnam("postfix")
-        except KeyError:
-            subprocess.run(["useradd", "--system", "--user-group", "--no-create-home",
-                            "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin",
-                            "postfix"], capture_output=True)
-    return "postfix", "postdrop"
 
 
 def open_path(path: Path) -> None:

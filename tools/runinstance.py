@@ -34,6 +34,7 @@ SEE ALSO
 
 from __future__ import annotations
 
+import fcntl
 import grp
 import os
 import pwd
@@ -46,26 +47,29 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
 
-def _accounts() -> tuple[str, str]:
-    """mail_owner and setgid_group: postfix and postdrop as root (created
-    when missing), else the invoking user and group."""
+def ensure_accounts() -> tuple[str, str]:
+    """mail_owner and setgid_group: as root, postfix and postdrop (created
+    when missing, as make install does; concurrent callers take turns);
+    otherwise the invoking user and group."""
     if os.geteuid() != 0:
         return pwd.getpwuid(os.geteuid()).pw_name, grp.getgrgid(os.getegid()).gr_name
-    try:
-        grp.getgrnam("postdrop")
-    except KeyError:
-        subprocess.run(["groupadd", "--system", "postdrop"], check=True)
-    try:
-        pwd.getpwnam("postfix")
-    except KeyError:
-        subprocess.run(["useradd", "--system", "--user-group", "--no-create-home",
-                        "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin",
-                        "postfix"], check=True)
+    with open("/tmp/.pfx-accounts.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            grp.getgrnam("postdrop")
+        except KeyError:
+            subprocess.run(["groupadd", "--system", "postdrop"], capture_output=True)
+        try:
+            pwd.getpwnam("postfix")
+        except KeyError:
+            subprocess.run(["useradd", "--system", "--user-group", "--no-create-home",
+                            "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin",
+                            "postfix"], capture_output=True)
     return "postfix", "postdrop"
 
 
 def _settings(top: Path) -> list[str]:
-    owner, group = _accounts()
+    owner, group = ensure_accounts()
     return [
         f"mail_owner = {owner}",
         f"setgid_group = {group}",
