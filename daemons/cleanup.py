@@ -256,24 +256,15 @@ def split_records(buf: bytearray) -> tuple[list[tuple[str, bytes]], int]:
     pos, end = 0, len(buf)
     while pos < end:
         start = pos
-        pos += 1
-        length = shift = 0
-        while True:
-            if pos >= end:
-                return out, start
-            value = buf[pos]
-            pos += 1
-            length |= (value & 0x7F) << shift
-            if not value & 0x80:
-                break
-            shift += 7
-            if shift > 28:
-                raise record.RecordError("bad record length")
+        head = record.header_at(buf, pos, end)
+        if head is None:
+            return out, start
+        rtype, pos, length = head
         if length > record.MAX_LENGTH:
             raise record.RecordError(f"record length {length} exceeds limit {record.MAX_LENGTH}")
         if pos + length > end:
             return out, start
-        out.append((chr(buf[start]), bytes(buf[pos:pos + length])))
+        out.append((rtype, bytes(buf[pos:pos + length])))
         pos += length
     return out, pos
 

@@ -52,7 +52,7 @@ import stat
 import sys
 from typing import Iterator, NamedTuple
 
-from libpfx import msg, queue
+from libpfx import msg, queue, record
 
 PROTOCOL = "showq"
 
@@ -86,19 +86,14 @@ class _Reader:
     def next(self) -> tuple[str, bytes] | None:
         data, end = self.data, len(self.data)
         while self.pos < end:
-            rtype = chr(data[self.pos])
-            p = self.pos + 1
-            length = shift = 0
-            while True:
-                if p >= end or shift > 28:
-                    msg.warn(f"{self.path}: bad record length, record type {ord(rtype)}")
-                    return None
-                byte = data[p]
-                p += 1
-                length |= (byte & 0x7F) << shift
-                if not byte & 0x80:
-                    break
-                shift += 7
+            try:
+                head = record.header_at(data, self.pos, end)
+            except record.BadLength:
+                head = None
+            if head is None:
+                msg.warn(f"{self.path}: bad record length, record type {data[self.pos]}")
+                return None
+            rtype, p, length = head
             if p + length > end:
                 msg.warn(f"{self.path}: unexpected EOF in data, record type {ord(rtype)} "
                          f"length {length}")

@@ -657,20 +657,13 @@ def parse_envelope(buf: "bytes | mmap.mmap", path: str) -> Envelope:
 def _next_record(buf: "bytes | mmap.mmap", pos: int, end: int,
                  bad) -> tuple[str, bytes, int]:
     offset = pos
-    rtype = chr(buf[pos])
-    pos += 1
-    length = shift = 0
-    while True:
-        if pos >= end:
-            raise bad(f"end of file in length of record '{rtype}' at offset {offset}")
-        value = buf[pos]
-        pos += 1
-        length |= (value & 0x7F) << shift
-        if not value & 0x80:
-            break
-        shift += 7
-        if shift > 28:
-            raise bad(f"bad length of record '{rtype}' at offset {offset}")
+    try:
+        head = record.header_at(buf, pos, end)
+    except record.BadLength:
+        raise bad(f"bad length of record '{chr(buf[pos])}' at offset {offset}") from None
+    if head is None:
+        raise bad(f"end of file in length of record '{chr(buf[pos])}' at offset {offset}")
+    rtype, pos, length = head
     if pos + length > end:
         raise bad(f"end of file in data of record '{rtype}' at offset {offset}")
     return rtype, buf[pos:pos + length], pos + length

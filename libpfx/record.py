@@ -123,6 +123,32 @@ def read(fp: BinaryIO, max_length: int = MAX_LENGTH) -> tuple[str, bytes] | None
     return first.decode("latin-1"), data
 
 
+class BadLength(RecordError):
+    """A record length longer than four base-128 digits."""
+
+
+def header_at(buf: "bytes | bytearray | memoryview", pos: int,
+              end: int) -> tuple[str, int, int] | None:
+    """The type, data position and data length of the record at pos, or
+    None when buf ends (at end) inside the length.  BadLength for a length
+    that no record can have.  Whether the data fits before end is for the
+    caller to check: one waits for more input, another reports damage."""
+    rtype = chr(buf[pos])
+    pos += 1
+    length = shift = 0
+    while True:
+        if pos >= end:
+            return None
+        value = buf[pos]
+        pos += 1
+        length |= (value & 0x7F) << shift
+        if not value & 0x80:
+            return rtype, pos, length
+        shift += 7
+        if shift > 28:
+            raise BadLength("bad record length")
+
+
 def parse(buf: bytes | bytearray | memoryview, start: int = 0,
           max_length: int = MAX_LENGTH) -> Iterator[tuple[int, str, bytes]]:
     """(offset, type, data) for each record of an in-memory stream."""
@@ -130,20 +156,10 @@ def parse(buf: bytes | bytearray | memoryview, start: int = 0,
     pos, end = start, len(view)
     while pos < end:
         offset = pos
-        rtype = chr(view[pos])
-        pos += 1
-        length = shift = 0
-        while True:
-            if pos >= end:
-                raise RecordError("end of data in record length")
-            value = view[pos]
-            pos += 1
-            length |= (value & 0x7F) << shift
-            if not value & 0x80:
-                break
-            shift += 7
-            if shift > 28:
-                raise RecordError("bad record length")
+        head = header_at(view, pos, end)
+        if head is None:
+            raise RecordError("end of data in record length")
+        rtype, pos, length = head
         if length > max_length:
             raise RecordError(f"record length {length} exceeds limit {max_length}")
         if pos + length > end:

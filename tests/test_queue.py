@@ -92,7 +92,8 @@ def test_long_queue_ids(tmp_path: Path) -> None:
     q = layout(tmp_path, long_queue_ids=True)
     qf = q.create(queue.DEFERRED)
     qf.finish()
-    assert re.fullmatch(r"[0-9B-DF-HJ-NP-TV-Zb-df-hj-np-tv-y]{10,}z[0-9B-DF-HJ-NP-TV-Zb-df-hj-np-tv-y]+",
+    # Time in base 52 (whose last digit is "z"), then "z" and the inode in base 51.
+    assert re.fullmatch(r"[0-9B-DF-HJ-NP-TV-Zb-df-hj-np-tv-z]{10,}z[0-9B-DF-HJ-NP-TV-Zb-df-hj-np-tv-y]+",
                         qf.queue_id)
     assert queue.queue_id_inode(qf.queue_id) == os.stat(qf.path).st_ino
     # Hashed on the microseconds in hex, as short IDs are.
