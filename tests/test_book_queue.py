@@ -9,10 +9,9 @@ transports, since the SMTP client is not part of the running system."""
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-from pathlib import Path
+import time
 
 import pytest
 
@@ -314,7 +313,6 @@ def test_deferred_message_is_stamped_with_its_next_attempt(mail_system: MailSyst
     """Ch. 5.2 (catalog part 2, section 10 and T41): a deferred message is
     stamped with its next-attempt time, minimal_backoff_time after its
     first failure (Postfix sets the deferred file's modification time)."""
-    import time
     ms = mail_system
     qid = deferred_instance(ms, {"minimal_backoff_time": "1000s", "maximal_backoff_time": "4000s"})
     path = ms.queue / "deferred" / qid[0] / qid

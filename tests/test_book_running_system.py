@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
+import socket
 from pathlib import Path
 
 import pytest
@@ -427,7 +429,7 @@ def test_mailing_list_with_owner_alias(mail_system: MailSystem, tmp_path: Path) 
     ms.set_aliases(f"postmaster: root\nneedlepoint: :include:{members}\n"
                    f"owner-needlepoint: kdent@example.com\nkdent: {U2}\n")
     ms.start()
-    send(ms, ["-f", f"poster@onlamp.com", "needlepoint@example.com"],
+    send(ms, ["-f", "poster@onlamp.com", "needlepoint@example.com"],
          "From: poster@onlamp.com\nTo: needlepoint@example.com\nSubject: stitches\n\nx\n")
     m = ms.wait_log(rf"postfix/local\[\d+\]: {QID}: to=<needlepoint@example\.com>, relay=local, "
                     rf"delay=[\d.]+, .*status=sent \(forwarded as ({QID})\)", 20)
@@ -604,7 +606,7 @@ def test_forward_path_and_forward_file_rules(mail_system: MailSystem, tmp_path: 
     first = _home_file(U1, tmp_path, "forward")
     other = _home_file(U1, tmp_path, "other_forward")
     foreign = _home_file(U2, tmp_path, "forward")
-    pw1, pw2 = user(U1), user(U2)
+    pw1 = user(U1)
     other.write_text(f"\\{U1}, {U2}\nroot\n")
     os.chown(other, pw1.pw_uid, pw1.pw_gid)
     foreign.write_text("root\n")
@@ -669,7 +671,6 @@ def test_maildir_by_trailing_slash(mail_system: MailSystem, tmp_path: Path) -> N
         assert text.endswith("\n\nFrom here\n")
         assert new.stat().st_uid == user(U1).pw_uid
     finally:
-        import shutil
         shutil.rmtree(maildir, ignore_errors=True)
 
 
@@ -812,7 +813,6 @@ def test_hostname_defaults(mail_system: MailSystem) -> None:
     """Ch. 4.3 (catalog part 2, T14): myhostname unset takes the system's
     host name (qualified with mydomain when it has no dot); mydomain unset
     is myhostname minus its first label."""
-    import socket
     ms = mail_system
     main_cf = ms.etc / "main.cf"
     ms.configure({"mydomain": "example.com", "mydestination": "$myhostname, localhost"})

@@ -7,6 +7,7 @@ vague (chapter 2's message format, chapter 3's cleanup fix-ups, chapter
 from __future__ import annotations
 
 import difflib
+import os
 import pwd
 import re
 import shutil
@@ -24,6 +25,11 @@ pytestmark = [needs_postfix,
               pytest.mark.skipif(not IS_ROOT, reason="delivery as other users needs root")]
 
 U1, U2 = TEST_USERS
+
+
+@pytest.fixture(scope="module", autouse=True)
+def users() -> None:
+    ensure_users()
 
 # Chapter 2, Example 2-2: the message a client sends (recipient changed).
 EXAMPLE_2_2 = (b"Date: Mon, 8 Apr 2003 15:38:21 -0500\n"
@@ -246,7 +252,6 @@ def test_local_delivery_outcomes_log_as_postfix(mail_system: MailSystem) -> None
     test_book_running_system.py; the reports of failed commands below.)"""
     ms = mail_system
     drop = "/tmp/pfx-book-drop"
-    import os
     os.makedirs(drop, exist_ok=True)
     os.chmod(drop, 0o1777)
     # (A file in the list is checked in test_book_running_system.py.)
@@ -271,7 +276,6 @@ def test_local_delivery_outcomes_log_as_postfix(mail_system: MailSystem) -> None
     try:
         run_scenario(ms, settings, aliases, files, sends)
     finally:
-        import shutil
         shutil.rmtree(drop, ignore_errors=True)
 
 
@@ -599,3 +603,32 @@ def test_sendmail_bv_reports_as_postfix(mail_system: MailSystem) -> None:
     assert not ms.mailbox(U2).exists()
     assert ours == theirs, "\n".join(difflib.unified_diff(theirs.splitlines(), ours.splitlines(),
                                                           "Postfix", "pfx", lineterm=""))
+
+
+def test_dot_forward_outcomes_log_as_postfix(mail_system: MailSystem, tmp_path: Path) -> None:
+    """Ch. 7.2.2 .forward (catalog part 3, section 4: same content as an
+    alias's right-hand side, comma-separated and/or one per line, owned by
+    the recipient; part 2, section 4: files and commands allowed from
+    .forward, not from its :include: files): a .forward with a comment,
+    a backslashed self copy, another user, a command, a file, an
+    :include: file and a remote address, handled and logged as Postfix
+    does."""
+    ms = mail_system
+    pw = pwd.getpwnam(U1)
+    drop = Path("/tmp") / f"pfx-book-fwd-{tmp_path.name}"
+    drop.mkdir(exist_ok=True)
+    drop.chmod(0o1777)
+    forward = Path(pw.pw_dir) / f".book-sbs-{tmp_path.name}"
+    include = drop / "inc"
+    include.write_text(f"{U2}\n{drop}/from-include\n")
+    forward.write_text(f"# my forwarding\n\\{U1}, {U2}\n\"|/bin/cat > {drop}/cmd\"\n{drop}/file\n"
+                       f":include:{include}\n\nsomeone@remote.example\n")
+    for path in (forward, include):
+        os.chown(path, pw.pw_uid, pw.pw_gid)
+    settings = {"forward_path": f"$home/{forward.name}", "default_transport": "discard:remote"}
+    try:
+        run_scenario(ms, settings, "postmaster: root\n", {},
+                     [(["-f", "someone@example.org", U1], b"Subject: forward\n\nx\n")])
+    finally:
+        forward.unlink(missing_ok=True)
+        shutil.rmtree(drop, ignore_errors=True)
