@@ -325,21 +325,33 @@ class CleanupState:
         self.action = self._envelope
         self._envelope(rtype, data)
 
-    def _envelope(self, rtype: str, data: bytes) -> None:
+    def _screen(self, rtype: str, data: bytes, ignored: tuple[str, ...],
+                allowed: str, section: str) -> tuple[str, bytes] | None:
+        """What the envelope and extracted sections do first with a record:
+        take processing flags, skip the ignored types, decode an attribute,
+        refuse a type the section may not hold.  The (type, value) to go on
+        with, or None when the record is done with."""
         if rtype == record.FLGS:
             self._extra_flags(data)
-            return
-        if rtype in (record.DELAY, record.MILT_COUNT):
-            return
-        mapped_type, value = rtype, data
+            return None
+        if rtype in ignored:
+            return None
+        mapped = (rtype, data)
         if rtype == record.ATTR:
-            parsed = self._attribute(data)
-            if parsed is None:
-                return
-            mapped_type, value = parsed
-        if rtype not in ENVELOPE_TYPES:
-            self.bad(f"unexpected record type {ord(rtype)} in envelope")
+            mapped = self._attribute(data)
+            if mapped is None:
+                return None
+        if rtype not in allowed:
+            self.bad(f"unexpected record type {ord(rtype)} in {section}")
+            return None
+        return mapped
+
+    def _envelope(self, rtype: str, data: bytes) -> None:
+        screened = self._screen(rtype, data, (record.DELAY, record.MILT_COUNT),
+                                ENVELOPE_TYPES, "envelope")
+        if screened is None:
             return
+        mapped_type, value = screened
         if not self.in_rcpt and rtype in ENV_RECIPIENT_TYPES:
             if self.sender is None:
                 self.bad("missing sender envelope record")
@@ -909,20 +921,11 @@ class CleanupState:
     # Extracted segment.
 
     def _extracted(self, rtype: str, data: bytes) -> None:
-        if rtype == record.FLGS:
-            self._extra_flags(data)
+        screened = self._screen(rtype, data, (record.DELAY,), EXTRACTED_TYPES,
+                                "extracted envelope")
+        if screened is None:
             return
-        if rtype == record.DELAY:
-            return
-        mapped_type, value = rtype, data
-        if rtype == record.ATTR:
-            parsed = self._attribute(data)
-            if parsed is None:
-                return
-            mapped_type, value = parsed
-        if rtype not in EXTRACTED_TYPES:
-            self.bad(f"unexpected record type {ord(rtype)} in extracted envelope")
-            return
+        mapped_type, value = screened
         if not self.in_rcpt and rtype in EXT_RECIPIENT_TYPES:
             if self.filter is not None:
                 self.out_text(record.FILT, self.filter)
