@@ -122,6 +122,8 @@ CONFIGURATION PARAMETERS
         Where Delivered-To: is added.
     recipient_delimiter (empty)
         Separates user and extension.
+    require_home_directory (no)
+        Defer delivery when the recipient's home directory is missing.
     strict_mailbox_ownership (yes)
         Defer delivery to a mailbox that the recipient does not own.
 
@@ -282,6 +284,7 @@ class Local:
         self.exec_filter = get("execution_directory_expansion_filter")
         self.command_time_limit = config.get_time("command_time_limit")
         self.local_cmd_shell = get("local_command_shell")
+        self.require_home = config.get_bool("require_home_directory")
         self.export_environ = config.get_list("export_environment")
         self.enable_orcpt = config.get_bool("enable_original_recipient")
         self.exp_own_alias = config.get_bool("expand_owner_alias")
@@ -465,7 +468,9 @@ class Delivery:
             return self.deliver_indirect(attr)
         if attr.exp_type == EXPAND_INCL:
             return self.deliver_indirect(attr)
-        pw = _getpwnam(attr.user)
+        # As Postfix: a missing home directory matters only when the
+        # configuration requires one; .forward is then simply not found.
+        pw = _getpwnam(attr.user) if self.agent.require_home else None
         if pw is not None:
             try:
                 self._as_user(pw.pw_uid, pw.pw_gid, os.stat, pw.pw_dir)

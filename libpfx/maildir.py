@@ -18,7 +18,17 @@ from libpfx.mbox import MboxError, mbox_dsn, write_all
 
 
 def _make_dirs(path: str, mode: int = 0o700) -> None:
-    os.makedirs(path, mode, exist_ok=True)
+    """Every missing directory of path with mode, as Postfix's make_dirs()
+    (os.makedirs would give the parents the default mode)."""
+    if os.path.isdir(path):
+        return
+    parent = os.path.dirname(path.rstrip("/"))
+    if parent and parent != path:
+        _make_dirs(parent, mode)
+    try:
+        os.mkdir(path, mode)
+    except FileExistsError:
+        pass
 
 
 def _host() -> str:
