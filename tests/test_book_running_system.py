@@ -1139,9 +1139,6 @@ def test_user_owned_list_aliases_run_as_that_user(mail_system: MailSystem, tmp_p
     assert ids.read_text() == f"{owner.pw_uid}\n{owner.pw_gid}\n"
 
 
-@pytest.mark.xfail(reason="local defers mail for a user whose home directory does not exist "
-                          "('cannot access home directory'); Postfix checks the home directory "
-                          "only with require_home_directory = yes (default no)", strict=True)
 def test_user_without_home_directory_gets_mail(mail_system: MailSystem) -> None:
     """Ch. 7 (local delivery to system accounts; catalog part 1, 1.8:
     local delivers to /etc/passwd accounts): a user whose home directory

@@ -69,9 +69,6 @@ def test_local_delivery_outcomes_log_as_postfix(mail_system: MailSystem) -> None
         shutil.rmtree(drop, ignore_errors=True)
 
 
-@pytest.mark.xfail(reason="local: a failed command's report says 'Diagnostic-Code: X-Postfix; "
-                          "service unavailable. Command output: ...'; Postfix gives the command "
-                          "output as 'Diagnostic-Code: x-unix; ...'", strict=True)
 @pytest.mark.parametrize("alias", ["never", "later"])
 def test_failed_command_report_as_postfix(mail_system: MailSystem, alias: str) -> None:
     """Ch. 8.6 (catalog part 3, section 5: exit 69 bounces, 75 defers; here
@@ -160,8 +157,6 @@ def test_mbox_mode_as_postfix(mail_system: MailSystem) -> None:
     assert ours == theirs
 
 
-@pytest.mark.xfail(reason="local makes a new Maildir's top directory 0755; Postfix makes it 0700",
-                   strict=True)
 def test_maildir_modes_as_postfix(mail_system: MailSystem, tmp_path: Path) -> None:
     """Ch. 7.1.2 (catalog part 3, section 4 Maildir; the book lists the
     tmp, new and cur directories as private to the user): owner, group
