@@ -365,21 +365,29 @@ class Delivery:
             bounce_clnt.trace_append(self.request, rcpt, self.agent.service,
                                      DSN("2.0.0", "alias expanded", action))
 
-    def bounce(self, attr: MsgAttr, dsn: str, reason: str) -> int:
-        status = bounce_clnt.bounce(self.request, attr.rcpt, self.agent.service, dsn, reason)
+    @staticmethod
+    def _unix(diag: str | None) -> DSN | None:
+        """A command's own words, reported as Postfix's "x-unix" diagnostic."""
+        return DSN("", "", dtype="x-unix", dtext=diag) if diag else None
+
+    def bounce(self, attr: MsgAttr, dsn: str, reason: str, diag: str | None = None) -> int:
+        status = bounce_clnt.bounce(self.request, attr.rcpt, self.agent.service, dsn, reason,
+                                    dsn=self._unix(diag))
         return DONE if status == 0 else FAILED
 
-    def defer(self, attr: MsgAttr, dsn: str, reason: str) -> int:
-        status = bounce_clnt.defer(self.request, attr.rcpt, self.agent.service, dsn, reason)
+    def defer(self, attr: MsgAttr, dsn: str, reason: str, diag: str | None = None) -> int:
+        status = bounce_clnt.defer(self.request, attr.rcpt, self.agent.service, dsn, reason,
+                                   dsn=self._unix(diag))
         return DEFERRED if status == 0 else FAILED
 
-    def fail(self, attr: MsgAttr, dsn: str, reason: str) -> int:
+    def fail(self, attr: MsgAttr, dsn: str, reason: str, diag: str | None = None) -> int:
         """Bounce a 5.x.x failure, defer a 4.x.x one."""
         if dsn.startswith("4"):
-            return self.defer(attr, dsn, reason)
-        return self.bounce(attr, dsn, reason)
+            return self.defer(attr, dsn, reason, diag)
+        return self.bounce(attr, dsn, reason, diag)
 
-    def bounce_workaround(self, attr: MsgAttr, dsn: str, reason: str) -> int:
+    def bounce_workaround(self, attr: MsgAttr, dsn: str, reason: str,
+                          diag: str | None = None) -> int:
         """A failed file or command delivery: with an owner- alias for the
         recipient, the owner becomes the sender of the report."""
         agent = self.agent
@@ -391,7 +399,7 @@ class Delivery:
             if owner is not None:
                 attr = attr.copy()
                 attr.sender = attr.owner = owner
-        return self.fail(attr, dsn, reason)
+        return self.fail(attr, dsn, reason, diag)
 
     def _find_owner(self, address: str) -> str | None:
         local = address.rpartition("@")[0] if "@" in address else address
@@ -970,7 +978,7 @@ class Delivery:
                                    cwd=cwd or None, time_limit=agent.command_time_limit)
         if result.ok:
             return self.sent(attr, "2.0.0", f"delivered to command: {command}")
-        return self.bounce_workaround(attr, result.dsn, result.reason)
+        return self.bounce_workaround(attr, result.dsn, result.reason, result.diag)
 
     def deliver(self) -> int:
         """Every recipient of the request; STAT_DEFER when a result could not be recorded."""

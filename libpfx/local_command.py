@@ -50,10 +50,13 @@ SYS_EXITS = {
 
 @dataclass
 class CommandResult:
-    """ok, or the status and reason to bounce (5.x.x) or defer (4.x.x) with."""
+    """ok, or the status and reason to bounce (5.x.x) or defer (4.x.x) with;
+    diag is what the command said (or what happened to it), the "x-unix"
+    diagnostic of the delivery status report."""
     ok: bool
     dsn: str = "2.0.0"
     reason: str = ""
+    diag: str = ""
 
 
 def _argv(command: str, shell: str) -> list[str]:
@@ -189,11 +192,13 @@ def run(command: str, data: bytes, *, uid: int, gid: int, env: dict[str, str],
                         and candidate[0] != "/bin/sh" and "/" not in candidate[0]:
                     continue
                 if err.filename is not None:
+                    said = f"local: fatal: execvp {candidate[0]}: {err.strerror} "
                     return CommandResult(False, "5.3.0", f'Command died with status 1: "{command}". '
-                                         f"Command output: local: fatal: execvp {candidate[0]}: {err.strerror} ")
-                return CommandResult(False, "4.3.0", f"Delivery failed: {err.strerror}")
+                                         f"Command output: {said}", said)
+                return CommandResult(False, "4.3.0", f"Delivery failed: {err.strerror}",
+                                     SYS_EXITS[71][1])
             except subprocess.SubprocessError as err:
-                return CommandResult(False, "4.3.0", f"Delivery failed: {err}")
+                return CommandResult(False, "4.3.0", f"Delivery failed: {err}", SYS_EXITS[71][1])
         assert proc is not None
     finally:
         if os.getuid() == 0 and saved_euid != 0:
@@ -205,16 +210,19 @@ def run(command: str, data: bytes, *, uid: int, gid: int, env: dict[str, str],
     log = _printable(output)
     more = f". Command output: {log}" if log else ""
     if timed_out:
-        return CommandResult(False, "5.3.0", f'Command time limit exceeded: "{command}"{more}')
+        return CommandResult(False, "5.3.0", f'Command time limit exceeded: "{command}"{more}',
+                             log or SYS_EXITS[70][1])
     code = proc.returncode
     if code == 0:
         return CommandResult(True, "2.0.0", log)
     if code < 0:
-        return CommandResult(False, "4.3.0", f'Command died with signal {-code}: "{command}"{more}')
+        return CommandResult(False, "4.3.0", f'Command died with signal {-code}: "{command}"{more}',
+                             log or SYS_EXITS[70][1])
     if dsn_valid(log):
         status, text = dsn_split("5.3.0", log)
-        return CommandResult(False, status, text)
+        return CommandResult(False, status, text, text)
     if code in SYS_EXITS:
         dsn, text = SYS_EXITS[code]
-        return CommandResult(False, dsn, f"{text}{more}")
-    return CommandResult(False, "5.3.0", f'Command died with status {code}: "{command}"{more}')
+        return CommandResult(False, dsn, f"{text}{more}", log or text)
+    return CommandResult(False, "5.3.0", f'Command died with status {code}: "{command}"{more}',
+                         log or "unknown error")
