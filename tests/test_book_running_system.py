@@ -362,6 +362,9 @@ def test_alias_file_command_and_postalias_query(mail_system: MailSystem, tmp_pat
     owner = user(U2)
     for name in ("aliases", "aliases.db"):
         os.chown(ms.etc / name, owner.pw_uid, owner.pw_gid)
+    # The owner is taken when the table is opened: new processes.
+    ms.reload()
+    ms.wait_log(r"postfix/master\[\d+\]: reload ")
     send(ms, ["autoreply"], "Subject: again\n\nx\n")
     ms.wait_for(lambda: len(list(drop.glob("uid.*"))) == 2, what="second command")
     assert sorted(p.read_text() for p in drop.glob("uid.*")) == sorted([f"{nobody}\n",
