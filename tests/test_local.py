@@ -429,7 +429,11 @@ def test_home_mailbox_file(tmp_path: Path, users: None) -> None:
 
 @needs_root
 def test_concurrent_deliveries_to_one_mailbox(agent: Agent) -> None:
+    """Six agents at once: the locks make them take turns.  (With the
+    harness's two lock attempts, a slow machine would defer some.)"""
     from concurrent.futures import ThreadPoolExecutor
+    agent.write_main_cf(dict(agent.settings, deliver_lock_attempts="20",
+                             deliver_lock_delay="1s"))
     rcpt = f"{U1}@host.example.com"
     queued = [agent.queue_message("sender@example.com", [rcpt], b"Subject: n%d\n\n%s\n" % (i, b"x" * 5000))
               for i in range(6)]
