@@ -85,6 +85,23 @@ def by_case(mailbox: str) -> dict[str, str]:
     return found
 
 
+def wait_cases(ms: MailSystem, box, expected: set[str], what: str) -> dict[str, str]:
+    """The messages of box by case once every expected case is there; on
+    a timeout, the pfx maillog says why."""
+    def found() -> set[str]:
+        return set(by_case(box.read_text(errors="replace"))) if box.exists() else set()
+    try:
+        ms.wait_for(lambda: found() >= expected, 30, what)
+    except AssertionError:
+        raise AssertionError(f"{what}: missing {sorted(expected - found())}; pfx log:\n"
+                             f"{ms.log()[-6000:]}") from None
+    size = -1
+    while box.stat().st_size != size:       # the last message written out
+        size = box.stat().st_size
+        time.sleep(0.2)
+    return by_case(box.read_text(errors="replace"))
+
+
 def submit_all(sendmail) -> None:
     for name, options, with_rcpt, message in CASES:
         sendmail(options + ([f"{U1}+{name}"] if with_rcpt else []), message)
@@ -101,16 +118,10 @@ def test_messages_delivered_as_postfix_delivers_them(mail_system: MailSystem) ->
     ms.start()
     submit_all(lambda args, message: ms.sendmail(args, message))
     expected = {name for name, *_ in CASES} | {"bcc2"}
-    ms.wait_for(lambda: set(by_case(ms.mailbox(U1).read_text(errors="replace")))
-                >= expected, 30, "all pfx deliveries")
-    ours = by_case(ms.mailbox(U1).read_text(errors="replace"))
+    ours = wait_cases(ms, ms.mailbox(U1), expected, "all pfx deliveries")
     with PrivatePostfix(dict(ms.main_cf_params(), **settings)) as postfix:
         submit_all(postfix.sendmail)
-        box = postfix.mailbox(U1)
-        ms.wait_for(lambda: box.exists() and set(by_case(box.read_text(errors="replace")))
-                    >= expected, 30, "all Postfix deliveries")
-        time.sleep(0.2)
-        theirs = by_case(box.read_text(errors="replace"))
+        theirs = wait_cases(ms, postfix.mailbox(U1), expected, "all Postfix deliveries")
     differences = []
     for name in sorted(expected):
         if ours.get(name) != theirs.get(name):
@@ -289,16 +300,11 @@ def test_header_rewriting_as_postfix(mail_system: MailSystem) -> None:
     for name, headers in REWRITE_CASES:
         ms.sendmail([f"{U1}+{name}"], headers + b"Subject: " + name.encode() + b"\n\nx\n")
     expected = {name for name, _ in REWRITE_CASES}
-    ms.wait_for(lambda: ms.mailbox(U1).exists() and set(by_case(ms.mailbox(U1).read_text()))
-                >= expected, 30, "all pfx deliveries")
-    ours = by_case(ms.mailbox(U1).read_text())
+    ours = wait_cases(ms, ms.mailbox(U1), expected, "all pfx deliveries")
     with PrivatePostfix(dict(ms.main_cf_params(), **settings)) as postfix:
         for name, headers in REWRITE_CASES:
             postfix.sendmail([f"{U1}+{name}"], headers + b"Subject: " + name.encode() + b"\n\nx\n")
-        box = postfix.mailbox(U1)
-        ms.wait_for(lambda: box.exists() and set(by_case(box.read_text())) >= expected, 30,
-                    "all Postfix deliveries")
-        theirs = by_case(box.read_text())
+        theirs = wait_cases(ms, postfix.mailbox(U1), expected, "all Postfix deliveries")
     differences = ["\n".join(difflib.unified_diff(
         (theirs.get(name) or "").splitlines(), (ours.get(name) or "").splitlines(),
         f"Postfix {name}", f"pfx {name}", lineterm=""))
