@@ -319,3 +319,18 @@ def test_deferred_message_is_stamped_with_its_next_attempt(mail_system: MailSyst
     ms.wait_for(lambda: path.stat().st_mtime > time.time() + 900, what="a future time stamp")
     assert abs(path.stat().st_mtime - time.time() - 1000) < 30
     assert (ms.queue / "defer" / qid[0] / qid).exists()       # the reason, for bounce/defer
+
+
+def test_deferred_mail_is_retried_after_the_backoff_time(mail_system: MailSystem) -> None:
+    """Ch. 5.2 (catalog part 2, section 10: "Deferred scan every
+    queue_run_delay ... retry delay between minimal_backoff_time and
+    maximal_backoff_time"): a deferred message is tried again once its
+    backoff time has passed, at a deferred queue scan."""
+    ms = mail_system
+    qid = deferred_instance(ms, {"queue_run_delay": "1s", "minimal_backoff_time": "2s",
+                                 "maximal_backoff_time": "2s"})
+    ms.wait_for(lambda: len(re.findall(rf"{qid}: to=<kdent@ora\.com>, .*status=deferred",
+                                       ms.log())) >= 2, 20, "a second attempt")
+    first, second = re.findall(rf"^(\w{{3}} [ \d]\d \d\d:\d\d:\d\d) .*{qid}: to=<kdent@ora\.com>, "
+                               r".*status=deferred", ms.log(), re.M)[:2]
+    assert first != second          # not at once: after the backoff time
