@@ -152,6 +152,10 @@ def test_postsuper_r_requeues_with_new_id_and_received(mail_system: MailSystem) 
     text = ms.mailbox(U1).read_text()
     assert text.count("\nReceived: ") == 2
     assert re.search(rf"\nReceived: by {HOST} \(Postfix, from userid 0\)\n\tid {old}; ", text)
+    # As Postfix: the requeued file belongs to mail_owner, whose uid pickup reports.
+    owner_uid = (ms.queue / "deferred").stat().st_uid
+    assert re.search(rf"\nReceived: by {HOST} \(Postfix, from userid {owner_uid}\)\n"
+                     rf"\tid {m.group(1)}; ", text)
 
 
 def test_maximal_queue_lifetime_zero_returns_at_once(mail_system: MailSystem) -> None:
