@@ -15,7 +15,7 @@ from typing import Callable, Protocol
 from libpfx import msg, tok822
 from libpfx.cleanup_clnt import CLEANUP_STAT_DEFER, CLEANUP_STAT_WRITE
 from libpfx.config import Config, split_list
-from libpfx.maps import DictRetry
+from libpfx.maps import DictRetry, open_dict_or_surrogate
 from libpfx.maps.search import Maps, mail_addr_find
 from libpfx.match_list import StringList
 from libpfx.resolve_local import LocalDomains
@@ -65,7 +65,7 @@ class AddressMapper:
 
         def maps(name: str) -> Maps | None:
             value = config.get(name)
-            return Maps(name, value) if split_list(value) else None
+            return Maps(name, value, opener=open_dict_or_surrogate) if split_list(value) else None
 
         # (maps, classes) for the three canonical tables, applied in
         # Postfix's order: sender or recipient table first, then the common one.

@@ -53,7 +53,7 @@ from libpfx.header_opts import (
     HDR_MESSAGE_ID, HDR_OPT_DROP, HDR_OPT_MIME, HDR_OPT_RECIP, HDR_OPT_RR, HDR_OPT_SENDER,
     HDR_RECEIVED, HDR_RESENT_CC, HDR_RESENT_DATE, HDR_RESENT_FROM, HDR_RESENT_MESSAGE_ID,
     HDR_RESENT_TO, HDR_TO, HeaderOpts, HeaderTable, header_value, is_header)
-from libpfx.maps import DictRetry
+from libpfx.maps import DictRetry, open_dict_or_surrogate
 from libpfx.maps.search import Maps
 from libpfx.mime_state import (
     MIME_HDR_MULTIPART, MIME_HDR_NESTED, MIME_HDR_PRIMARY, MimeState)
@@ -179,7 +179,7 @@ class CleanupSettings:
             if not split_list(value):
                 return None
             if value not in opened:
-                opened[value] = Maps(name, value)
+                opened[value] = Maps(name, value, opener=open_dict_or_surrogate)
             return opened[value]
 
         # header class -> (tables, parameter name)

@@ -269,6 +269,9 @@ class QueueLayout:
         return "/".join(parts) + "/"
 
     def dir(self, queue_name: str) -> str:
+        # Within the queue directory, names are "incoming/...", as Postfix logs them.
+        if self.queue_directory == ".":
+            return queue_name
         return os.path.join(self.queue_directory, queue_name)
 
     def path(self, queue_name: str, queue_id: str) -> str:
@@ -279,8 +282,7 @@ class QueueLayout:
             raise ValueError(f"bad queue name: {queue_name}")
         if not valid_queue_id(queue_id):
             raise ValueError(f"bad queue id: {queue_id}")
-        return os.path.join(self.queue_directory, queue_name,
-                            self.subdir(queue_name, queue_id) + queue_id)
+        return os.path.join(self.dir(queue_name), self.subdir(queue_name, queue_id) + queue_id)
 
     def scan(self, queue_name: str) -> Iterator[tuple[str, str]]:
         """(queue_id, path) of every file in a queue, walking hashed

@@ -921,9 +921,6 @@ def test_start_twice_and_stop_when_stopped(mail_system: MailSystem) -> None:
     assert "postfix/postfix-script: fatal: the Postfix mail system is not running" in stop.stderr
 
 
-@pytest.mark.xfail(reason="cleanup exits (fatal: cleanup: DictError: unsupported dictionary type) "
-                          "and master throttles it; Postfix's cleanup runs with a surrogate table "
-                          "and defers the message with a warning", strict=True)
 def test_unknown_table_type_keeps_the_mail(mail_system: MailSystem) -> None:
     """Ch. 1 design goals and Ch. 4.2.2 (catalog part 1, section 0:
     reliability): a canonical_maps table of an unknown type makes cleanup

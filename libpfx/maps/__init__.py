@@ -253,14 +253,16 @@ class SurrogateDict(Dict):
         self.reason = reason
 
     def lookup(self, key: str) -> str | None:
+        msg.warn(f"{self.type}:{self.name} is unavailable. {self.reason}")
         raise DictRetry(self.reason)
 
 
 def open_dict_or_surrogate(spec: str, flags: int = DEFAULT_FLAGS, **kwargs: object) -> Dict:
-    """open_dict() for daemons: a table that cannot be opened is logged
-    (``TYPE:NAME is unavailable. REASON``) and its lookups fail softly."""
+    """open_dict() for daemons, as Postfix's dict_surrogate(): a table that
+    cannot be opened is logged as an error, and each lookup in it warns
+    ``TYPE:NAME is unavailable. REASON`` and fails softly."""
     try:
         return open_dict(spec, flags, **kwargs)
     except DictError as err:
-        msg.warn(f"{spec} is unavailable. {err}")
+        msg.error(str(err))
         return SurrogateDict(spec, flags, str(err))
