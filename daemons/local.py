@@ -420,7 +420,10 @@ class Delivery:
 
     def deliver_recipient(self, attr: MsgAttr, usr: UserAttr) -> int:
         attr = attr.copy()
-        if attr.level > NESTING_LIMIT:
+        # A safety net for loops nothing else breaks (:include: files that
+        # include each other): one level later than the alias check, so an
+        # alias loop is named as Postfix 3.7 names it.
+        if attr.level > NESTING_LIMIT + 1:
             msg.warn(f"recipient nesting limit exceeded for {attr.rcpt.address}")
             return self.bounce(attr, "5.4.6", "recipient nesting limit exceeded")
         if self.been_here(f"recipient {attr.level} {attr.rcpt.address}"):
