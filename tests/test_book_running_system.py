@@ -882,8 +882,6 @@ def test_bad_main_cf_line_is_reported_at_start(mail_system: MailSystem) -> None:
     assert ms.read_master_pid() is None
 
 
-@pytest.mark.xfail(reason="main.cf: myhostname with a trailing comment is accepted; Postfix's "
-                          "postfix check/start refuse it (bad parameter value)", strict=True)
 def test_trailing_comment_makes_a_bad_hostname(mail_system: MailSystem) -> None:
     """Ch. 4.1 (catalog part 1, T2): "You cannot have a comment on the same
     line as a parameter": the comment is part of the value, so Postfix

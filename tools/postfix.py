@@ -273,6 +273,18 @@ def cmd_admin(script: Script, command: str) -> int:
     return 1 if checker.upgrade_configuration(script.config) else 0
 
 
+def _check_hostnames(config: Any) -> None:
+    """As every Postfix program at start-up (mail_params_init): the host
+    and domain names must be valid, or nothing runs.  A comment at the
+    end of a main.cf line is part of the value, and is caught here."""
+    from libpfx.rewrite_valid import valid_hostname
+    for name in ("myhostname", "mydomain"):
+        value = config.get(name)
+        if not valid_hostname(value, gripe=True):
+            msg.fatal(f"file {config.config_dir}/main.cf: parameter {name}: "
+                      f"bad parameter value: {value}")
+
+
 def main(argv: list[str] | None = None) -> NoReturn:
     import getopt
     argv = sys.argv if argv is None else argv
@@ -295,6 +307,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
         os.environ["MAIL_CONFIG"] = config_dir
     from libpfx.config import Config
     config = Config.load(config_dir)
+    _check_hostnames(config)
     script = Script(config)
     command = args[0]
     if command in ("start", "start-fg"):
