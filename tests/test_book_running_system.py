@@ -19,6 +19,7 @@ import pytest
 
 from local_harness import IS_ROOT, TEST_USERS, ensure_users, user
 from mailsystem import MailSystem, mail_system  # noqa: F401 - fixture
+from test_master_cf import BOOK
 
 pytestmark = pytest.mark.skipif(not IS_ROOT, reason="delivery as other users needs root")
 
@@ -1061,35 +1062,9 @@ def test_forward_path_with_extension(mail_system: MailSystem, tmp_path: Path) ->
 
 # Chapter 4.5: the book's master.cf.
 
-EXAMPLE_4_2 = """\
-#= = = = = = = = = = = = = = = = = = = = = = = = = = = = = =
-# service type  private unpriv  chroot  wakeup  maxproc command + args
-#               (yes)   (yes)   (yes)   (never) (100)
-#= = = = = = = = = = = = = = = = = = = = = = = = = = = = = =
-pickup    fifo  n       -       n       60      1       pickup
-cleanup   unix  n       -       n       -       0       cleanup
-qmgr      fifo  n       -       n       300     1       qmgr
-rewrite   unix  -       -       n       -       -       trivial-rewrite
-bounce    unix  -       -       n       -       0       bounce
-defer     unix  -       -       n       -       0       bounce
-flush     unix  n       -       n       1000?   0       flush
-proxymap  unix  -       -       n       -       -       proxymap
-smtp      unix  -       -       y       -       -       smtp
-relay     unix  -       -       y       -       -       smtp
-    -o smtp_helo_timeout=5 -o smtp_connect_timeout=5
-showq     unix  n       -       n       -       -       showq
-error     unix  -       -       n       -       -       error
-local     unix  -       n       n       -       -       local
-virtual   unix  -       n       n       -       -       virtual
-lmtp      unix  -       -       n       -       -       lmtp
-maildrop  unix  -       n       n       -       -       pipe
-    flags=DRhu user=vmail argv=/usr/local/bin/maildrop -d ${recipient}
-cyrus     unix  -       n       n       -       -       pipe
-    user=cyrus argv=/cyrus/bin/deliver -e -r ${sender}
-    -m ${extension} ${user}
-uucp      unix  -       n       n       -       -       pipe
-    flags=Fqhu user=uucp argv=uux -r -n -z -a$sender - $nexthop!rmail ($recipient)
-"""
+# The book's Example 4-2 without its smtp inet service (no smtpd yet).
+EXAMPLE_4_2 = "".join(line for line in BOOK.splitlines(keepends=True)
+                      if not line.startswith("smtp      inet"))
 
 
 def test_book_master_cf_example_4_2_runs(mail_system: MailSystem) -> None:
