@@ -267,7 +267,7 @@ def test_from_config(tmp_path: Path, instance: Path) -> None:
     cwd = os.getcwd()
     try:
         os.chdir(qdir)
-        assert QueueLayout.from_config(Config.load(str(instance))).path("active", "ABC") == "./active/ABC"
+        assert QueueLayout.from_config(Config.load(str(instance))).path("active", "ABC") == "active/ABC"
     finally:
         os.chdir(cwd)
 

@@ -578,7 +578,7 @@ def _open_queue_file(layout: queue.QueueLayout, queue_id: str) -> tuple[int, str
         for name in SEARCH_QUEUES:
             path = layout.path(name, queue_id)
             try:
-                return os.open(path, os.O_RDONLY), path[2:]     # without "./"
+                return os.open(path, os.O_RDONLY), path
             except OSError as err:
                 error = err.strerror or str(err)
     fatal(f"open queue file {queue_id}: {error}")
