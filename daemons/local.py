@@ -651,9 +651,11 @@ class Delivery:
         if not path.startswith("/"):
             msg.warn(f":include:{path} uses a relative path")
             return self.bounce(attr, "5.3.5", "mail system configuration error")
-        uid, gid = self._owner_ids(usr)
+        # As Postfix: the file is looked at, and read, with the alias
+        # table's owner's rights (root for a root-owned table), then with
+        # its own owner's; default_privs is only for files and commands.
         try:
-            st = self._as_user(uid, gid, os.stat, path)
+            st = self._as_user(usr.uid, usr.gid, os.stat, path)
         except OSError as err:
             msg.warn(f"unable to lookup :include: file {path}: {err.strerror}")
             return self.bounce(attr, "5.3.5", "mail system configuration error")
@@ -674,9 +676,8 @@ class Delivery:
                 usr = UserAttr.from_pwd(pw)
         if attr.owner is None:
             attr.owner = attr.rcpt.address
-        uid, gid = self._owner_ids(usr)
         try:
-            text = self._as_user(uid, gid, _read_text, path)
+            text = self._as_user(usr.uid, usr.gid, _read_text, path)
         except OSError as err:
             msg.warn(f"cannot open include file {path}: {err.strerror}")
             return self.bounce(attr, "5.3.5", "mail system configuration error")

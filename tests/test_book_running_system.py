@@ -512,10 +512,6 @@ def test_unreadable_include_file(mail_system: MailSystem, tmp_path: Path) -> Non
                 r"status=bounced \(mail system configuration error\)", 20)
 
 
-@pytest.mark.xfail(reason="local reads :include: files of a root-owned alias table as "
-                          "default_privs; Postfix reads them as root (or as the include file's "
-                          "owner) and uses default_privs only for files and commands",
-                   strict=True)
 def test_include_file_of_root_owned_aliases_is_read_as_root(mail_system: MailSystem,
                                                           tmp_path: Path) -> None:
     """Ch. 4.2.3 (catalog part 2, section 4, "Delivery identity"): with a
