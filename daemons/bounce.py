@@ -153,6 +153,7 @@ _APPEND_OPTIONAL = ("diag_type", "diag_text", "mta_type", "mta_mname")
 _NOTIFY_ATTRS = {"flags": int, "queue_name": str, "queue_id": str, "encoding": str,
                  "smtputf8": int, "sender": str, "dsn_envid": str, "dsn_ret": int}
 _VERP_ATTRS = dict(_NOTIFY_ATTRS, verp_delims=str)
+_ONE_ATTRS = dict(_APPEND_ATTRS, **_NOTIFY_ATTRS)
 
 
 class Bounce:
@@ -208,6 +209,13 @@ class Bounce:
         if command == "append":
             attrs = _checked(request, _APPEND_ATTRS, _APPEND_OPTIONAL)
             return -1 if attrs is None else self.append(attrs)
+        if command == "one":
+            attrs = _checked(request, _ONE_ATTRS, _APPEND_OPTIONAL)
+            if attrs is None or not queue.valid_queue_name(attrs["queue_name"]) \
+                    or not queue.valid_queue_id(attrs["queue_id"]):
+                msg.warn("malformed request")
+                return -1
+            return self.one(attrs)
         if command in ("flush", "warn", "trace", "verp"):
             attrs = _checked(request, _VERP_ATTRS if command == "verp" else _NOTIFY_ATTRS, ())
             if attrs is None:
@@ -237,13 +245,7 @@ class Bounce:
         if not queue.valid_queue_id(queue_id):
             msg.warn(f"malformed queue id: {queue_id}")
             return -1
-        dsn = DSN(status=attrs["dsn_status"], action=attrs["dsn_action"],
-                  reason=attrs["reason"], dtype=attrs.get("diag_type", ""),
-                  dtext=attrs.get("diag_text", ""), mtype=attrs.get("mta_type", ""),
-                  mname=attrs.get("mta_mname", ""))
-        entry = LogEntry(address=attrs["address"], orig_rcpt=attrs["orig_rcpt"],
-                         offset=attrs["offset"], dsn_orcpt=attrs["dsn_orcpt"],
-                         dsn_notify=attrs["dsn_notify"], dsn=dsn)
+        entry = _entry(attrs)
         path = self.log_path(queue_id)
         try:
             if self.layout.hashed(self.service):
@@ -302,8 +304,32 @@ class Bounce:
               smtputf8: int, sender: str, dsn_envid: str, dsn_ret: int) -> int:
         """Non-delivery notification from the bounce log, or (defer
         service) of an expired message from the defer log."""
-        args = (queue_name, queue_id, encoding, smtputf8, dsn_envid)
         entries = self._read_log(queue_id)
+        status = self.notify_failure(queue_name, queue_id, encoding, smtputf8, sender,
+                                     dsn_envid, dsn_ret, entries)
+        if status == 0 and flags & BOUNCE_FLAG_DELRCPT and entries:
+            self._mark_done(queue_name, queue_id, entries)
+        if status == 0:
+            self._remove_log(queue_id)
+        return status
+
+    def one(self, attrs: dict[str, Any]) -> int:
+        """A notification for one recipient, sent at once to the given
+        sender (a list's owner- address) without a log, as Postfix's
+        bounce_one(): local's report of a failed list delivery."""
+        entry = _entry(attrs)
+        return self.notify_failure(attrs["queue_name"], attrs["queue_id"], attrs["encoding"],
+                                   attrs["smtputf8"], attrs["sender"], attrs["dsn_envid"],
+                                   attrs["dsn_ret"], [entry])
+
+    def notify_failure(self, queue_name: str, queue_id: str, encoding: str, smtputf8: int,
+                       sender: str, dsn_envid: str, dsn_ret: int,
+                       entries: list[LogEntry] | None) -> int:
+        """The non-delivery notification of these entries to sender (to
+        the postmaster for mail from the null sender, nowhere for mail
+        from double_bounce_sender), with the postmaster copy that
+        notify_classes asks for; 0 when done."""
+        args = (queue_name, queue_id, encoding, smtputf8, dsn_envid)
         status = 1
         if self._is_double_bounce(sender):
             msg.warn(f"{queue_id}: undeliverable postmaster notification discarded")
@@ -328,10 +354,6 @@ class Bounce:
                               self.double_bounce, self.bounce_rcpt, True,
                               NOTIFY_OVERRIDE, True, "postmaster non-delivery"):
                     msg.warn(f"{queue_id}: postmaster notice failed while bouncing to {sender}")
-        if status == 0 and flags & BOUNCE_FLAG_DELRCPT and entries:
-            self._mark_done(queue_name, queue_id, entries)
-        if status == 0:
-            self._remove_log(queue_id)
         return status
 
     def verp(self, flags: int, queue_name: str, queue_id: str, encoding: str,
@@ -448,6 +470,17 @@ class Bounce:
             pass
         except OSError as err:
             msg.fatal(f"remove {self.service} {queue_id}: {err.strerror}")
+
+
+def _entry(attrs: dict[str, Any]) -> LogEntry:
+    """One recipient's status, from an append or one request."""
+    dsn = DSN(status=attrs["dsn_status"], action=attrs["dsn_action"],
+              reason=attrs["reason"], dtype=attrs.get("diag_type", ""),
+              dtext=attrs.get("diag_text", ""), mtype=attrs.get("mta_type", ""),
+              mname=attrs.get("mta_mname", ""))
+    return LogEntry(address=attrs["address"], orig_rcpt=attrs["orig_rcpt"],
+                    offset=attrs["offset"], dsn_orcpt=attrs["dsn_orcpt"],
+                    dsn_notify=attrs["dsn_notify"], dsn=dsn)
 
 
 def _why(status: int) -> str:

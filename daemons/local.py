@@ -396,9 +396,12 @@ class Delivery:
                 owner = self._find_owner(attr.rcpt.address)
             except DictRetry:
                 return self.defer(attr, "4.3.0", "alias database unavailable")
-            if owner is not None:
-                attr = attr.copy()
-                attr.sender = attr.owner = owner
+            if owner is not None and dsn.startswith("5"):
+                # The owner hears of it at once; the poster does not.
+                status = bounce_clnt.bounce_one(self.request, attr.rcpt, self.agent.service,
+                                                dsn, reason, sender=owner,
+                                                dsn=self._unix(diag))
+                return DONE if status == 0 else FAILED
         return self.fail(attr, dsn, reason, diag)
 
     def _find_owner(self, address: str) -> str | None:

@@ -120,13 +120,15 @@ def _log(request: DeliverRequest, rcpt: Recipient, relay: str, dsn: DSN,
 
 
 def _append(service: str, request: DeliverRequest, rcpt: Recipient, relay: str,
-            dsn: DSN) -> int:
-    """Ask service to append one entry to its log; 0 or -1."""
+            dsn: DSN, nrequest: str = "append", *more: tuple[str, object]) -> int:
+    """Ask service to append one entry to its log (or, with nrequest
+    "one" and the notification attributes in more, to report it at once);
+    0 or -1."""
     cfg = _cfg()
     try:
         reply = attr.request(
             f"private/{service}",
-            [("nrequest", "append"), ("flags", request.flags),
+            [("nrequest", nrequest), *more, ("flags", request.flags),
              ("queue_id", request.queue_id), ("orig_rcpt", rcpt.orig_rcpt),
              ("address", rcpt.address), ("dsn_orcpt", rcpt.dsn_orcpt),
              ("dsn_notify", rcpt.dsn_notify), ("offset", rcpt.offset),
@@ -229,6 +231,29 @@ def _bounce(request: DeliverRequest, rcpt: Recipient, relay: str, dsn: DSN,
                  or trace_append(request, rcpt, relay, dsn, done) == 0):
         _log(request, rcpt, relay, dsn, "SOFTBOUNCE" if cfg.soft_bounce else "bounced", done)
         return -1 if cfg.soft_bounce else 0
+    failed = DSN(status="4.3.0", reason=f"{cfg.bounce_service} or {cfg.trace_service} "
+                 "service failure")
+    _defer(request, rcpt, relay, failed, done)
+    return -1
+
+
+def bounce_one(request: DeliverRequest, rcpt: Recipient, relay: str, dsn_status: str,
+               reason: str, *, sender: str, done: float | None = None,
+               dsn: DSN | None = None) -> int:
+    """bounce() for a recipient whose failure goes at once to another
+    sender (a list's owner- address) instead of into the message's bounce
+    log, as Postfix's bounce_one().  Logs status=bounced; 0 when the
+    notification was posted, else the recipient is deferred and -1."""
+    dsn = _dsn(dsn, _checked(dsn_status, "5", "bounce_one"), reason, "failed")
+    cfg = _cfg()
+    if cfg.soft_bounce or request.flags & (FLAG_MTA_VRFY | FLAG_USR_VRFY | FLAG_RECORD):
+        return _bounce(request, rcpt, relay, dsn, done)
+    notify = (("queue_name", request.queue_name), ("encoding", request.encoding),
+              ("smtputf8", request.smtputf8), ("sender", sender),
+              ("dsn_envid", request.dsn_envid), ("dsn_ret", request.dsn_ret))
+    if _append(cfg.bounce_service, request, rcpt, relay, dsn, "one", *notify) == 0:
+        _log(request, rcpt, relay, dsn, "bounced", done)
+        return 0
     failed = DSN(status="4.3.0", reason=f"{cfg.bounce_service} or {cfg.trace_service} "
                  "service failure")
     _defer(request, rcpt, relay, failed, done)

@@ -545,9 +545,6 @@ def test_alias_loop_is_named_as_postfix_names_it(mail_system: MailSystem) -> Non
     assert re.search(r"postfix/local\[\d+\]: warning: alias database loop for loop2\n", ms.log())
 
 
-@pytest.mark.xfail(reason="local records a failed file/command delivery of a list with an "
-                          "owner- alias against the queue file, so the poster gets the report; "
-                          "Postfix sends it at once to the owner (bounce_one)", strict=True)
 def test_list_file_failure_is_reported_to_the_owner(mail_system: MailSystem,
                                                     tmp_path: Path) -> None:
     """Ch. 10.2 (catalog part 4, T9: "bounce ... goes to
