@@ -235,3 +235,31 @@ def test_expanded_hostname_consistent_after_indirect_use(instance: Path) -> None
     dest, host, domain = (ln.split(" = ", 1)[1] for ln in result.stdout.splitlines())
     assert host and "." in host, result.stdout
     assert dest == f"{host}, localhost.{domain}"
+
+
+def test_bounce_templates(instance: Path, tmp_path: Path) -> None:
+    """postconf -t and -b: the built-in templates, a template file's, and
+    their text expanded with this configuration's values."""
+    (instance / "main.cf").write_text("myhostname = mx.example.org\n")
+    shown = run("postconf", "-c", str(instance), "-t")
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.startswith("failure_template = <<EOF\nCharset: us-ascii\n")
+    assert shown.stdout.count(" = <<EOF\n") == 4
+    expanded = run("postconf", "-c", str(instance), "-b")
+    assert "This is the mail system at host mx.example.org.\n" in expanded.stdout
+    custom = tmp_path / "bounce.cf"
+    custom.write_text("failure_template = <<EOF\nSubject: custom\n\nhi from $myhostname\nEOF\n")
+    mine = run("postconf", "-c", str(instance), "-b", str(custom))
+    assert "expanded_failure_text = <<EOF\nhi from mx.example.org\nEOF\n" in mine.stdout
+    both = run("postconf", "-b", "-t")
+    assert both.returncode == 1 and "specify one of -b and -t" in both.stderr
+
+
+@needs_postfix
+@pytest.mark.parametrize("option", ["-t", "-b"])
+def test_bounce_templates_like_postfix(instance: Path, option: str) -> None:
+    (instance / "main.cf").write_text("myhostname = mx.example.org\ndelay_warning_time = 4h\n")
+    ours = run("postconf", "-c", str(instance), option)
+    theirs = subprocess.run(["/usr/sbin/postconf", "-c", str(instance), option],
+                            capture_output=True, text=True)
+    assert ours.stdout == theirs.stdout

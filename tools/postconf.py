@@ -13,6 +13,7 @@ SYNOPSIS
     postconf -F [-fhHvx] [-c config_dir] [service[/type[/field]] ...]
     postconf -P [-fhHvx] [-c config_dir] [service[/type[/parameter]] ...]
     postconf -l | -m [-v] [-c config_dir]
+    postconf -b | -t [-v] [-c config_dir] [template_file]
 
 DESCRIPTION
     Without options, postconf prints every main.cf parameter as
@@ -60,6 +61,13 @@ DESCRIPTION
 
     -l  List the mailbox locking methods.
     -m  List the supported lookup table types.
+    -t [template_file]
+        Show the delivery status notification templates (bounce(5)) of
+        bounce_template_file, or of template_file ("" for the built-in
+        ones), in the format of a template file.
+    -b [template_file]
+        The same templates' message text, with $name expanded as the
+        bounce service expands it.
     -v  More verbose logging; may be repeated.
 
 DIAGNOSTICS
@@ -108,16 +116,18 @@ LOCK_METHODS = ("flock", "fcntl", "dotlock")
 # Parameter classes (-C).
 BUILTIN, SERVICE, USER = "builtin", "service", "user"
 
-USAGE = ("usage: postconf [-c config_dir] [-C class,...] [-d (parameter defaults)] "
+USAGE = ("usage: postconf [-b (bounce templates)] [-c config_dir] [-C class,...] "
+         "[-d (parameter defaults)] "
          "[-e (edit configuration)] [-f (fold lines)] [-F (master.cf fields)] "
          "[-h (no names)] [-H (no values)] [-l (lock types)] [-m (map types)] "
          "[-M (master.cf)] [-n (non-default parameters)] "
          "[-o name=value (override parameter value)] [-P (master.cf parameters)] "
+         "[-t (bounce templates)] "
          "[-v (verbose)] [-x (expand parameter values)] [-X (exclude)] "
          "[-# (comment-out)] [name...]")
 
 # Options without a value, and with one.
-_FLAGS = "defFhHlmMnpPvxX#"
+_FLAGS = "bdefFhHlmMnpPtvxX#"
 _WITH_VALUE = "cCo"
 
 
@@ -676,9 +686,33 @@ def show_lock_methods() -> int:
     return 0
 
 
+def show_templates(opts: Options, expand: bool) -> int:
+    """-t: the delivery status notification templates; -b: their text
+    with $name expanded.  The templates are those of bounce_template_file,
+    or of the file named on the command line ("" for the built-in ones)."""
+    from libpfx import bounce_template
+    config = Config.load(opts.config_dir, opts.overrides)
+    path = opts.args[0] if opts.args else config.get("bounce_template_file")
+    templates = bounce_template.load(path) if path else bounce_template.BUILTIN
+    blocks = []
+    for name in bounce_template.CLASSES:
+        template = templates[name]
+        if expand:
+            text = "".join(line + "\n" for line in template.expand(config))
+            blocks.append(f"expanded_{name}_text = <<EOF\n{text}EOF\n")
+        else:
+            blocks.append(f"{name}_template = <<EOF\n{template.dump()}EOF\n")
+    out("\n".join(blocks))
+    return 0
+
+
 def run(argv: list[str]) -> int:
     opts = parse_args(argv)
+    if opts.has("b") and opts.has("t"):
+        msg.fatal("specify one of -b and -t")
     check_conflicts(opts)
+    if opts.has("b") or opts.has("t"):
+        return show_templates(opts, opts.has("b"))
     if opts.has("m"):
         return show_map_types()
     if opts.has("l"):
