@@ -174,11 +174,14 @@ def run_scenario(ms: MailSystem, settings: dict[str, str], aliases: str,
         return values
 
     def settle(top, log) -> str:
-        last = None
-        deadline = time.monotonic() + 30
+        # Quiet, and the log unchanged for 1.5 s: on a busy machine pickup
+        # may not have taken the maildrop files yet after a shorter pause.
+        last, still = None, 0
+        deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             text = log()
-            if text == last and quiet(top, log):
+            still = still + 1 if text == last else 0
+            if still >= 3 and quiet(top, log):
                 return text
             last = text
             time.sleep(0.5)
