@@ -174,18 +174,8 @@ class ActiveQueue:
         and schedule its deliveries; False when it is skipped."""
         if not queue.valid_queue_id(queue_id) or queue_id in self.messages:
             return False
-        path = self.layout.path(queue_name, queue_id)
-        try:
-            st = os.lstat(path)
-        except FileNotFoundError:
-            return False
-        except OSError as err:
-            msg.warn(f"{path}: {err.strerror}")
-            return False
-        if not stat.S_ISREG(st.st_mode):
-            msg.warn(f"{path}: uid {st.st_uid}: not a regular file")
-            return False
-        if not queue.is_ready(st.st_mode):
+        st = queue.stat_ready(self.layout.path(queue_name, queue_id))
+        if st is None:
             return False
         if not scan_flags & SCAN_ALL and st.st_mtime > time.time() + 1:
             return False

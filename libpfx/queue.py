@@ -167,6 +167,22 @@ def is_ready(st_mode: int) -> bool:
     return stat.S_ISREG(st_mode) and (st_mode & STAT_READY) == STAT_READY
 
 
+def stat_ready(path: str) -> os.stat_result | None:
+    """The status of the complete queue file at path, or None: gone,
+    still being written, or (with a warning) not a regular file."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        msg.warn(f"{path}: {err.strerror}")
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        msg.warn(f"{path}: uid {st.st_uid}: not a regular file")
+        return None
+    return st if is_ready(st.st_mode) else None
+
+
 class QueueFile:
     """A queue file being written.  Records go through a buffer; finish()
     makes them durable and marks the file complete, abort() removes it."""

@@ -244,17 +244,8 @@ class Super:
     def open_ok(self, queue_name: str, queue_id: str) -> str | None:
         """The path of a complete message file in queue_name, or None."""
         path = self.layout.path(queue_name, queue_id)
-        try:
-            st = os.lstat(path)
-        except FileNotFoundError:
-            return None
-        except OSError as err:
-            msg.warn(f"{path}: {err.strerror}")
-            return None
-        if not stat.S_ISREG(st.st_mode):
-            msg.warn(f"{path}: uid {st.st_uid}: not a regular file")
-            return None
-        if not ready(st):
+        st = queue.stat_ready(path)
+        if st is None:
             return None
         if st.st_nlink > 1:
             text = f"{path}: uid {st.st_uid}: file has {st.st_nlink} links"
