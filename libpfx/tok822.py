@@ -182,8 +182,9 @@ def _collect(text: str, i: int, plain: re.Pattern[str]) -> tuple[str, int]:
     return "".join(parts).translate(_TO_SPACE), i
 
 
-def _comment(text: str, i: int) -> tuple[str, int]:
-    """A comment in external form, parentheses included; comments nest."""
+def scan_comment(text: str, i: int) -> tuple[str, int]:
+    """The comment whose "(" ends before text[i], in external form with its
+    parentheses, and where it ends; comments nest."""
     out = ["("]
     level = 1
     n = len(text)
@@ -230,7 +231,7 @@ def scan(text: str, limit: int = 0) -> list[Tok]:
         if ch in _SPACE:
             continue
         if ch == "(":
-            value, i = _comment(text, i)
+            value, i = scan_comment(text, i)
             tp = Tok(COMMENT, value)
         elif ch == "[":
             value, i = _collect(text, i, _DOMLIT_TEXT)

@@ -36,6 +36,7 @@ import re
 from typing import BinaryIO, Iterable, Iterator, NamedTuple
 
 from libpfx import msg
+from libpfx.tok822 import scan_comment
 
 
 # White space as C's isspace() sees it in the C locale.
@@ -226,22 +227,8 @@ def tokenize(s: str) -> list[Token]:
         if c in _SPACE:
             continue
         if c == "(":
-            j, level = i, 1
-            while j < n:
-                ch = s[j]
-                j += 1
-                if ch == "(":
-                    level += 1
-                elif ch == ")":
-                    level -= 1
-                    if level == 0:
-                        break
-                elif ch == "\\":
-                    if j >= n:
-                        break
-                    j += 1
-            tokens.append(Token(COMMENT, "(" + s[i:j]))
-            i = j
+            text, i = scan_comment(s, i)
+            tokens.append(Token(COMMENT, text))
         elif c in '["':
             text, i = _collect(s, i, "]" if c == "[" else '"')
             i += i < n
