@@ -4,8 +4,9 @@ PYTHON   ?= python3.11
 VENV     := .venv
 VPY      := $(VENV)/bin/python
 STAMP    := $(VENV)/.installed
-# Debian packages the build and the tests need (libcap-dev for python-prctl).
-DEB_PKGS := libcap-dev gcc python3-dev python3-venv
+# Debian packages the build and the tests need (libcap-dev for python-prctl;
+# swaks is a client in the smtpd tests).
+DEB_PKGS := libcap-dev gcc python3-dev python3-venv swaks
 
 .PHONY: all deps venv compile test run bench man clean install uninstall
 
