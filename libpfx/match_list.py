@@ -14,12 +14,18 @@ strings (Postfix's string_list); DomainList also matches parent domains
 parent_domain_matches_subdomains, "example.com" matches
 "sub.example.com", otherwise only ".example.com" does; a table is then
 searched for the domain and, if it has fixed-string keys, its parents.
+HostAddrList (Postfix's namadr_list, for mynetworks and the like) tries
+each pattern first on a client's host name as DomainList does, then on
+its IP address: ``1.2.3.4``, ``[1.2.3.4]``, ``[::1]``, ``net/mask``,
+``[net]/mask``, or a table looked up with the address.
 
 A table lookup that fails temporarily sets ``error`` and ends the search
 with no match, so that the caller can defer instead of deciding.
 """
 
 from __future__ import annotations
+
+import ipaddress
 
 from libpfx import msg
 from libpfx.config import split_list
@@ -107,6 +113,75 @@ class DomainList(StringList):
         if self.parent_style:
             return len(key) > len(pattern) and key.endswith("." + pattern)
         return pattern.startswith(".") and len(key) > len(pattern) and key.endswith(pattern)
+
+
+_V4_CHARS = frozenset("01234567890.")
+_V6_CHARS = _V4_CHARS | frozenset("abcdefABCDEF:")
+
+
+class HostAddrList(DomainList):
+    """Postfix's namadr_list: host names and domains, IP addresses and
+    networks; match(name, addr) tries each pattern on the name, then on
+    the address."""
+
+    def match(self, name: str, addr: str = "") -> bool:  # type: ignore[override]
+        """True when the first pattern that matches name or addr is not negated."""
+        self.error = False
+        key = fold_case(name)
+        address = addr.lower()
+        for match, pattern in self.patterns:
+            try:
+                if self._match_one(key, pattern) or self._match_addr(address, pattern):
+                    return match
+            except DictRetry:
+                self.error = True
+                msg.warn(f"{self.pname}: {pattern.spec}: table lookup problem"
+                         if isinstance(pattern, Dict) else f"{self.pname}: lookup problem")
+                return False
+            except ValueError as err:
+                self.error = True
+                msg.warn(f"{self.pname}: {err}")
+                return False
+        return False
+
+    @staticmethod
+    def _match_addr(addr: str, pattern: str | Dict) -> bool:
+        if not addr or not set(addr) <= _V6_CHARS:
+            return False
+        if isinstance(pattern, Dict):
+            return pattern.lookup(addr) is not None
+        if pattern == addr or pattern == f"[{addr}]":
+            return True
+        # Only address and net/mask patterns of the address's family need
+        # the binary comparison; names and other junk never match.
+        if ((":" in addr) != (":" in pattern)
+                or not any(c in pattern for c in ":/")
+                or set(pattern) <= _V4_CHARS
+                or not set(pattern) <= _V6_CHARS | frozenset("[]/")):
+            return False
+        return ipaddress.ip_address(addr) in _network(pattern)
+
+
+def _network(pattern: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """The network of an ``addr``, ``[addr]``, ``net/mask`` or ``[net]/mask``
+    pattern; ValueError with Postfix's complaint when it is not one."""
+    net, slash, mask = pattern.partition("/")
+    if net.startswith("[") and net.endswith("]"):
+        net = net[1:-1]
+    try:
+        address = ipaddress.ip_address(net)
+    except ValueError:
+        raise ValueError(f'bad net/mask pattern: "{pattern}"') from None
+    if not slash:
+        return ipaddress.ip_network(address)
+    if not mask.isdigit() or int(mask) > address.max_prefixlen:
+        raise ValueError(f'bad net/mask pattern: "{pattern}"')
+    try:
+        return ipaddress.ip_network(f"{address}/{int(mask)}")
+    except ValueError:
+        canonical = ipaddress.ip_network(f"{address}/{int(mask)}", strict=False)
+        raise ValueError(f'non-null host address bits in "{pattern}", '
+                         f'perhaps you should use "{canonical}" instead') from None
 
 
 class _Unreadable(Dict):
