@@ -1,0 +1,125 @@
+"""Client of the address verification service (private/verify, daemons/verify.py).
+
+    from libpfx import verify_clnt
+    status, text = verify_clnt.query("user@example.com")
+    verify_clnt.update("user@example.com", verify_clnt.DEL_RCPT_STAT_OK, "delivered ...")
+
+query() asks what is known about an address: DEL_RCPT_STAT_OK (0,
+deliverable), DEL_RCPT_STAT_DEFER (1, undeliverable for now),
+DEL_RCPT_STAT_BOUNCE (2, undeliverable) or DEL_RCPT_STAT_TODO (3, nothing
+known yet: the service sent a probe), with the reason text the last probe
+left.  When the service itself fails, the status is VRFY_STAT_FAIL (-1):
+smtpd then answers "address verification problem".  update() records a
+probe's result (bounce_clnt calls it for the delivery agents).
+
+The service is "private/" + address_verify_service_name, relative to the
+queue directory where daemons run; init(config) reads that name (without
+it, "verify").  As Postfix's verify_clnt, one connection is kept open and
+reused; a connection that broke is re-made, and a service that cannot be
+reached is tried again each second, with "problem talking to service
+verify: ..." warnings, for at most RETRY_LIMIT attempts.
+
+Protocol (attribute frames, protocol name "address_verification_protocol"):
+{request: "query", address} -> {status, recipient_status, reason};
+{request: "update", address, recipient_status, reason} -> {status}.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from libpfx import attr, msg
+
+PROTOCOL = attr.PROTO_VERIFY
+REQ_QUERY = "query"
+REQ_UPDATE = "update"
+
+# Request status (the service's answer to the request itself).
+VRFY_STAT_OK = 0
+VRFY_STAT_FAIL = -1
+VRFY_STAT_BAD = -2
+
+# Address status, as Postfix's DEL_RCPT_STAT_*.
+DEL_RCPT_STAT_OK = 0
+DEL_RCPT_STAT_DEFER = 1
+DEL_RCPT_STAT_BOUNCE = 2
+DEL_RCPT_STAT_TODO = 3
+
+TIMEOUT = 60.0          # seconds for one request and its reply
+IPC_IDLE = 5.0          # a connection unused this long is re-made (ipc_idle)
+IPC_TTL = 1000.0        # a connection older than this is re-made (ipc_ttl)
+RETRY_DELAY = 1.0
+RETRY_LIMIT = 30        # attempts before a request is a service failure
+
+
+class _Client:
+    """The connection to the service."""
+
+    def __init__(self) -> None:
+        self.service = "verify"
+        self.stream: attr.AttrStream | None = None
+        self.opened = 0.0
+        self.used = 0.0
+
+    def close(self) -> None:
+        if self.stream is not None:
+            self.stream.close()
+            self.stream = None
+
+    def call(self, request: dict[str, Any], expect: dict[str, type]) -> dict | None:
+        """One request and its reply; None when the service cannot be
+        reached after RETRY_LIMIT attempts."""
+        for count in range(1, RETRY_LIMIT + 1):
+            now = time.monotonic()
+            if self.stream is not None and (now - self.used > IPC_IDLE
+                                            or now - self.opened > IPC_TTL):
+                self.close()
+            reused = self.stream is not None
+            try:
+                if self.stream is None:
+                    self.stream = attr.connect(f"private/{self.service}", TIMEOUT, PROTOCOL)
+                    self.opened = now
+                self.stream.send(request)
+                reply = self.stream.recv(expect)
+                self.used = time.monotonic()
+                return reply
+            except attr.AttrError as err:
+                self.close()
+                if reused and count == 1:
+                    continue            # the service went away between requests
+                msg.warn(f"problem talking to service {self.service}: {err}")
+            time.sleep(RETRY_DELAY)
+        return None
+
+
+_client = _Client()
+
+
+def init(config: Any) -> None:
+    """Use the service that address_verify_service_name names."""
+    name = config.get("address_verify_service_name")
+    if name != _client.service:
+        _client.close()
+        _client.service = name
+
+
+def query(address: str) -> tuple[int, str]:
+    """(address status, reason) for address, or (VRFY_STAT_FAIL, reason)."""
+    reply = _client.call({"request": REQ_QUERY, "address": address},
+                         {"status": int, "recipient_status": int, "reason": str})
+    if reply is None:
+        return VRFY_STAT_FAIL, f"{_client.service} service failure"
+    if reply["status"] != VRFY_STAT_OK:
+        return VRFY_STAT_FAIL, str(reply["reason"]) or "bad request"
+    return int(reply["recipient_status"]), str(reply["reason"])
+
+
+def update(address: str, status: int, text: str) -> int:
+    """Record a probe result; VRFY_STAT_OK, or VRFY_STAT_FAIL/BAD."""
+    reply = _client.call({"request": REQ_UPDATE, "address": address,
+                          "recipient_status": status, "reason": text},
+                         {"status": int})
+    if reply is None:
+        return VRFY_STAT_FAIL
+    return int(reply["status"])
