@@ -1,0 +1,473 @@
+"""XCLIENT and XFORWARD, the two SMTP extensions by which an authorized
+peer speaks for someone else (Postfix's XCLIENT_README and
+XFORWARD_README).
+
+XCLIENT replaces the client that smtpd believes it talks to: a proxy or
+a test tool sends ``XCLIENT NAME=... ADDR=... HELO=...`` and the session
+starts over as if that client had connected (new greeting, HELO and
+transaction forgotten, access checks on the new identity).  XFORWARD only
+changes what is logged and recorded in the queue file: a content filter
+passes on the original client's name, address, HELO, protocol and queue
+ID, which then show in the log_* attributes of the queue file and in the
+``client=`` log line.  Both are honoured only for clients that match
+smtpd_authorized_xclient_hosts or smtpd_authorized_xforward_hosts.
+
+smtpd's command table calls xclient_cmd() and xforward_cmd(); its EHLO
+reply adds ehlo_keywords(); when it opens the queue file it writes
+cleanup_attrs(), and its ``client=`` log line ends with
+client_log_suffix().  configure() opens the authorization lists (and the
+tables they name) in pre_init; the other functions do it on first use
+otherwise.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any, Callable
+
+from libpfx import msg
+from libpfx.match_list import HostAddrList, parent_style
+from libpfx.rewrite_valid import VALID_HOSTNAME_LEN, valid_hostname, valid_mailhost_addr
+from libpfx.smtpd_state import PEER_OK, PEER_PERM, PEER_TEMP
+
+XCLIENT_CMD = "XCLIENT"
+XFORWARD_CMD = "XFORWARD"
+UNAVAILABLE = "[UNAVAILABLE]"
+TEMPUNAVAIL = "[TEMPUNAVAIL]"
+UNKNOWN = "unknown"
+
+# The attributes as the EHLO reply announces them, in Postfix's order.
+XCLIENT_ATTRS = ("NAME", "ADDR", "PROTO", "HELO", "REVERSE_NAME", "PORT",
+                 "LOGIN", "DESTADDR", "DESTPORT")
+XFORWARD_ATTRS = ("NAME", "ADDR", "PROTO", "HELO", "SOURCE", "PORT", "IDENT")
+# XFORWARD attributes that describe the up-stream client (as opposed to
+# its queue ID and address context): with any of them, the forwarded
+# client replaces the real one in the queue file and the log.
+_CLIENT_ATTRS = frozenset(("NAME", "ADDR", "PROTO", "HELO", "PORT"))
+
+# Characters that could break a header or a log line, masked in values.
+_NEUTER = str.maketrans({c: "?" for c in " <>()\\\";@"})
+_MAX_VALUE = 255
+_SYNTAX = "501 5.5.4 Bad {} syntax: {}"
+_IN_TRANSACTION = "503 5.5.1 Error: MAIL transaction in progress"
+_DENIED = "550 5.7.0 Error: insufficient authorization"
+
+
+class LocalDataError(Exception):
+    """An authorization table could not be searched; the warning is
+    logged and the session must end with "421 4.3.0 <myhostname> Server
+    local data error", as Postfix does."""
+
+
+class _Lists:
+    """The two authorization lists of one configuration."""
+
+    def __init__(self, config: Any) -> None:
+        self.config = config
+        self.xclient = self._list(config, "smtpd_authorized_xclient_hosts")
+        self.xforward = self._list(config, "smtpd_authorized_xforward_hosts")
+        self.utf8 = _get_bool(config, "smtputf8_enable")
+        self.port_logging = _get_bool(config, "smtpd_client_port_logging")
+        protocols = config.get("inet_protocols").lower()
+        self.families = ({socket.AF_INET, socket.AF_INET6} if "all" in protocols
+                         else {f for word, f in (("ipv4", socket.AF_INET),
+                                                 ("ipv6", socket.AF_INET6))
+                               if word in protocols})
+
+    @staticmethod
+    def _list(config: Any, pname: str) -> HostAddrList | None:
+        patterns = config.get(pname)
+        if not patterns.strip():
+            return None
+        return HostAddrList(pname, patterns, parent_style(config, pname))
+
+
+def _get_bool(config: Any, name: str) -> bool:
+    try:
+        return bool(config.get_bool(name))
+    except Exception:        # an odd value is Postfix's "no" for these
+        return False
+
+
+_lists: _Lists | None = None
+
+
+def configure(config: Any) -> None:
+    """Open the authorization lists (before chroot, in smtpd's pre_init)."""
+    global _lists
+    _lists = _Lists(config)
+
+
+def _config_lists(config: Any) -> _Lists:
+    if _lists is None or _lists.config is not config:
+        configure(config)
+    assert _lists is not None
+    return _lists
+
+
+class _Session:
+    """Who may use XCLIENT and XFORWARD in the current session.  As in
+    Postfix, XFORWARD permission is decided once for the real client;
+    XCLIENT permission again for each client that XCLIENT installs."""
+
+    state: Any = None
+    xclient = False
+    xclient_error = False
+    xforward = False
+    xforward_error = False
+
+
+_session = _Session()
+
+
+def _match(hosts: HostAddrList | None, state: Any) -> tuple[bool, bool]:
+    """(allowed, table error) for the session's client."""
+    if hosts is None:
+        return False, False
+    allowed = hosts.match(state.name, state.addr)
+    return allowed, bool(hosts.error) and not allowed
+
+
+def _session_for(state: Any) -> _Session:
+    """The permissions, decided when this session is first seen here."""
+    if _session.state is not state:
+        lists = _config_lists(state.config)
+        _session.state = state
+        _session.xclient, _session.xclient_error = _match(lists.xclient, state)
+        _session.xforward, _session.xforward_error = _match(lists.xforward, state)
+    return _session
+
+
+def ehlo_keywords(state: Any) -> list[str]:
+    """The XCLIENT and XFORWARD lines of the EHLO reply for this client."""
+    session = _session_for(state)
+    words = []
+    for allowed, error, cmd, attrs in (
+            (session.xclient, session.xclient_error, XCLIENT_CMD, XCLIENT_ATTRS),
+            (session.xforward, session.xforward_error, XFORWARD_CMD, XFORWARD_ATTRS)):
+        if allowed:
+            words.append(" ".join((cmd,) + attrs))
+        elif error:
+            msg.warn(f"don't know if EHLO feature {cmd} should be announced "
+                     f"to {state.namaddr}")
+            raise LocalDataError(cmd)
+    return words
+
+
+def _precheck(state: Any, argv: list[str], cmd: str, allowed: bool, error: bool) -> str | None:
+    """The reply that refuses the command, or None."""
+    if state.sender is not None:
+        return _IN_TRANSACTION
+    if not argv:
+        return f"501 5.5.4 Syntax: {cmd} attribute=value..."
+    if error:
+        msg.warn(f"don't know if command {cmd} should be allowed from {state.namaddr}")
+        raise LocalDataError(cmd)
+    if not allowed:
+        return _DENIED
+    return None
+
+
+def _split(word: str) -> tuple[str, str] | str:
+    """(name, value as decoded and made printable), or the error reply."""
+    name, eq, raw = word.partition("=")
+    if not eq or not raw:
+        return "501 5.5.4 Error: attribute=value expected"
+    data = raw.encode("utf-8", "surrogateescape")
+    if len(data) > _MAX_VALUE:
+        return "501 5.5.4 Error: attribute value too long"
+    # Values are xtext (RFC 3461); Postfix before 2.3 sent them raw, so a
+    # value that is not valid xtext is taken as it is.
+    decoded = _xtext_decode(data)
+    return name, _printable(decoded if decoded is not None else data)
+
+
+def _xtext_decode(data: bytes) -> bytes | None:
+    if b"+" not in data:
+        return data
+    out = bytearray()
+    i = 0
+    while i < len(data):
+        if data[i] == 0x2b:             # "+XX"
+            try:
+                hexpair = data[i + 1:i + 3].decode("ascii")
+                if len(hexpair) != 2 or not all(c in "0123456789abcdefABCDEF" for c in hexpair):
+                    return None
+            except UnicodeDecodeError:
+                return None
+            out.append(int(hexpair, 16))
+            i += 3
+        else:
+            out.append(data[i])
+            i += 1
+    return bytes(out)
+
+
+def _printable(data: bytes) -> str:
+    """The value with control characters, and non-ASCII bytes unless they
+    form UTF-8 with smtputf8_enable, replaced by '?'."""
+    if data.isascii():
+        text = data.decode("ascii")
+    elif _lists is not None and _lists.utf8:
+        text = data.decode("utf-8", "surrogateescape")
+    else:
+        text = "".join(chr(b) if b < 0x80 else "?" for b in data)
+    if text.isprintable() and text.isascii():
+        return text
+    return "".join(c if (c.isprintable() and not 0xd800 <= ord(c) <= 0xdfff) else "?"
+                   for c in text)
+
+
+def _port_ok(value: str) -> bool:
+    return value.isascii() and value.isdigit() and len(value) <= 5
+
+
+def _normalize_addr(value: str) -> tuple[str, str] | None:
+    """(bare address, address as in Received:) of "1.2.3.4" or
+    "IPv6:...", normalized as the system prints it; None when invalid or
+    of a family that inet_protocols leaves out."""
+    bare = valid_mailhost_addr(value)
+    if bare is None:
+        return None
+    try:
+        info = socket.getaddrinfo(bare, None, flags=socket.AI_NUMERICHOST)[0]
+        text = socket.getnameinfo(info[4], socket.NI_NUMERICHOST)[0]
+    except (socket.gaierror, OSError, UnicodeError, IndexError):
+        return None
+    family = info[0]
+    families = _lists.families if _lists is not None else {socket.AF_INET, socket.AF_INET6}
+    if family == socket.AF_INET6 and text.lower().startswith("::ffff:") \
+            and socket.AF_INET in families and "." in text:
+        text, family = text[7:], socket.AF_INET
+    if family not in families:
+        return None
+    return (text, f"IPv6:{text}") if family == socket.AF_INET6 else (text, text)
+
+
+def _namaddr(name: str, addr: str, port: str) -> str:
+    lists = _lists
+    if lists is not None and lists.port_logging:
+        return f"{name}[{addr}]:{port}"
+    return f"{name}[{addr}]"
+
+
+_PEER_CODES = {UNAVAILABLE.lower(): PEER_PERM, TEMPUNAVAIL.lower(): PEER_TEMP}
+
+
+def xclient_cmd(state: Any, argv: list[str],
+                greeting: Callable[[Any], str] | None = None) -> str:
+    """XCLIENT attribute=value...: the reply.  On success the session
+    starts over for the client described, and the reply is the new
+    greeting: greeting(state) when given (smtpd's, with the connect-time
+    access check of smtpd_delay_reject = no), else "220 smtpd_banner".
+    Raises LocalDataError when the authorization table failed."""
+    session = _session_for(state)
+    refused = _precheck(state, argv, XCLIENT_CMD, session.xclient, session.xclient_error)
+    if refused:
+        return refused
+    update_namaddr = got_helo = got_proto = got_login = False
+    for word in argv:
+        split = _split(word)
+        if isinstance(split, str):
+            return split
+        attr, value = split
+        key = attr.upper()
+        if key in ("NAME", "REVERSE_NAME"):
+            status = _PEER_CODES.get(value.lower(), PEER_OK)
+            if status != PEER_OK:
+                value = UNKNOWN
+            elif not valid_hostname(value):
+                return _SYNTAX.format(key, value)
+            if key == "NAME":
+                state.name, state.name_status = value, status
+                update_namaddr = True
+            if status == PEER_OK or key == "REVERSE_NAME":
+                state.reverse_name, state.reverse_name_status = value, status
+        elif key == "ADDR":
+            if value.lower() == UNAVAILABLE.lower():
+                state.addr = state.rfc_addr = UNKNOWN
+            else:
+                value = value.translate(_NEUTER)
+                normal = _normalize_addr(value)
+                if normal is None:
+                    return _SYNTAX.format(key, value)
+                state.addr, state.rfc_addr = normal
+            update_namaddr = True
+        elif key in ("PORT", "DESTPORT"):
+            if value.lower() == UNAVAILABLE.lower():
+                value = UNKNOWN
+            elif not _port_ok(value):
+                return _SYNTAX.format(key, value)
+            if key == "PORT":
+                state.port = value
+                update_namaddr = True
+            else:
+                state.dest_port = value
+        elif key == "HELO":
+            if value.lower() == UNAVAILABLE.lower():
+                state.helo_name = None
+            elif len(value.encode("utf-8", "surrogateescape")) > VALID_HOSTNAME_LEN:
+                return _SYNTAX.format(key, value)
+            else:
+                state.helo_name = value.translate(_NEUTER)
+            got_helo = True
+        elif key == "PROTO":
+            if value.upper() not in ("SMTP", "ESMTP"):
+                return _SYNTAX.format(key, value)
+            state.protocol = value.upper()
+            got_proto = True
+        elif key == "LOGIN":
+            if value.lower() != UNAVAILABLE.lower():
+                state.sasl_username, state.sasl_method = value, XCLIENT_CMD
+                got_login = True
+        elif key == "DESTADDR":
+            if value.lower() == UNAVAILABLE.lower():
+                state.dest_addr = UNKNOWN
+            else:
+                value = value.translate(_NEUTER)
+                normal = _normalize_addr(value)
+                if normal is None:
+                    return _SYNTAX.format(key, value)
+                state.dest_addr = normal[0]
+        else:
+            return f"501 5.5.4 Bad {XCLIENT_CMD} attribute name: {attr}"
+
+    if update_namaddr:
+        state.namaddr = _namaddr(state.name, state.addr, state.port)
+    # The session starts over for the new client: its own XCLIENT right,
+    # no HELO or protocol or login unless given here, no transaction.
+    lists = _config_lists(state.config)
+    session.xclient, session.xclient_error = _match(lists.xclient, state)
+    if not got_helo:
+        state.helo_name = None
+    if not got_proto:
+        state.protocol = "SMTP"
+    if not got_login:
+        state.sasl_username = state.sasl_method = None
+    state.reset_transaction()
+    state.xforward.clear()
+    if greeting is not None:
+        return greeting(state)
+    return f"220 {state.config.get('smtpd_banner')}"
+
+
+_XFORWARD_NAMES = frozenset(XFORWARD_ATTRS)
+
+
+def xforward_cmd(state: Any, argv: list[str]) -> str:
+    """XFORWARD attribute=value...: the reply.  The attributes last until
+    the end of the mail transaction.  Raises LocalDataError when the
+    authorization table failed."""
+    session = _session_for(state)
+    refused = _precheck(state, argv, XFORWARD_CMD, session.xforward, session.xforward_error)
+    if refused:
+        return refused
+    # A command with a bad attribute takes no effect (Postfix records what
+    # was forwarded only once the whole command is accepted).
+    fwd = dict(state.xforward)
+    for word in argv:
+        split = _split(word)
+        if isinstance(split, str):
+            return split
+        attr, value = split
+        key = attr.upper()
+        if key not in _XFORWARD_NAMES:
+            return f"501 5.5.4 Bad {XFORWARD_CMD} attribute name: {attr}"
+        unavailable = value.lower() == UNAVAILABLE.lower()
+        if key == "NAME":
+            if unavailable:
+                value = UNKNOWN
+            else:
+                value = value.translate(_NEUTER)
+                if not valid_hostname(value):
+                    return _SYNTAX.format(key, value)
+        elif key == "ADDR":
+            if unavailable:
+                value = UNKNOWN
+            else:
+                value = value.translate(_NEUTER)
+                normal = _normalize_addr(value)
+                if normal is None:
+                    return _SYNTAX.format(key, value)
+                # The Received:-style form changes only with a real address.
+                value, fwd["rfc_addr"] = normal
+        elif key == "PORT":
+            if unavailable:
+                value = UNKNOWN
+            elif not _port_ok(value):
+                return _SYNTAX.format(key, value)
+        elif key in ("HELO", "IDENT"):
+            # "" records that the attribute came but has no value.
+            value = "" if unavailable else value.translate(_NEUTER)
+        elif key == "PROTO":
+            if unavailable:
+                value = UNKNOWN
+            elif len(value.encode("utf-8", "surrogateescape")) > 64:
+                return _SYNTAX.format(key, value)
+            else:
+                value = value.translate(_NEUTER)
+        elif key == "SOURCE":
+            source = "LOCAL" if unavailable else value.upper()
+            if source not in ("LOCAL", "REMOTE"):
+                return _SYNTAX.format(key, value)
+            value = source.lower()
+        fwd[key] = value
+    state.xforward.update(fwd)
+    return "250 2.0.0 Ok"
+
+
+def _forwarded_client(state: Any) -> bool:
+    return not _CLIENT_ATTRS.isdisjoint(state.xforward)
+
+
+def _forwarded_namaddr(fwd: dict[str, str]) -> str:
+    name = fwd.get("NAME", UNKNOWN)
+    addr = fwd.get("ADDR", UNKNOWN)
+    if addr == UNKNOWN:
+        return name
+    return _namaddr(name, addr, fwd.get("PORT", UNKNOWN))
+
+
+def cleanup_attrs(state: Any) -> dict[str, str]:
+    """The attributes that describe the message's origin in the queue
+    file, in the order Postfix's smtpd writes them, with XFORWARD's
+    values where it gave any: log_ident and rewrite_context go before the
+    sender record, the log_client_* ones after it.  log_helo_name is
+    left out when there is no HELO name.  Call it once the queue ID is
+    known."""
+    fwd = state.xforward
+    attrs: dict[str, str] = {}
+    ident = fwd.get("IDENT") or state.queue_id
+    if ident:
+        attrs["log_ident"] = ident
+    attrs["rewrite_context"] = fwd.get("SOURCE", "remote")
+    if _forwarded_client(state):
+        helo = fwd.get("HELO") or None
+        attrs["log_client_name"] = fwd.get("NAME", UNKNOWN)
+        attrs["log_client_address"] = fwd.get("rfc_addr", UNKNOWN)
+        attrs["log_client_port"] = fwd.get("PORT", UNKNOWN)
+        attrs["log_message_origin"] = _forwarded_namaddr(fwd)
+        protocol = fwd.get("PROTO", UNKNOWN)
+    else:
+        helo = state.helo_name
+        attrs["log_client_name"] = state.name
+        attrs["log_client_address"] = state.rfc_addr
+        attrs["log_client_port"] = state.port
+        attrs["log_message_origin"] = state.namaddr
+        protocol = state.protocol
+    if helo:
+        attrs["log_helo_name"] = helo
+    attrs["log_protocol_name"] = protocol
+    return attrs
+
+
+def client_log_suffix(state: Any) -> str:
+    """What follows "ID: client=name[addr]" (after any sasl_* fields) in
+    the log: the forwarded queue ID and client, as Postfix shows them."""
+    fwd = state.xforward
+    suffix = ""
+    if fwd.get("IDENT"):
+        suffix += f", orig_queue_id={fwd['IDENT']}"
+    if _forwarded_client(state):
+        suffix += f", orig_client={_forwarded_namaddr(fwd)}"
+    return suffix
