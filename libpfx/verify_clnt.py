@@ -19,7 +19,7 @@ reused; a connection that broke is re-made, and a service that cannot be
 reached is tried again each second, with "problem talking to service
 verify: ..." warnings, for at most RETRY_LIMIT attempts.
 
-Protocol (attribute frames, protocol name "address_verification_protocol"):
+Protocol (attribute frames):
 {request: "query", address} -> {status, recipient_status, reason};
 {request: "update", address, recipient_status, reason} -> {status}.
 """
@@ -31,7 +31,6 @@ from typing import Any
 
 from libpfx import attr, msg
 
-PROTOCOL = attr.PROTO_VERIFY
 REQ_QUERY = "query"
 REQ_UPDATE = "update"
 
@@ -78,7 +77,7 @@ class _Client:
             reused = self.stream is not None
             try:
                 if self.stream is None:
-                    self.stream = attr.connect(f"private/{self.service}", TIMEOUT, PROTOCOL)
+                    self.stream = attr.connect(f"private/{self.service}", TIMEOUT)
                     self.opened = now
                 self.stream.send(request)
                 reply = self.stream.recv(expect)
