@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from libpfx import attr, flush_clnt, msg
+from libpfx import attr, flush_clnt, msg, verify_clnt
 from libpfx.deliver_request import (FLAG_MTA_VRFY, FLAG_RECORD, FLAG_USR_VRFY,
                                     NOTIFY_SUCCESS, DeliverRequest, Recipient)
 from libpfx.dsn_util import DSN, delays, dsn_split, dsn_valid, status_line
@@ -58,6 +58,7 @@ class _Settings:
     flush_service: str
     defer_service: str
     trace_service: str
+    verify_service: str
     timeout: float
     status_filter: "Maps | None"
 
@@ -78,8 +79,10 @@ def init(config: "Config") -> None:
         flush_service=config.get("flush_service_name"),
         defer_service=config.get("defer_service_name"),
         trace_service=config.get("trace_service_name"),
+        verify_service=config.get("address_verify_service_name"),
         timeout=float(config.get_time("ipc_timeout")),
         status_filter=_open_filter(config))
+    verify_clnt.init(config)
 
 
 def _open_filter(config: "Config") -> "Maps | None":
@@ -152,12 +155,27 @@ def _checked(status: str, first: str, caller: str) -> str:
 
 
 def _verify(request: DeliverRequest, rcpt: Recipient, relay: str, dsn: DSN,
-            action: str, done: float | None) -> int:
-    """Address verification: report instead of recording.  sendmail -bv
-    gets its report through the trace log; probes are only logged."""
+            action: str, vrfy_stat: int, done: float | None) -> int:
+    """Address verification: report instead of recording.  A probe's
+    result goes to the verify service (Postfix's verify_append), sendmail
+    -bv gets its report through the trace log."""
     dsn.action = action
     if request.flags & FLAG_USR_VRFY:
         return trace_append(request, rcpt, relay, dsn, done)
+    cfg = _cfg()
+    if vrfy_stat == verify_clnt.DEL_RCPT_STAT_OK \
+            or cfg.config.get_bool("address_verify_negative_cache"):
+        status = verify_clnt.VRFY_STAT_OK
+        # The address as the client asked, and as it was rewritten.
+        if rcpt.orig_rcpt:
+            status = verify_clnt.update(rcpt.orig_rcpt, vrfy_stat, dsn.reason)
+        if status == verify_clnt.VRFY_STAT_OK and rcpt.address != rcpt.orig_rcpt:
+            status = verify_clnt.update(rcpt.address, vrfy_stat, dsn.reason)
+        if status != verify_clnt.VRFY_STAT_OK:
+            msg.warn(f"{request.queue_id}: {cfg.verify_service} service failure")
+            return -1
+    else:
+        action = "undeliverable-but-not-cached"
     _log(request, rcpt, relay, dsn, action, done)
     return 0
 
@@ -187,7 +205,8 @@ def sent(request: DeliverRequest, rcpt: Recipient, relay: str, dsn_status: str,
     dsn = _dsn(dsn, _checked(dsn_status, "2", "sent"), reason, action)
     dsn = _filtered(dsn) or dsn
     if request.flags & (FLAG_MTA_VRFY | FLAG_USR_VRFY):
-        return _verify(request, rcpt, relay, dsn, "deliverable", done)
+        return _verify(request, rcpt, relay, dsn, "deliverable",
+                       verify_clnt.DEL_RCPT_STAT_OK, done)
     if ((request.flags & FLAG_RECORD) == 0
             or trace_append(request, rcpt, relay, dsn, done) == 0) \
             and ((rcpt.dsn_notify & NOTIFY_SUCCESS) == 0
@@ -218,7 +237,8 @@ def bounce(request: DeliverRequest, rcpt: Recipient, relay: str, dsn_status: str
 def _bounce(request: DeliverRequest, rcpt: Recipient, relay: str, dsn: DSN,
             done: float | None) -> int:
     if request.flags & (FLAG_MTA_VRFY | FLAG_USR_VRFY):
-        return _verify(request, rcpt, relay, dsn, "undeliverable", done)
+        return _verify(request, rcpt, relay, dsn, "undeliverable",
+                       verify_clnt.DEL_RCPT_STAT_BOUNCE, done)
     cfg = _cfg()
     if cfg.soft_bounce:
         dsn.status = "4" + dsn.status[1:]
@@ -276,7 +296,8 @@ def defer(request: DeliverRequest, rcpt: Recipient, relay: str, dsn_status: str,
 def _defer(request: DeliverRequest, rcpt: Recipient, relay: str, dsn: DSN,
            done: float | None) -> int:
     if request.flags & (FLAG_MTA_VRFY | FLAG_USR_VRFY):
-        return _verify(request, rcpt, relay, dsn, "undeliverable", done)
+        return _verify(request, rcpt, relay, dsn, "undeliverable",
+                       verify_clnt.DEL_RCPT_STAT_DEFER, done)
     cfg = _cfg()
     dsn.action = "delayed"
     status = _append(cfg.defer_service, request, rcpt, relay, dsn)
