@@ -32,7 +32,7 @@ import os
 import time
 from typing import Callable
 
-from libpfx import msg, rewrite_clnt
+from libpfx import msg, policy_clnt, rewrite_clnt, verify_clnt
 from libpfx.cleanup_clnt import CLEANUP_FLAG_DISCARD, CLEANUP_FLAG_HOLD
 from libpfx.config import split_list
 from libpfx.dsn_util import (ERROR_BOUNCE, ERROR_DATA, ERROR_POLICY, ERROR_PROTOCOL,
@@ -222,6 +222,9 @@ class SmtpdCheck:
             "unverified_recipient_reject_code", "unverified_recipient_defer_code",
             "multi_recipient_bounce_reject_code", "plaintext_reject_code",
             "maps_rbl_reject_code")}
+        self.verify_poll_count = get_int("address_verify_poll_count")
+        self.verify_poll_delay = config.get_time("address_verify_poll_delay")
+        verify_clnt.init(config)
         self.tempfail_actions = {}
         for pname in ("unknown_helo_hostname_tempfail_action",
                       "unknown_address_tempfail_action",
@@ -235,7 +238,6 @@ class SmtpdCheck:
         self.restrictions: dict[str, tuple[Restriction, bool]] = dict(RESTRICTIONS)
         # Tables named in restriction lists, by their spec.
         self.tables: dict[str, Maps] = {}
-        self.policy_servers: set[str] = set()
         self.lists = {pname: self._parse(get(pname)) for pname in (
             "smtpd_client_restrictions", "smtpd_helo_restrictions",
             "smtpd_sender_restrictions", "smtpd_relay_restrictions",
@@ -267,7 +269,7 @@ class SmtpdCheck:
         last = ""
         for word in words:
             if last.lower() == "check_policy_service":
-                self.policy_servers.add(word)
+                policy_clnt.register(self.config, word)
             elif (word.startswith("{") or ":" in word) and word not in self.tables:
                 self.tables[word] = Maps(word, [word], FOLD_FIX | LOCK, open_table)
             last = word
@@ -1256,7 +1258,65 @@ def _check_relay_domains(chk: SmtpdCheck, state: SmtpdState, arg: str | None) ->
                       f"<{state.recipient}>: {NAME_RECIPIENT} rejected: Relay access denied")
 
 
+def _check_policy_service(chk: SmtpdCheck, state: SmtpdState, server: str | None) -> int:
+    if server is None or ":" not in server:
+        msg.warn("restriction check_policy_service must be followed by transport:server")
+        chk.server_error(state)
+    assert server is not None
+    action = policy_clnt.check_policy(chk.config, state, server)
+    return chk.access_result(state, action, server, chk.reply_name, chk.reply_class,
+                             chk.def_acl, "policy query")
+
+
+def _reject_unverified(kind: str) -> Restriction:
+    """reject_unverified_sender and reject_unverified_recipient."""
+    def check(chk: SmtpdCheck, state: SmtpdState, arg: str | None) -> int:
+        addr = state.sender if kind == "sender" else state.recipient
+        if not addr:
+            return CHECK_DUNNO
+        reply_class = NAME_SENDER if kind == "sender" else NAME_RECIPIENT
+        dsn = _SND_DSN if kind == "sender" else "4.1.1"
+        action = chk.tempfail_actions[f"unverified_{kind}_tempfail_action"]
+        count = 0
+        while True:
+            status, why = verify_clnt.query(addr)
+            if status != verify_clnt.DEL_RCPT_STAT_TODO:
+                break
+            count += 1
+            if count >= chk.verify_poll_count:
+                break
+            time.sleep(chk.verify_poll_delay)
+        if status == verify_clnt.VRFY_STAT_FAIL:
+            msg.warn(f"{chk.config.get('address_verify_service_name')} service failure")
+            return chk.tempfail(state, action, MAIL_ERROR_POLICY, 450, dsn,
+                                f"<{addr}>: {reply_class} rejected: "
+                                "address verification problem")
+        if status in (verify_clnt.DEL_RCPT_STAT_TODO, verify_clnt.DEL_RCPT_STAT_DEFER):
+            code = chk.codes[f"unverified_{kind}_defer_code"]
+        elif status == verify_clnt.DEL_RCPT_STAT_BOUNCE:
+            code = chk.codes[f"unverified_{kind}_reject_code"]
+        else:
+            if status != verify_clnt.DEL_RCPT_STAT_OK:
+                msg.warn(f"unknown address verification status {status}")
+            return CHECK_DUNNO
+        alt_reply = chk.config.get(f"unverified_{kind}_reject_reason")
+        if code >= 400 and alt_reply:
+            why = alt_reply
+        if code // 100 == 2:
+            return CHECK_DUNNO
+        if code // 100 == 4:
+            return chk.tempfail(state, action, MAIL_ERROR_POLICY, code, dsn,
+                                f"<{addr}>: {reply_class} rejected: "
+                                f"unverified address: {why[:250]}")
+        return chk.reject(state, MAIL_ERROR_POLICY, code, dsn,
+                          f"<{addr}>: {reply_class} rejected: undeliverable address: {why}")
+    return check
+
+
 RESTRICTIONS: dict[str, tuple[Restriction, bool]] = {
+    "check_policy_service": (_check_policy_service, True),
+    "reject_unverified_sender": (_reject_unverified("sender"), False),
+    "reject_unverified_recipient": (_reject_unverified("recipient"), False),
     "permit": (_permit, False),
     "reject": (_reject, False),
     "defer": (_defer, False),
