@@ -30,6 +30,7 @@ held in memory.
 
 from __future__ import annotations
 
+import io
 import os
 import re
 from typing import BinaryIO, Callable, Iterator
@@ -42,6 +43,18 @@ _SPACE = b" \t\n\r\f\v"
 
 # Rule operations.
 OP_MATCH, OP_IF, OP_ENDIF = 1, 2, 3
+
+
+def inline_rules(name: str) -> bytes:
+    """The rules of an inline table, ``{{rule}, {rule}...}`` as in
+    ``regexp:{{/^[^A-Z]/ Bogus}}``, one per line."""
+    from libpfx.config import split_list
+    lines = []
+    for item in split_list(name[1:-1]):
+        if item.startswith("{") and item.endswith("}"):
+            item = item[1:-1].strip()
+        lines.append(item.encode("utf-8", "surrogateescape") + b"\n")
+    return b"".join(lines)
 
 
 def open_source(path: str) -> BinaryIO:
@@ -241,6 +254,9 @@ class RegexTable(Dict):
         # result, index of the matching ENDIF for an IF or -1).
         self._rules: list[tuple[int, Matcher, bool, Matcher | None, bool,
                                 Replacement | str, int]] = []
+        if name.startswith("{") and name.endswith("}"):
+            self._load(io.BytesIO(inline_rules(name)))
+            return
         self.watch(name)
         with open_source(name) as fp:
             self._load(fp)
