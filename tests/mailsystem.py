@@ -19,6 +19,19 @@ user.  start() runs ``postfix start`` and returns when master is ready;
 stop() runs ``postfix stop``.  The ``mail_system`` fixture gives each test
 its own instance and, at teardown, stops it and kills any process of it
 that is left.
+
+SMTP: MailSystem(tmp_path, smtpd=True) adds the service line
+``127.0.0.1:PORT inet n - n - - smtpd`` to master.cf, with a free port
+in ``ms.smtp_port`` (smtpd_master_extra adds ``-o`` options or changes
+the chroot column: ``smtpd_chroot=True``).  Every instance gets
+etc/resolv.conf naming a closed loopback port (``nameserver 127.0.0.1#9``)
+and ``import_environment`` passes PFX_RESOLV_CONF=that file to the
+daemons, so that no test waits on the machine's resolver; pass
+``resolv_conf=PATH`` to use another file (tests/dnsserver.py gives one).
+``ms.smtp()`` is an smtplib.SMTP connected to smtpd;
+``ms.dialogue([b"EHLO x", "MAIL FROM:<a@b>", ...])`` reads the banner,
+sends each command, reads its complete reply and returns every reply
+line (banner first), for table-driven tests.
 """
 
 from __future__ import annotations
@@ -26,6 +39,8 @@ from __future__ import annotations
 import os
 import re
 import signal
+import smtplib
+import socket
 import subprocess
 import sys
 import time
@@ -72,8 +87,14 @@ class MailSystem:
     """One instance: configuration, control and what a user can observe."""
 
     def __init__(self, tmp_path: Path, main_cf_extra: dict[str, str] | None = None,
-                 master_cf_text: str | None = None) -> None:
+                 master_cf_text: str | None = None, *, smtpd: bool = False,
+                 smtpd_chroot: bool = False, smtpd_args: str = "",
+                 resolv_conf: str | Path | None = None) -> None:
         self.top = Path(tmp_path)
+        self.smtpd = smtpd
+        self.smtpd_chroot = smtpd_chroot
+        self.smtpd_args = smtpd_args
+        self.smtp_port = free_port() if smtpd else 0
         self.etc = self.top / "etc"
         self.queue = self.top / "queue"
         self.data = self.top / "data"
@@ -84,6 +105,10 @@ class MailSystem:
         open_path(self.top)
         self.started = False
         self.master_pid: int | None = None
+        self.resolv_conf = Path(resolv_conf) if resolv_conf else self.top / "etc" / "resolv.conf"
+        if resolv_conf is None:
+            (self.top / "etc").mkdir(parents=True, exist_ok=True)
+            self.resolv_conf.write_text("nameserver 127.0.0.1#9\noptions timeout:1 attempts:1\n")
         self.configure(main_cf_extra, master_cf_text)
 
     # Configuration.
@@ -104,6 +129,9 @@ class MailSystem:
             "inet_protocols": "ipv4",
             "alias_maps": f"hash:{self.etc}/aliases",
             "alias_database": f"hash:{self.etc}/aliases",
+            "import_environment": "MAIL_CONFIG MAIL_DEBUG MAIL_LOGTAG TZ XAUTHORITY "
+                                  "DISPLAY LANG=C POSTLOG_SERVICE POSTLOG_HOSTNAME "
+                                  f"PFX_RESOLV_CONF={self.resolv_conf}",
         }
 
     def configure(self, main_cf_extra: dict[str, str] | None = None,
@@ -116,8 +144,12 @@ class MailSystem:
         params = self.main_cf_params()
         params.update(main_cf_extra or {})
         (self.etc / "main.cf").write_text("".join(f"{k} = {v}\n" for k, v in params.items()))
-        (self.etc / "master.cf").write_text(master_cf_text if master_cf_text is not None
-                                            else stock_master_cf())
+        master_text = master_cf_text if master_cf_text is not None else stock_master_cf()
+        if self.smtpd:
+            chroot = "y" if self.smtpd_chroot else "n"
+            master_text += (f"127.0.0.1:{self.smtp_port} inet n - {chroot} - - smtpd"
+                            f"{' ' + self.smtpd_args if self.smtpd_args else ''}\n")
+        (self.etc / "master.cf").write_text(master_text)
         aliases = self.etc / "aliases"
         if not aliases.exists():
             aliases.write_text(ALIASES)
@@ -222,6 +254,33 @@ class MailSystem:
         finally:
             self.kill_all()
 
+    # SMTP.
+
+    def smtp(self, timeout: float = 10) -> smtplib.SMTP:
+        """An smtplib client connected to this instance's smtpd (banner read)."""
+        return smtplib.SMTP("127.0.0.1", self.smtp_port, local_hostname="client.example",
+                            timeout=timeout)
+
+    def connect(self, timeout: float = 10) -> "SmtpClient":
+        """A raw client connected to smtpd, banner not yet read."""
+        return SmtpClient(socket.create_connection(("127.0.0.1", self.smtp_port), timeout))
+
+    def dialogue(self, lines: list[bytes | str], timeout: float = 10) -> list[str]:
+        """Banner, then each command with its complete reply: every reply
+        line, in order.  Stops early when the server closes."""
+        with self.connect(timeout) as client:
+            replies = client.reply()
+            for line in lines:
+                try:
+                    client.send(line)
+                except (BrokenPipeError, ConnectionResetError):
+                    break
+                reply = client.reply()
+                replies.extend(reply)
+                if not reply:
+                    break
+        return replies
+
     # Observation.
 
     def log(self) -> str:
@@ -267,6 +326,58 @@ class MailSystem:
         if not base.is_dir():
             return []
         return sorted(name for _, _, files in os.walk(base) for name in files)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class SmtpClient:
+    """A raw SMTP client: send lines, read complete replies."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.file = sock.makefile("rb")
+
+    def __enter__(self) -> "SmtpClient":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.file.close()
+        self.sock.close()
+
+    def send(self, line: bytes | str, eol: bytes = b"\r\n") -> None:
+        """One command line (CRLF added), or raw bytes with eol=b''."""
+        data = line.encode() if isinstance(line, str) else line
+        self.sock.sendall(data + eol)
+
+    def reply(self) -> list[str]:
+        """One complete (possibly multi-line) reply; [] at end of file."""
+        lines = []
+        while True:
+            try:
+                raw = self.file.readline()
+            except ConnectionResetError:
+                raw = b""
+            if not raw:
+                return lines
+            text = raw.decode("utf-8", "replace").rstrip("\r\n")
+            lines.append(text)
+            if len(text) < 4 or text[3] != "-":
+                return lines
+
+    def replies(self, count: int) -> list[str]:
+        """count complete replies, their lines in one list."""
+        lines = []
+        for _ in range(count):
+            lines.extend(self.reply())
+        return lines
 
 
 @pytest.fixture

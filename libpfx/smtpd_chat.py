@@ -1,0 +1,177 @@
+"""The SMTP server's side of the conversation: reading bounded command
+and content lines from the client, the reply buffer that pipelining needs
+(replies go out only when the client has nothing more to say, or before
+the server would wait), the error tarpit and the session transcript.
+
+Input and output errors surface as ChatTimeout (no input within the
+timeout) and ChatEOF (the client went away, or the connection broke);
+smtpd turns them into its "timeout after" and "lost connection after" log
+lines.
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+import time
+
+RECV_SIZE = 65536
+CRLF = b"\r\n"
+
+
+_ESCAPES = {0x07: "\\a", 0x08: "\\b", 0x0c: "\\f", 0x0a: "\\n", 0x0d: "\\r",
+            0x09: "\\t", 0x0b: "\\v", 0x5c: "\\\\"}
+ESCAPE = tuple(_ESCAPES.get(b, chr(b) if 0x20 <= b < 0x7f else "\\%03o" % b)
+               for b in range(256))
+
+
+def escape(data: bytes) -> str:
+    """Client bytes for a log line, C-style: printable ASCII as is, a
+    backslash doubled, \\r \\n \\t ... and \\ooo for the rest."""
+    return "".join([ESCAPE[b] for b in data])
+
+
+class ChatTimeout(Exception):
+    """The client sent nothing within the time limit."""
+
+
+class ChatEOF(Exception):
+    """The client closed the connection, or it broke."""
+
+
+class SmtpdChat:
+    """One client connection: an input buffer, an output buffer, a transcript."""
+
+    def __init__(self, sock: socket.socket, timeout: float, history_limit: int = 100) -> None:
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.timeout = timeout
+        self.inbuf = bytearray()
+        self.pos = 0                         # start of unread input in inbuf
+        self.out: list[bytes] = []
+        self.history: list[str] = []
+        self.history_limit = history_limit
+        self.last_io = time.monotonic()
+        self.got_bare_lf = False             # the last line ended in LF without CR
+        sock.settimeout(timeout)
+
+    # Input.
+
+    def buffered(self) -> int:
+        return len(self.inbuf) - self.pos
+
+    def pending(self) -> bool:
+        """Is there client input that the server has not read yet?"""
+        if self.buffered():
+            return True
+        try:
+            readable, _, _ = select.select([self.fd], [], [], 0)
+        except (OSError, ValueError):
+            return False
+        return bool(readable)
+
+    def peek(self, limit: int = 100) -> bytes:
+        """Up to limit bytes of input not yet read, reading what has
+        arrived without waiting."""
+        if not self.buffered() and self.pending():
+            self._fill()
+        return bytes(self.inbuf[self.pos:self.pos + limit])
+
+    def _fill(self) -> None:
+        """Read more input; replies waiting in the buffer go out first,
+        since the client may be waiting for them before it says more."""
+        if self.out:
+            self.flush()
+        if self.pos:
+            del self.inbuf[:self.pos]
+            self.pos = 0
+        try:
+            data = self.sock.recv(RECV_SIZE)
+        except socket.timeout:
+            raise ChatTimeout() from None
+        except OSError:
+            raise ChatEOF() from None
+        if not data:
+            raise ChatEOF()
+        self.last_io = time.monotonic()
+        self.inbuf += data
+
+    def get_line(self, limit: int, skip: bool) -> tuple[bytes, bool]:
+        """One line without its CRLF (or bare LF), at most limit bytes:
+        (text, complete).  A longer line gives its first limit bytes with
+        complete False; with skip the rest of it is read and dropped (a
+        command), otherwise the rest comes with the next calls (content,
+        continued records)."""
+        while True:
+            buf = self.inbuf
+            end = buf.find(b"\n", self.pos, self.pos + limit + 1)
+            if end >= 0:
+                line = bytes(buf[self.pos:end])
+                self.pos = end + 1
+                if line.endswith(b"\r"):
+                    line = line[:-1]
+                    self.got_bare_lf = False
+                else:
+                    self.got_bare_lf = True
+                return line, True
+            if len(buf) - self.pos > limit:
+                line = bytes(buf[self.pos:self.pos + limit])
+                self.pos += limit
+                if skip:
+                    self._skip_line()
+                return line, False
+            self._fill()
+
+    def _skip_line(self) -> None:
+        while True:
+            end = self.inbuf.find(b"\n", self.pos)
+            if end >= 0:
+                self.pos = end + 1
+                return
+            self.pos = len(self.inbuf)
+            self._fill()
+
+    def read_exact(self, count: int, sink) -> None:
+        """count bytes of input, given to sink(bytes) piece by piece."""
+        while count > 0:
+            if not self.buffered():
+                self._fill()
+            take = min(count, self.buffered())
+            sink(bytes(self.inbuf[self.pos:self.pos + take]))
+            self.pos += take
+            count -= take
+
+    # Output.
+
+    def reply(self, text: str) -> None:
+        """Queue one reply line (or several, separated by CRLF, already
+        numbered), flushing now when no I/O happened for a while: a
+        pipelining client that waits on server-side delays must not time
+        out."""
+        self.out.append(text.encode("utf-8", "surrogateescape") + CRLF)
+        if len(self.history) < self.history_limit:
+            self.history.append("Out: " + text)
+        if time.monotonic() - self.last_io > 10:
+            self.flush()
+
+    def query_logged(self, text: str) -> None:
+        if len(self.history) < self.history_limit:
+            self.history.append("In:  " + text)
+
+    def flush(self) -> None:
+        if not self.out:
+            return
+        data = b"".join(self.out)
+        self.out.clear()
+        try:
+            self.sock.sendall(data)
+        except socket.timeout:
+            raise ChatTimeout() from None
+        except OSError:
+            raise ChatEOF() from None
+        self.last_io = time.monotonic()
+
+    def reset_history(self, threshold: int) -> None:
+        """Forget the transcript once it is larger than threshold lines."""
+        if len(self.history) > threshold:
+            self.history.clear()
