@@ -85,7 +85,6 @@ _MAX_ATTEMPTS = 5
 _MAX_NAMESERVERS = 3
 _MAX_CNAME = 10                 # dns_lookup's CNAME chain limit
 _MAX_CONF_BYTES = 1 << 20
-_RBL_TXT_LIMIT = 500
 
 A, AAAA, MX, NS, PTR, TXT, CNAME = "A", "AAAA", "MX", "NS", "PTR", "TXT", "CNAME"
 
@@ -338,7 +337,7 @@ def lookup(name: str, rtype: str) -> Answer:
     if valid_hostaddr(name):
         return _invalid(name)
     ascii_name = to_ascii(name)
-    if ascii_name is None or (ascii_name != "." and not valid_hostname(ascii_name.rstrip("."))
+    if ascii_name is None or (ascii_name != "." and not valid_hostname(ascii_name)
                               and not _wildcard_ok(ascii_name)):
         return _invalid(name)
     current = ascii_name
@@ -469,17 +468,3 @@ def reverse_lookup(addr: str) -> tuple[str | None, bool]:
     if answer.status == DNS_OK and answer.records:
         return answer.records[0], False
     return None, answer.status == DNS_RETRY
-
-
-def rbl_txt(records: list[str]) -> str:
-    """TXT records joined as Postfix joins them for $rbl_txt: " / "
-    between records, at most 500 characters."""
-    out = ""
-    for i, text in enumerate(records):
-        space = _RBL_TXT_LIMIT - len(out)
-        if space <= 0:
-            break
-        out += text[:space]
-        if i + 1 < len(records) and _RBL_TXT_LIMIT - len(out) > 3:
-            out += " / "
-    return out
