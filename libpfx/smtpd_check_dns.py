@@ -37,7 +37,6 @@ from collections import OrderedDict
 from typing import TYPE_CHECKING, Callable
 
 from libpfx import dns, msg, rewrite_clnt
-from libpfx import smtpd_check as check
 from libpfx.cleanup_state import unescape
 from libpfx.dsn_util import dsn_split
 from libpfx.expand import Expander, MacroError
@@ -759,3 +758,7 @@ for _subject in ("client", "reverse_client", "helo", "sender", "recipient"):
     for _rtype in (dns.MX, dns.NS, dns.A):
         RESTRICTIONS[f"check_{_subject}_{_rtype.lower()}_access"] = (
             _server_access(_subject, _rtype), True)
+
+# Imported last: smtpd_check imports this module's RESTRICTIONS, and this
+# order works whichever of the two modules is imported first.
+from libpfx import smtpd_check as check  # noqa: E402
