@@ -30,6 +30,7 @@ timeout and fit in MAX_REPLY bytes.
 from __future__ import annotations
 
 import errno as _errno
+import os
 import select
 import socket
 import time
@@ -41,6 +42,7 @@ from libpfx.config import parse_time, split_list, split_nameval
 REQUEST = "smtpd_access_policy"
 MAX_REPLY = 65536           # bytes in one reply, action and ignored attributes
 PREFIX = "smtpd_policy_service_"
+NO_ERRNO = "Application error"     # what Postfix logs for a failure without errno
 
 _TIME_SETTINGS = ("timeout", "max_idle", "max_ttl", "retry_delay")
 _INT_SETTINGS = {"request_limit": 0, "try_limit": 1}      # name -> minimum
@@ -151,10 +153,17 @@ class PolicyClient:
                 except OSError:
                     sock.close()
                     raise
-        except (OSError, ValueError) as err:
-            text = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+        except socket.timeout:
+            text = os.strerror(_errno.ETIMEDOUT)
             msg.warn(f"connect to {self.endpoint}: {text}")
-            raise PolicyError(text, getattr(err, "errno", None)) from None
+            raise PolicyError(text, _errno.ETIMEDOUT) from None
+        except OSError as err:
+            text = err.strerror or str(err)
+            msg.warn(f"connect to {self.endpoint}: {text}")
+            raise PolicyError(text, err.errno) from None
+        except ValueError:
+            msg.warn(f"connect to {self.endpoint}: bad port")
+            raise PolicyError(os.strerror(_errno.EINVAL), _errno.EINVAL) from None
         now = time.monotonic()
         self.opened = self.used = now
         return sock
@@ -173,13 +182,15 @@ class PolicyClient:
         reply had none (already logged)."""
         # A server that spoke before being asked has hung up or is confused.
         if select.select([sock], [], [], 0)[0]:
-            raise PolicyError("Success")
+            raise PolicyError(NO_ERRNO)
         deadline = time.monotonic() + self.settings["timeout"]
         try:
             sock.settimeout(self.settings["timeout"])
             sock.sendall(query)
+        except socket.timeout:
+            raise PolicyError(os.strerror(_errno.ETIMEDOUT), _errno.ETIMEDOUT) from None
         except OSError as err:
-            raise PolicyError(err.strerror or "Connection timed out", err.errno) from None
+            raise PolicyError(err.strerror or NO_ERRNO, err.errno) from None
         data = bytearray()
         while True:
             end = data.find(b"\n\n") if not data.startswith(b"\n") else 0
@@ -187,8 +198,8 @@ class PolicyClient:
                 return self._parse(bytes(data[:end + 1]))
             if len(data) > MAX_REPLY:
                 msg.warn(f"string length > {MAX_REPLY} characters from {self.endpoint}"
-                         " while reading input attribute value")
-                raise PolicyError("Message too long")
+                         f" while reading {self._reading(data)}")
+                raise PolicyError(NO_ERRNO)
             remaining = deadline - time.monotonic()
             try:
                 if remaining <= 0:
@@ -196,16 +207,24 @@ class PolicyClient:
                 sock.settimeout(remaining)
                 chunk = sock.recv(8192)
             except socket.timeout:
-                msg.warn(f"timeout on {self.endpoint} while reading input attribute name")
-                raise PolicyError("Connection timed out") from None
+                # As Postfix: silence when nothing at all came back.
+                if data:
+                    msg.warn(f"timeout on {self.endpoint} while reading {self._reading(data)}")
+                raise PolicyError(os.strerror(_errno.ETIMEDOUT), _errno.ETIMEDOUT) from None
             except OSError as err:
-                raise PolicyError(err.strerror or str(err), err.errno) from None
+                raise PolicyError(err.strerror or NO_ERRNO, err.errno) from None
             if not chunk:
                 if data:
                     msg.warn(f"premature end-of-input on {self.endpoint}"
-                             " while reading input attribute name")
-                raise PolicyError("Success")
+                             f" while reading {self._reading(data)}")
+                raise PolicyError(NO_ERRNO)
             data += chunk
+
+    @staticmethod
+    def _reading(data: bytearray) -> str:
+        """What a cut reply was cut in, as Postfix's log names it."""
+        line = data[data.rfind(b"\n") + 1:]
+        return "input attribute value" if b"=" in line else "input attribute name"
 
     def _parse(self, reply: bytes) -> str | None:
         for line in reply.split(b"\n"):
@@ -226,7 +245,7 @@ class PolicyClient:
         count = 0
         while True:
             count += 1
-            reason, errno = "Success", None
+            reason, errno = NO_ERRNO, None
             try:
                 action = self._exchange(self._access(), query)
                 if action is not None:
