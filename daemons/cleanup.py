@@ -281,10 +281,12 @@ def remove_spurious_logs(layout: Any, queue_id: str) -> None:
             msg.fatal(f"{queue_name}: remove {queue_id} log: {err.strerror}")
 
 
-def read_records(stream: attr.AttrStream, state: Any) -> None:
+def read_records(stream: attr.AttrStream, state: Any) -> bool:
     """Feed the client's records to the message state until E; after a
     fatal error, read (and ignore) the rest so that the client gets its
-    answer instead of a broken pipe."""
+    answer instead of a broken pipe.  False when the client went away
+    before E (smtpd after RSET or a lost connection): there is nobody
+    to answer."""
     buf = bytearray()
     while True:
         try:
@@ -297,7 +299,7 @@ def read_records(stream: attr.AttrStream, state: Any) -> None:
             elif not isinstance(err, attr.AttrEOF):
                 msg.warn(f"{state.queue_id}: {err}")
             state.errs |= CLEANUP_STAT_BAD
-            return
+            return not isinstance(err, attr.AttrEOF)
         del buf[:used]
         for rtype, data in records:
             if rtype in (record.PTR, record.DTXT):
@@ -308,7 +310,7 @@ def read_records(stream: attr.AttrStream, state: Any) -> None:
             elif state.out_ok():
                 state.record(rtype, data)
             if rtype == record.END:
-                return
+                return True
 
 
 def cleanup_service(conn: socket.socket, ctx: Any) -> None:
@@ -331,12 +333,14 @@ def cleanup_service(conn: socket.socket, ctx: Any) -> None:
             state.errs |= CLEANUP_STAT_BAD
             flags = 0
         state.control(flags)
-        if not state.errs:
-            read_records(stream, state)
+        client_gone = not state.errs and not read_records(stream, state)
     except attr.AttrError as err:
         msg.warn(f"{state.queue_id}: {err}")
         state.errs |= CLEANUP_STAT_BAD
+        client_gone = False
     status = state.flush()
+    if client_gone:
+        return
     try:
         stream.send(status=status, reason=state.reason or "")
     except attr.AttrError as err:
