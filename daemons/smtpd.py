@@ -122,7 +122,9 @@ from libpfx.flush_clnt import flush_send_site
 from libpfx.header_opts import is_header
 from libpfx.mail_date import mail_date
 from libpfx.maps.search import Maps
-from libpfx.match_list import StringList
+from libpfx.maps import DictRetry
+from libpfx.match_list import HostAddrList, StringList, parent_style
+from libpfx.resolve_local import LocalDomains
 from libpfx.rewrite_valid import valid_hostname, valid_mailhost_literal
 from libpfx.smtpd_chat import ChatEOF, ChatTimeout, SmtpdChat, escape
 from libpfx.smtpd_state import SmtpdState
@@ -178,6 +180,62 @@ def str_ehlo_mask(mask: int) -> str:
     return " ".join(names)
 
 
+class RewriteClients:
+    """local_header_rewrite_clients: which clients get their headers
+    rewritten as local mail (Postfix's smtpd_check_rewrite)."""
+
+    def __init__(self, config: Any) -> None:
+        self.rules: list[tuple[str, Any]] = []
+        words = split_list(config.get("local_header_rewrite_clients"))
+        i = 0
+        while i < len(words):
+            word = words[i].lower() if ":" not in words[i] else words[i]
+            i += 1
+            if word == "check_address_map" and i < len(words):
+                word = words[i]
+                i += 1
+            if ":" in word:
+                self.rules.append(("map", Maps("local_header_rewrite_clients", [word])))
+            elif word == "permit_inet_interfaces":
+                self.rules.append((word, LocalDomains(config).addresses))
+            elif word == "permit_mynetworks":
+                self.rules.append((word, HostAddrList(
+                    "mynetworks", config.get("mynetworks"), parent_style(config, "mynetworks"))))
+            elif word in ("permit_sasl_authenticated", "permit_tls_clientcerts",
+                          "permit_tls_all_clientcerts"):
+                self.rules.append((word, None))
+            else:
+                msg.warn(f"parameter local_header_rewrite_clients: invalid request: {words[i - 1]}")
+
+    def context(self, state: SmtpdState) -> str | None:
+        """"local" or "remote"; None after a table failure."""
+        for kind, arg in self.rules:
+            if kind == "permit_inet_interfaces":
+                if _packed(state.addr) in arg:
+                    return "local"
+            elif kind == "permit_mynetworks":
+                if arg.match(state.name, state.addr):
+                    return "local"
+                if arg.error:
+                    return None
+            elif kind == "map":
+                try:
+                    if arg.find(state.addr) is not None:
+                        return "local"
+                except DictRetry:
+                    return None
+            elif kind == "permit_sasl_authenticated" and state.sasl_username:
+                return "local"
+        return "remote"
+
+
+def _packed(addr: str) -> bytes | None:
+    try:
+        return socket.inet_pton(socket.AF_INET6 if ":" in addr else socket.AF_INET, addr)
+    except OSError:
+        return None
+
+
 class Settings:
     """main.cf values, read once per process (pre_init)."""
 
@@ -221,6 +279,7 @@ class Settings:
             else:
                 msg.warn(f"unknown receive_override_options value: {option}")
         self.cleanup_flags = flags | CLEANUP_FLAG_SMTP_REPLY
+        self.rewrite_clients = RewriteClients(config)
 
 
 SETTINGS: Settings | None = None
@@ -378,6 +437,7 @@ class Session:
         self.act_size = 0
         self.err = CLEANUP_STAT_OK
         self.arrival = 0.0
+        self.rewrite_context = "remote"
         self.bdat_active = False
         self.bdat_error = False
         self.bdat_partial = b""
@@ -698,7 +758,6 @@ class Session:
             self.reply("501 5.1.7 Bad sender address syntax")
             return False
         encoding = None
-        msg_size = 0
         dsn_ret = 0
         dsn_envid = None
         for word, _ in argv[3:]:
@@ -715,7 +774,7 @@ class Session:
                 if len(digits) > 18:
                     self.reply("552 5.3.4 Message size exceeds file system imposed limit")
                     return False
-                msg_size = int(digits)
+                state.msg_size = int(digits)    # kept after a rejection, as Postfix
             elif utf8_ok and upper == "SMTPUTF8":
                 pass
             elif upper.startswith("RET="):
@@ -738,9 +797,8 @@ class Session:
             else:
                 self.reply(f"555 5.5.4 Unsupported option: {word}")
                 return False
-        state.msg_size = msg_size
         state.sender = sender
-        err = CHECK.check_size(state, msg_size)
+        err = CHECK.check_size(state, state.msg_size)
         state.sender = None
         if self.check_reply(err):
             return False
@@ -750,9 +808,18 @@ class Session:
                 self.mail_reset()
                 self.reply(err)
                 return False
+        state.sender = sender
+        context = s.rewrite_clients.context(state)
+        if context is None:
+            self.mail_reset()
+            CHECK.log_whatsup(state, "reject", "451 4.3.0 Temporary lookup error")
+            self.reply("451 4.3.0 Temporary lookup error")
+            return False
+        state.sender = None
         if s.strict_smtputf8 and not smtputf8 and sender and not sender.isascii():
             self.reply("553 5.6.7 Must declare SMTPUTF8 to send unicode address")
             return False
+        self.rewrite_context = context
         self.arrival = time.time()
         state.sender = sender
         self.smtputf8 = smtputf8
@@ -862,6 +929,8 @@ class Session:
         self.cleanup = client
         state.queue_id = client.queue_id
         attrs = smtpd_xclient.cleanup_attrs(state)
+        if "SOURCE" not in state.xforward:
+            attrs["rewrite_context"] = self.rewrite_context
         seconds = int(self.arrival)
         recs: list[tuple[str, str]] = [
             (record.TIME, "%d %d" % (seconds, int((self.arrival - seconds) * 1e6)))]
