@@ -8,12 +8,15 @@ One instance per configuration serves every case of that configuration.
 from __future__ import annotations
 
 import re
+import socket
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
-from mailsystem import MailSystem
+from conftest import needs_postfix
+from mailsystem import MailSystem, SmtpClient
+from smtp_dialogue import PostfixSmtpd, smtpd_log_lines
 
 ETC = "{etc}"
 
@@ -66,6 +69,11 @@ classy@pfx.example      strict
 
 CONFIG = {
     "mynetworks": "192.168.0.0/16",
+    "virtual_mailbox_domains": "virt.example",
+    "virtual_mailbox_maps": f"texthash:{ETC}/vmailbox",
+    "virtual_alias_domains": "valias.example",
+    "virtual_alias_maps": f"texthash:{ETC}/valias",
+    "relay_recipient_maps": f"texthash:{ETC}/relay_recipients",
     "smtpd_authorized_xclient_hosts": "127.0.0.0/8",
     "recipient_delimiter": "+",
     "relay_domains": "relay.example",
@@ -82,7 +90,9 @@ CONFIG = {
 }
 
 TABLES = {"client": CLIENT_ACCESS, "helo": HELO_ACCESS, "sender": SENDER_ACCESS,
-          "rcpt": RCPT_ACCESS}
+          "rcpt": RCPT_ACCESS, "vmailbox": "known@virt.example virt/known/\n",
+          "valias": "known@valias.example root\n",
+          "relay_recipients": "known@relay.example x\n"}
 
 
 def start_instance(top: Path, config: dict[str, str], tables: dict[str, str]) -> MailSystem:
@@ -228,11 +238,22 @@ RELAY_CASES = [
     ("10.9.9.9", "someone@elsewhere.example", "454 4.7.1 <someone@elsewhere.example>: "
      "Relay access denied"),
     ("192.168.4.4", "someone@elsewhere.example", "250 2.1.5 Ok"),
-    ("10.9.9.9", "someone@relay.example", "250 2.1.5 Ok"),
     ("10.9.9.9", "root@pfx.example", "250 2.1.5 Ok"),
     ("10.9.9.9", "blocked@pfx.example", "554 5.7.1 <blocked@pfx.example>: Recipient address "
      "rejected: Access denied"),
     ("10.9.9.9", "postmaster", "250 2.1.5 Ok"),
+    ("10.9.9.9", "nosuchuser@pfx.example", "550 5.1.1 <nosuchuser@pfx.example>: Recipient "
+     "address rejected: User unknown in local recipient table"),
+    ("10.9.9.9", "MAILER-DAEMON@pfx.example", "250 2.1.5 Ok"),
+    ("10.9.9.9", "known@virt.example", "250 2.1.5 Ok"),
+    ("10.9.9.9", "nobody@virt.example", "550 5.1.1 <nobody@virt.example>: Recipient address "
+     "rejected: User unknown in virtual mailbox table"),
+    ("10.9.9.9", "known@valias.example", "250 2.1.5 Ok"),
+    ("10.9.9.9", "nobody@valias.example", "550 5.1.1 <nobody@valias.example>: Recipient "
+     "address rejected: User unknown in virtual alias table"),
+    ("10.9.9.9", "known@relay.example", "250 2.1.5 Ok"),
+    ("10.9.9.9", "nobody@relay.example", "550 5.1.1 <nobody@relay.example>: Recipient address "
+     "rejected: User unknown in relay recipient table"),
     ("10.9.9.9", "nodomain", "504 5.5.2 <nodomain>: Recipient address rejected: "
      "need fully-qualified address"),
     ("10.9.9.9", "classy@pfx.example", "554 5.7.1 <classy@pfx.example>: Recipient address "
@@ -295,3 +316,57 @@ def test_rejected_client_rejects_every_recipient(ms):
     replies = session(ms, addr="10.1.2.3", name="host.example",
                       rcpts=("root@pfx.example", "postmaster@pfx.example"))
     assert all(r.startswith("554 5.7.1") for r in replies[-2:])
+
+
+# Side by side with Postfix: the same configuration and tables, every case
+# above, the same replies and the same smtpd log lines.
+
+def all_cases() -> list[dict]:
+    cases = [dict(addr=a, name=n) for a, n, _ in CLIENT_CASES]
+    cases += [dict(addr=a, name="host.example", rcpts=(r,)) for a, r, _ in RELAY_CASES]
+    cases += [dict(addr="10.9.9.9", name="host.example", sender=s) for s, _ in SENDER_CASES]
+    cases += [dict(addr="10.9.9.9", name="host.example", helo=h) for h, _ in HELO_CASES]
+    return cases
+
+
+class _Server:
+    """Another smtpd that session() can talk to."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+
+    def connect(self, timeout: float = 10) -> SmtpClient:
+        return SmtpClient(socket.create_connection(("127.0.0.1", self.port), timeout))
+
+
+def check_logs(ms: MailSystem, log, top: Path) -> list[str]:
+    """smtpd's access-control log lines, comparable across the two systems."""
+    noise = re.compile(r" (connect|disconnect) from |lost connection|client=|postfix/cleanup")
+    return [line.replace(str(top), "TOP") for line in smtpd_log_lines(log())
+            if not noise.search(line)]
+
+
+def compare_with_postfix(ms: MailSystem, top: Path, config: dict[str, str],
+                         cases: list[dict]) -> None:
+    settings = {k: v.replace(ETC, str(top / "etc")) for k, v in config.items()}
+    start = len(ms.log())
+    with PostfixSmtpd(ms, settings) as postfix:
+        server = _Server(postfix.ports["smtpd"])
+        for case in cases:
+            assert session(ms, **case) == session(server, **case), case
+
+        def both() -> tuple[list[str], list[str]]:
+            return (check_logs(ms, postfix.log, top),
+                    check_logs(ms, lambda: ms.log()[start:], top))
+
+        try:
+            ms.wait_for(lambda: len(set(map(len, both()))) == 1, what="all log lines")
+        except AssertionError:
+            pass        # the comparison below shows what is missing
+        theirs, ours = both()
+        assert ours == theirs
+
+
+@needs_postfix
+def test_same_as_postfix(ms):
+    compare_with_postfix(ms, ms.top, CONFIG, all_cases())
