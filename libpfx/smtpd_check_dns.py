@@ -92,6 +92,8 @@ def _get(chk: SmtpdCheck) -> _Settings:
 # ---- DNS list reply patterns (Postfix's ip_match)
 
 _OCTET = re.compile(r"\d{1,3}")
+# One octet pattern and its "." (ranges inside brackets contain dots).
+_OCTET_PART = re.compile(r"(\[[^\]]*\]|[^.\[]*)\.")
 
 
 def _parse_octet_list(body: str) -> list[tuple[int, int]] | str:
@@ -127,8 +129,11 @@ def ip_match_parse(pattern: str) -> list[list[tuple[int, int]]] | str:
             pattern = pattern[1:-1]
     if not pattern:
         return "empty address pattern"
+    parts = _OCTET_PART.findall(pattern + ".")
+    if ".".join(parts) != pattern:
+        return f'missing "]" character at "{pattern}"'
     octets: list[list[tuple[int, int]]] = []
-    for part in pattern.split("."):
+    for part in parts:
         if part.startswith("[") and part.endswith("]"):
             parsed = _parse_octet_list(part[1:-1])
         elif _OCTET.fullmatch(part) and int(part) <= 255:
