@@ -497,16 +497,16 @@ class Session:
                     pass
             except ChatEOF:
                 self.reason = REASON_LOST_CONNECTION
+            self.log_abnormal_end()
         finally:
             self.mail_reset()
-        self.log_abnormal_end()
 
     def log_abnormal_end(self) -> None:
         state = self.state
         if not self.reason:
             return
         if state.where == AFTER_DATA:
-            msg.info(f"{self.reason} after DATA ({self.act_size + self.chat.buffered()} bytes)"
+            msg.info(f"{self.reason} after DATA ({self.act_size} bytes)"
                      f" from {state.namaddr}")
         elif state.where == AFTER_BDAT:
             msg.info(f"{self.reason} after BDAT ({self.act_size + len(self.bdat_partial)} bytes)"
@@ -631,7 +631,11 @@ class Session:
             self.count(name, False)
             self.reply("554 5.5.0 Error: SMTP protocol synchronization")
             return False
-        ok = handler(argv)
+        try:
+            ok = handler(argv)
+        except (ChatTimeout, ChatEOF):
+            self.count(name, False)
+            raise
         self.count(name, ok)
         if not ok:
             state.error_count += 1
