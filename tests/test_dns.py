@@ -9,6 +9,7 @@ import time
 import pytest
 
 from libpfx import dns, smtpd_peer
+from libpfx.smtpd_check_dns import ip_match_parse, rbl_txt
 from libpfx.config import Config
 from tests.dnsserver import DnsServer, dns_server, reverse_name  # noqa: F401
 
@@ -184,3 +185,23 @@ def test_resolv_conf_port_and_no_search(resolver, tmp_path, monkeypatch):
         finally:
             monkeypatch.undo()
             dns.configure(Config("/nonexistent"))
+
+
+def test_rbl_txt_joined_and_bounded():
+    assert rbl_txt(["first", "second"]) == "first / second"
+    long = rbl_txt(["x" * 300, "y" * 300, "z"])
+    assert len(long) == 500 and long.startswith("x" * 300 + " / y")
+
+
+@pytest.mark.parametrize("pattern,result", [
+    ("127.0.0.2", [[(127, 127)], [(0, 0)], [(0, 0)], [(2, 2)]]),
+    ("[127.0.0.2]", [[(127, 127)], [(0, 0)], [(0, 0)], [(2, 2)]]),
+    ("127.0.0.[2..10]", [[(127, 127)], [(0, 0)], [(0, 0)], [(2, 10)]]),
+    ("127.0.0.[2;4;6..8]", [[(127, 127)], [(0, 0)], [(0, 0)], [(2, 2), (4, 4), (6, 8)]]),
+    ("127.0.0.[2", 'missing "]" character at "127.0.0.[2"'),
+    ("127.0.0.[5..3]", 'numeric range error at "127.0.0.[5..3]"'),
+    ("127.0.0.256", 'need decimal number 0..255 at "127.0.0.256"'),
+    ("", "empty address pattern"),
+])
+def test_ip_match_parse(pattern, result):
+    assert ip_match_parse(pattern) == result
