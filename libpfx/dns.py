@@ -13,7 +13,8 @@ truncated, `options timeout:N attempts:N` with the resolver's defaults of
     status   DNS_OK, DNS_NOTFOUND (the server said NXDOMAIN or no data),
              DNS_RETRY (SERVFAIL, no answer), DNS_FAIL (a refusal or other
              non-recoverable error), DNS_INVAL (a malformed name in the
-             reply), DNS_NULLMX (a null MX record "0 .")
+             reply), DNS_NULLMX (a null MX record "0 ."), DNS_POLICY (the
+             reply filter dropped every record)
     records  A/AAAA "192.0.2.1", MX (pref, "host"), NS/PTR/CNAME "host",
              TXT the record's strings joined (unprintable characters as
              spaces)
@@ -21,6 +22,9 @@ truncated, `options timeout:N attempts:N` with the resolver's defaults of
     error    the resolver's error text, Postfix's dns_strerror(h_errno)
 
 lookup_types() asks several types in turn as dns_lookup_l() does.
+set_reply_filter() installs a reply filter (smtpd_dns_reply_filter):
+records it maps to IGNORE are dropped, and when none is left the status
+is DNS_POLICY.
 host_addresses() is getaddrinfo() with "files dns" (the hosts file, then
 A and AAAA per inet_protocols) and its error texts; reverse_name() is
 getnameinfo()'s reverse lookup.  Names are IDNA-encoded when they are not
@@ -47,6 +51,8 @@ import dns.rdatatype
 import dns.reversename
 
 from libpfx import msg
+from libpfx.maps import FOLD_FIX, LOCK, DictRetry, open_dict_or_surrogate
+from libpfx.maps.search import Maps
 from libpfx.rewrite_valid import valid_hostaddr, valid_hostname
 
 # Postfix's status codes, ordered: a higher value is a better outcome.
@@ -290,45 +296,91 @@ def _rr_name_ok(text: str) -> bool:
     return valid_hostname(text) or valid_hostaddr(text)
 
 
-def _extract(reply: dns.message.Message, name: str, rtype: str
-             ) -> tuple[int, list, str | None]:
+def _extract(reply: dns.message.Message, rtype: str
+             ) -> tuple[int, list, list[str], str | None]:
     """The records of the asked type, as dns_get_answer(): (status,
-    records, CNAME target when only an alias was found)."""
+    records, each record as the reply filter sees it, the CNAME target
+    when only an alias was found)."""
     qtype = dns.rdatatype.from_text(rtype)
     records: list = []
+    texts: list[str] = []
     cname = None
     status = DNS_NOTFOUND
     for rrset in reply.answer:
         if rrset.rdtype == qtype:
+            head = f"{rrset.name.to_text(omit_final_dot=True)}. {rrset.ttl} IN {rtype} "
             for rdata in rrset:
                 if rtype in (A, AAAA):
-                    records.append(rdata.address)
+                    record = rdata.address
+                    text = record
                 elif rtype == MX:
                     host = rdata.exchange.to_text(omit_final_dot=True)
                     if rdata.exchange == dns.name.root or host == "":
-                        return DNS_NULLMX, [], None
+                        return DNS_NULLMX, [], [], None
                     if not _rr_name_ok(host):
                         status = DNS_INVAL
                         continue
-                    records.append((rdata.preference, host))
+                    record = (rdata.preference, host)
+                    text = f"{rdata.preference} {host}."
                 elif rtype in (NS, PTR, CNAME):
-                    host = rdata.target.to_text(omit_final_dot=True)
-                    if not _rr_name_ok(host):
+                    record = rdata.target.to_text(omit_final_dot=True)
+                    if not _rr_name_ok(record):
                         status = DNS_INVAL
                         continue
-                    records.append(host)
+                    text = record + "."
                 elif rtype == TXT:
-                    text = b"".join(rdata.strings).decode("utf-8", "replace")
-                    records.append("".join(c if c.isprintable() else " " for c in text))
+                    raw = b"".join(rdata.strings).decode("utf-8", "replace")
+                    record = text = "".join(c if c.isprintable() else " " for c in raw)
                 else:
-                    records.append(rdata.to_text())
+                    record = text = rdata.to_text()
+                records.append(record)
+                texts.append(head + text)
         elif rrset.rdtype == dns.rdatatype.CNAME and cname is None:
             cname = rrset[0].target.to_text(omit_final_dot=True)
     if records:
-        return DNS_OK, records, None
+        return DNS_OK, records, texts, None
     if cname is not None:
-        return DNS_OK, [], cname
-    return status, [], None
+        return DNS_OK, [], [], cname
+    return status, [], [], None
+
+
+def set_reply_filter(title: str, tables: str) -> None:
+    """Filter the records of successful lookups through tables (Postfix's
+    smtpd_dns_reply_filter): a record whose text ("name. ttl IN type
+    data") maps to IGNORE is dropped.  Opened now, before any chroot."""
+    global _reply_filter
+    _reply_filter = Maps(title, tables, FOLD_FIX | LOCK, open_dict_or_surrogate) \
+        if tables.strip() else None
+
+
+_reply_filter: Maps | None = None
+
+
+def _filter(name: str, rtype: str, records: list, texts: list[str]) -> Answer | None:
+    """The answer after smtpd_dns_reply_filter, or None when every record
+    stays."""
+    kept = []
+    for record, text in zip(records, texts):
+        try:
+            action = _reply_filter.find(text)
+        except DictRetry:
+            return _filter_error(name, rtype)
+        if action is None:
+            kept.append(record)
+        elif action.split(None, 1)[0].upper() == "IGNORE":
+            msg.info(f"ignoring DNS RR: {text}")
+        else:
+            msg.warn(f'{_reply_filter.title}: unknown DNS filter action: "{action}"')
+            return _filter_error(name, rtype)
+    if not kept:
+        return Answer(DNS_POLICY, [], f"Error looking up name={name} type={rtype}: "
+                      "DNS reply filter drops all results", 0)
+    return None if len(kept) == len(records) else Answer(DNS_OK, kept, "", 0)
+
+
+def _filter_error(name: str, rtype: str) -> Answer:
+    return Answer(DNS_RETRY, [], f"Error looking up name={name} type={rtype}: "
+                  "Invalid DNS reply filter syntax", TRY_AGAIN)
 
 
 def lookup(name: str, rtype: str) -> Answer:
@@ -345,11 +397,16 @@ def lookup(name: str, rtype: str) -> Answer:
         reply = _query(current, rtype)
         if isinstance(reply, Answer):
             return reply
-        status, records, cname = _extract(reply, current, rtype)
+        status, records, texts, cname = _extract(reply, rtype)
         if status == DNS_NULLMX:
             return Answer(DNS_NULLMX, [], f"Domain {current} does not accept mail (nullMX)",
                           NO_DATA)
         if records:
+            if _reply_filter is not None:
+                filtered = _filter(current, rtype, records, texts)
+                if filtered is not None and filtered.status != DNS_OK:
+                    return filtered
+                records = filtered.records if filtered is not None else records
             if rtype == MX:
                 records = sort_mx(records)
             return Answer(DNS_OK, records, "", 0)

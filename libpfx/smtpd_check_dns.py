@@ -23,9 +23,9 @@ and is merged into smtpd_check's table:
   itself, by name and then by address; OK is refused there.
 * permit_mx_backup (with permit_mx_backup_networks).
 
-configure(config) opens rbl_reply_maps and reads the parameters; it runs
-in SmtpdCheck's constructor (pre_init, before the chroot), else at first
-use.
+configure(config) opens rbl_reply_maps and smtpd_dns_reply_filter and
+reads the parameters; it runs in SmtpdCheck's constructor (pre_init,
+before the chroot), else at first use.
 """
 
 from __future__ import annotations
@@ -77,9 +77,11 @@ _settings: _Settings | None = None
 
 
 def configure(config) -> None:
-    """Open rbl_reply_maps and read the parameters (before any chroot)."""
+    """Open rbl_reply_maps and smtpd_dns_reply_filter, read the parameters
+    (before any chroot)."""
     global _settings
     _settings = _Settings(config)
+    dns.set_reply_filter("smtpd_dns_reply_filter", config.get("smtpd_dns_reply_filter"))
 
 
 def _get(chk: SmtpdCheck) -> _Settings:

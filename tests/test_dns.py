@@ -205,3 +205,27 @@ def test_rbl_txt_joined_and_bounded():
 ])
 def test_ip_match_parse(pattern, result):
     assert ip_match_parse(pattern) == result
+
+
+def test_reply_filter(resolver, tmp_path, capfd):
+    table = tmp_path / "filter"
+    table.write_text("/ MX 20 mx2\\.example\\.com\\.$/ IGNORE\n"
+                     "/^mx1\\.example\\.com\\. [0-9]+ IN A 127\\.0\\.0\\.2$/ ignore\n"
+                     "/ NS / BOGUS action\n")
+    dns.set_reply_filter("smtpd_dns_reply_filter", f"regexp:{table}")
+    try:
+        assert dns.lookup("example.com", "MX").records == [(10, "mx1.example.com"),
+                                                           (30, "mx3.example.com")]
+        dropped = dns.lookup("mx1.example.com", "A")
+        assert dropped.status == dns.DNS_POLICY
+        assert dropped.why == ("Error looking up name=mx1.example.com type=A: "
+                               "DNS reply filter drops all results")
+        bad = dns.lookup("example.com", "NS")
+        assert bad.status == dns.DNS_RETRY
+        assert bad.why.endswith("Invalid DNS reply filter syntax")
+        err = capfd.readouterr().err
+        assert "ignoring DNS RR: example.com. 60 IN MX 20 mx2.example.com." in err
+        assert 'warning: smtpd_dns_reply_filter: unknown DNS filter action: "BOGUS action"' \
+            in err
+    finally:
+        dns.set_reply_filter("smtpd_dns_reply_filter", "")
