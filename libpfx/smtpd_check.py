@@ -32,7 +32,7 @@ import os
 import time
 from typing import Callable
 
-from libpfx import msg, policy_clnt, rewrite_clnt, verify_clnt
+from libpfx import msg, policy_clnt, rewrite_clnt, smtpd_check_dns, verify_clnt
 from libpfx.cleanup_clnt import CLEANUP_FLAG_DISCARD, CLEANUP_FLAG_HOLD
 from libpfx.config import split_list
 from libpfx.dsn_util import (ERROR_BOUNCE, ERROR_DATA, ERROR_POLICY, ERROR_PROTOCOL,
@@ -234,8 +234,10 @@ class SmtpdCheck:
             if value not in _TEMPFAIL_ACTIONS:
                 msg.fatal(f"bad configuration: {pname} = {value}")
             self.tempfail_actions[pname] = value
-        # The restriction table: our own, then the DNS-based ones.
-        self.restrictions: dict[str, tuple[Restriction, bool]] = dict(RESTRICTIONS)
+        # The restriction table: our own and the DNS-based ones.
+        self.restrictions: dict[str, tuple[Restriction, bool]] = {
+            **RESTRICTIONS, **smtpd_check_dns.RESTRICTIONS}
+        smtpd_check_dns.configure(config)
         # Tables named in restriction lists, by their spec.
         self.tables: dict[str, Maps] = {}
         self.lists = {pname: self._parse(get(pname)) for pname in (
