@@ -1,0 +1,280 @@
+"""The DNS-based restrictions through a running smtpd and the loopback DNS
+server: DNS lists (RBL, RHSBL, DNSWL) with reply filters, TXT reasons and
+reply templates, unknown HELO names and mail domains (including null MX
+and temporary failures), MX/NS/A access tables and permit_mx_backup.
+
+One instance serves every case: the recipient's local part picks a
+restriction class (``CLASS@`` in a check_recipient_access table), XCLIENT
+poses as the client, and each case checks the RCPT reply and, where
+Postfix logs one, the warning.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from tests.dnsserver import DnsServer
+from tests.mailsystem import MailSystem
+
+ZONE = {
+    # DNS lists
+    "2.0.0.10.rbl.example": [("A", "127.0.0.2"), ("TXT", "listed for testing")],
+    "3.0.0.10.rbl.example": [("A", "127.0.0.4")],
+    "4.0.0.10.rbl.example": "servfail",
+    "2.0.0.10.rbl2.example": [("A", "127.0.0.2"), ("TXT", "why $here")],
+    "bad.example.rhsbl.example": [("A", "127.0.0.2"), ("TXT", "bad domain")],
+    "listed.example.rhsbl.example": [("A", "127.0.0.2")],
+    "5.0.0.10.dnswl.example": [("A", "127.0.0.3")],
+    "6.0.0.10.dnswl.example": "servfail",
+    # hosts and domains
+    "example.com": [("MX", (10, "mx1.example.com")), ("NS", "ns1.example.com")],
+    "mx1.example.com": [("A", "127.0.0.2")],
+    "ns1.example.com": [("A", "127.0.0.53")],
+    "badmx.example": [("MX", (10, "mx66.example"))],
+    "mx66.example": [("A", "127.0.0.66")],
+    "nullmx.example": [("MX", (0, "."))],
+    "servfail.example": "servfail",
+    "nodata.example": [("TXT", "no address")],
+    # permit_mx_backup: this host is 127.0.0.1 (inet_interfaces = loopback-only)
+    "backup.example": [("MX", (10, "primary.example")), ("MX", (20, "me.example"))],
+    "primary-is-me.example": [("MX", (10, "me.example")), ("MX", (20, "other.example"))],
+    "not-me.example": [("MX", (10, "primary.example"))],
+    "primary.example": [("A", "10.9.9.9")],
+    "other.example": [("A", "10.9.9.8")],
+    "me.example": [("A", "127.0.0.1")],
+    "mxfail.example": "servfail",
+}
+
+CLASSES = {
+    "rbl": "reject_rbl_client rbl.example",
+    "rblmatch": "reject_rbl_client rbl.example=127.0.0.[3..5]",
+    "rbllist": "reject_rbl_client rbl.example=127.0.0.[1;2]",
+    "rblone": "reject_rbl_client rbl.example=127.0.0.4",
+    "rblmaps": "reject_rbl_client rbl2.example",
+    "mapsrbl": "reject_maps_rbl",
+    "rhsender": "reject_rhsbl_sender rhsbl.example",
+    "rhhelo": "reject_rhsbl_helo rhsbl.example",
+    "rhclient": "reject_rhsbl_client rhsbl.example",
+    "rhreverse": "reject_rhsbl_reverse_client rhsbl.example",
+    "rhrcpt": "reject_rhsbl_recipient rhsbl.example",
+    "dnswl": "permit_dnswl_client dnswl.example, reject",
+    "unkhelo": "reject_unknown_helo_hostname",
+    "unksender": "reject_unknown_sender_domain",
+    "unkrcpt": "reject_unknown_recipient_domain",
+    "unkrcptp": "reject_unknown_recipient_domain, permit",
+    "sendermx": "check_sender_mx_access texthash:{etc}/servers",
+    "senderns": "check_sender_ns_access texthash:{etc}/servers",
+    "helons": "check_helo_ns_access texthash:{etc}/servers",
+    "helomx": "check_helo_mx_access texthash:{etc}/servers",
+    "clienta": "check_client_a_access texthash:{etc}/servers",
+    "rcptmx": "check_recipient_mx_access texthash:{etc}/servers",
+    "mxok": "check_sender_mx_access texthash:{etc}/okservers",
+    "mxbackup": "permit_mx_backup, reject",
+}
+
+SERVERS = """\
+mx1.example.com     REJECT bad mx
+ns1.example.com     REJECT bad ns
+127.0.0.66          REJECT bad mx address
+"""
+
+CONFIG = {
+    "smtpd_authorized_xclient_hosts": "127.0.0.0/8",
+    "local_recipient_maps": "",
+    "smtpd_relay_restrictions": "",
+    "smtpd_restriction_classes": " ".join(CLASSES),
+    **CLASSES,
+    "smtpd_recipient_restrictions": "check_recipient_access texthash:{etc}/select, "
+                                    "reject_unauth_destination",
+    "unknown_hostname_reject_code": "550",
+    "unknown_address_reject_code": "550",
+    "maps_rbl_domains": "rbl.example",
+    "rbl_reply_maps": "texthash:{etc}/rbl_reply",
+}
+
+TABLES = {
+    "select": "".join(f"{name}@ {name}\n" for name in CLASSES),
+    "servers": SERVERS,
+    "okservers": "mx1.example.com OK\n",
+    "rbl_reply": "rbl2.example $rbl_code 5.7.9 $client_address in $rbl_domain as $rbl_what "
+                 "($rbl_class): ${rbl_reason?{$rbl_reason}:{none}} helo=$helo_name "
+                 "sender=$sender_domain\n",
+}
+
+
+@pytest.fixture(scope="module")
+def ms(tmp_path_factory) -> Iterator[MailSystem]:
+    top: Path = tmp_path_factory.mktemp("smtpd_dns")
+    server = DnsServer(ZONE).start()
+    etc = str(top / "etc")
+    system = MailSystem(top, {k: v.replace("{etc}", etc) for k, v in CONFIG.items()},
+                        smtpd=True, resolv_conf=server.resolv_conf(top / "resolv.conf"))
+    for name, text in TABLES.items():
+        (top / "etc" / name).write_text(text)
+    system.start()
+    try:
+        yield system
+    finally:
+        system.teardown()
+        server.stop()
+
+
+def rcpt(ms: MailSystem, rcpt: str, addr: str = "10.0.0.9", name: str = "client.example",
+         helo: str = "client.example", sender: str = "user@example.com",
+         reverse_name: str | None = None) -> str:
+    """The last line of the RCPT reply of a session posing as a client."""
+    xclient = f"XCLIENT ADDR={addr} NAME={name}"
+    if reverse_name:
+        xclient += f" REVERSE_NAME={reverse_name}"
+    replies = ms.dialogue([xclient, f"HELO {helo}", f"MAIL FROM:<{sender}>",
+                           f"RCPT TO:<{rcpt}>", "QUIT"])
+    return [r for r in replies if r[:3] != "221"][-1]
+
+
+OK = "250 2.1.5 Ok"
+
+CASES = [
+    # reject_rbl_client: the TXT record is the reason
+    ("rbl-listed", dict(rcpt="rbl@pfx.example", addr="10.0.0.2"),
+     "554 5.7.1 Service unavailable; Client host [10.0.0.2] blocked using rbl.example; "
+     "listed for testing", None),
+    ("rbl-no-txt", dict(rcpt="rbl@pfx.example", addr="10.0.0.3"),
+     "554 5.7.1 Service unavailable; Client host [10.0.0.3] blocked using rbl.example", None),
+    ("rbl-not-listed", dict(rcpt="rbl@pfx.example", addr="10.0.0.7"), OK, None),
+    ("rbl-servfail", dict(rcpt="rbl@pfx.example", addr="10.0.0.4"), OK,
+     "warning: 4.0.0.10.rbl.example: RBL lookup error: Host or domain name not found. "
+     "Name service error for name=4.0.0.10.rbl.example type=A: Host not found, try again"),
+    # reply filters
+    ("rbl-range-miss", dict(rcpt="rblmatch@pfx.example", addr="10.0.0.2"), OK, None),
+    ("rbl-range-hit", dict(rcpt="rblmatch@pfx.example", addr="10.0.0.3"),
+     "554 5.7.1 Service unavailable; Client host [10.0.0.3] blocked using rbl.example", None),
+    ("rbl-list-hit", dict(rcpt="rbllist@pfx.example", addr="10.0.0.2"),
+     "554 5.7.1 Service unavailable; Client host [10.0.0.2] blocked using rbl.example; "
+     "listed for testing", None),
+    ("rbl-list-miss", dict(rcpt="rbllist@pfx.example", addr="10.0.0.3"), OK, None),
+    ("rbl-exact-hit", dict(rcpt="rblone@pfx.example", addr="10.0.0.3"),
+     "554 5.7.1 Service unavailable; Client host [10.0.0.3] blocked using rbl.example", None),
+    # rbl_reply_maps; a "$" in a value stays as it is
+    ("rbl-reply-map", dict(rcpt="rblmaps@pfx.example", addr="10.0.0.2", helo="h.example"),
+     "554 5.7.9 10.0.0.2 in rbl2.example as 10.0.0.2 (Client host): why $here "
+     "helo=h.example sender=example.com", None),
+    ("maps-rbl", dict(rcpt="mapsrbl@pfx.example", addr="10.0.0.2"),
+     "554 5.7.1 Service unavailable; Client host [10.0.0.2] blocked using rbl.example; "
+     "listed for testing",
+     'warning: support for restriction "reject_maps_rbl" will be removed from Postfix; '
+     'use "reject_rbl_client domain-name" instead'),
+    # RHS lists
+    ("rhsbl-sender", dict(rcpt="rhsender@pfx.example", sender="x@bad.example"),
+     "554 5.7.1 Service unavailable; Sender address [x@bad.example] blocked using "
+     "rhsbl.example; bad domain", None),
+    ("rhsbl-sender-clean", dict(rcpt="rhsender@pfx.example", sender="x@good.example"), OK, None),
+    ("rhsbl-sender-null", dict(rcpt="rhsender@pfx.example", sender=""), OK, None),
+    ("rhsbl-helo", dict(rcpt="rhhelo@pfx.example", helo="listed.example"),
+     "554 5.7.1 Service unavailable; Helo command [listed.example] blocked using "
+     "rhsbl.example", None),
+    ("rhsbl-client", dict(rcpt="rhclient@pfx.example", name="bad.example"),
+     "554 5.7.1 Service unavailable; Client host [bad.example] blocked using "
+     "rhsbl.example; bad domain", None),
+    ("rhsbl-reverse", dict(rcpt="rhreverse@pfx.example", name="client.example",
+                           reverse_name="bad.example"),
+     "554 5.7.1 Service unavailable; Unverified Client host [bad.example] blocked using "
+     "rhsbl.example; bad domain", None),
+    ("rhsbl-recipient", dict(rcpt="rhrcpt@listed.example"),
+     "554 5.7.1 Service unavailable; Recipient address [rhrcpt@listed.example] blocked "
+     "using rhsbl.example", None),
+    # DNS allow list
+    ("dnswl-listed", dict(rcpt="dnswl@pfx.example", addr="10.0.0.5"), OK, None),
+    ("dnswl-not-listed", dict(rcpt="dnswl@pfx.example", addr="10.0.0.9"),
+     "554 5.7.1 <dnswl@pfx.example>: Recipient address rejected: Access denied", None),
+    ("dnswl-servfail", dict(rcpt="dnswl@pfx.example", addr="10.0.0.6"),
+     "450 4.7.1 <10.0.0.6>: Client host rejected: Service unavailable", None),
+    # reject_unknown_helo_hostname
+    ("helo-known", dict(rcpt="unkhelo@pfx.example", helo="mx1.example.com"), OK, None),
+    ("helo-mx-only", dict(rcpt="unkhelo@pfx.example", helo="example.com"), OK, None),
+    ("helo-null-mx", dict(rcpt="unkhelo@pfx.example", helo="nullmx.example"), OK, None),
+    ("helo-unknown", dict(rcpt="unkhelo@pfx.example", helo="nowhere.example"),
+     "550 5.7.1 <nowhere.example>: Helo command rejected: Host not found", None),
+    ("helo-nodata", dict(rcpt="unkhelo@pfx.example", helo="nodata.example"),
+     "550 5.7.1 <nodata.example>: Helo command rejected: Host not found", None),
+    ("helo-tempfail", dict(rcpt="unkhelo@pfx.example", helo="servfail.example"),
+     "450 4.7.1 <servfail.example>: Helo command rejected: Host not found", None),
+    ("helo-literal", dict(rcpt="unkhelo@pfx.example", helo="[10.0.0.1]"), OK, None),
+    # reject_unknown_sender_domain
+    ("sender-mx", dict(rcpt="unksender@pfx.example", sender="a@example.com"), OK, None),
+    ("sender-a", dict(rcpt="unksender@pfx.example", sender="a@mx1.example.com"), OK, None),
+    ("sender-local", dict(rcpt="unksender@pfx.example", sender="a@pfx.example"), OK, None),
+    ("sender-null", dict(rcpt="unksender@pfx.example", sender=""), OK, None),
+    ("sender-unknown", dict(rcpt="unksender@pfx.example", sender="a@nowhere.example"),
+     "550 5.1.8 <a@nowhere.example>: Sender address rejected: Domain not found", None),
+    ("sender-tempfail", dict(rcpt="unksender@pfx.example", sender="a@servfail.example"),
+     "450 4.1.8 <a@servfail.example>: Sender address rejected: Domain not found", None),
+    ("sender-null-mx", dict(rcpt="unksender@pfx.example", sender="a@nullmx.example"),
+     "550 5.7.27 <a@nullmx.example>: Sender address rejected: Domain nullmx.example "
+     "does not accept mail (nullMX)", None),
+    # reject_unknown_recipient_domain (a known remote domain then meets relay control)
+    ("rcpt-unknown", dict(rcpt="unkrcpt@nowhere.example"),
+     "550 5.1.2 <unkrcpt@nowhere.example>: Recipient address rejected: Domain not found",
+     None),
+    ("rcpt-null-mx", dict(rcpt="unkrcpt@nullmx.example"),
+     "556 5.1.10 <unkrcpt@nullmx.example>: Recipient address rejected: Domain "
+     "nullmx.example does not accept mail (nullMX)", None),
+    # defer_if_permit: only a later permit becomes the deferral
+    ("rcpt-tempfail-reject", dict(rcpt="unkrcpt@servfail.example"),
+     "554 5.7.1 <unkrcpt@servfail.example>: Relay access denied", None),
+    ("rcpt-tempfail-permit", dict(rcpt="unkrcptp@servfail.example"),
+     "450 4.1.2 <unkrcptp@servfail.example>: Recipient address rejected: Domain not found",
+     None),
+    ("rcpt-known", dict(rcpt="unkrcpt@example.com"),
+     "554 5.7.1 <unkrcpt@example.com>: Relay access denied", None),
+    # MX, NS and A access
+    ("sender-mx-name", dict(rcpt="sendermx@pfx.example", sender="a@example.com"),
+     "554 5.7.1 <a@example.com>: Sender address rejected: bad mx", None),
+    ("sender-mx-addr", dict(rcpt="sendermx@pfx.example", sender="a@badmx.example"),
+     "554 5.7.1 <a@badmx.example>: Sender address rejected: bad mx address", None),
+    ("sender-mx-self", dict(rcpt="sendermx@pfx.example", sender="a@mx1.example.com"),
+     "554 5.7.1 <a@mx1.example.com>: Sender address rejected: bad mx", None),
+    ("sender-mx-clean", dict(rcpt="sendermx@pfx.example", sender="a@primary.example"), OK,
+     None),
+    ("sender-mx-literal", dict(rcpt="sendermx@pfx.example", sender="a@[127.0.0.66]"),
+     "554 5.7.1 <a@[127.0.0.66]>: Sender address rejected: bad mx address", None),
+    ("sender-ns", dict(rcpt="senderns@pfx.example", sender="a@example.com"),
+     "554 5.7.1 <a@example.com>: Sender address rejected: bad ns", None),
+    ("helo-ns-parent", dict(rcpt="helons@pfx.example", helo="host.example.com"),
+     "554 5.7.1 <host.example.com>: Helo command rejected: bad ns", None),
+    ("helo-mx", dict(rcpt="helomx@pfx.example", helo="example.com"),
+     "554 5.7.1 <example.com>: Helo command rejected: bad mx", None),
+    ("client-a", dict(rcpt="clienta@pfx.example", name="mx66.example"),
+     "554 5.7.1 <mx66.example[10.0.0.9]>: Client host rejected: bad mx address", None),
+    ("rcpt-mx", dict(rcpt="rcptmx@badmx.example"),
+     "554 5.7.1 <rcptmx@badmx.example>: Recipient address rejected: bad mx address", None),
+    ("mx-ok-refused", dict(rcpt="mxok@pfx.example", sender="a@example.com"),
+     "451 4.3.5 Server configuration error",
+     "warning: restriction check_sender_mx_access returns OK for a@example.com"),
+    ("sender-mx-tempfail", dict(rcpt="sendermx@pfx.example", sender="a@servfail.example"), OK,
+     "warning: Unable to look up MX host for servfail.example: Host not found, try again"),
+    # permit_mx_backup
+    ("mx-backup", dict(rcpt="mxbackup@backup.example"), OK, None),
+    ("mx-primary", dict(rcpt="mxbackup@primary-is-me.example"),
+     "554 5.7.1 <mxbackup@primary-is-me.example>: Recipient address rejected: Access denied",
+     None),
+    ("mx-not-me", dict(rcpt="mxbackup@not-me.example"),
+     "554 5.7.1 <mxbackup@not-me.example>: Recipient address rejected: Access denied", None),
+    ("mx-tempfail", dict(rcpt="mxbackup@mxfail.example"),
+     "450 4.4.4 <mxbackup@mxfail.example>: Recipient address rejected: Unable to look up "
+     "mail exchanger information: Host not found, try again", None),
+]
+
+
+@pytest.mark.parametrize("kwargs,expected,warning", [c[1:] for c in CASES],
+                         ids=[c[0] for c in CASES])
+def test_dns_restriction(ms, kwargs, expected, warning):
+    start = len(ms.log())
+    assert rcpt(ms, **kwargs) == expected
+    if warning:
+        ms.wait_log(f"postfix/smtpd\\[\\d+\\]: {re.escape(warning)}", start=start)
+    if expected[0] in "45" and "Server configuration" not in expected:
+        ms.wait_log(f"NOQUEUE: reject: RCPT from \\S+: {re.escape(expected)};", start=start)
