@@ -29,6 +29,9 @@ ZONE = {
     "bad.example.rhsbl.example": [("A", "127.0.0.2"), ("TXT", "bad domain")],
     "listed.example.rhsbl.example": [("A", "127.0.0.2")],
     "5.0.0.10.dnswl.example": [("A", "127.0.0.3")],
+    "5.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.rbl.example":
+        [("A", "127.0.0.2")],
+    "good.example.rhswl.example": [("A", "127.0.0.2")],
     "6.0.0.10.dnswl.example": "servfail",
     # hosts and domains
     "example.com": [("MX", (10, "mx1.example.com")), ("NS", "ns1.example.com")],
@@ -47,6 +50,9 @@ ZONE = {
     "other.example": [("A", "10.9.9.8")],
     "me.example": [("A", "127.0.0.1")],
     "mxfail.example": "servfail",
+    "backup2.example": [("MX", (10, "primary2.example")), ("MX", (20, "me.example"))],
+    "primary2.example": [("A", "10.8.8.8")],
+    "filtered.example": [("A", "127.0.0.9")],
 }
 
 CLASSES = {
@@ -74,6 +80,10 @@ CLASSES = {
     "rcptmx": "check_recipient_mx_access texthash:{etc}/servers",
     "mxok": "check_sender_mx_access texthash:{etc}/okservers",
     "mxbackup": "permit_mx_backup, reject",
+    "rhswl": "permit_rhswl_client rhswl.example, reject",
+    "noarg": "reject_rbl_client",
+    "warnhelo": "warn_if_reject reject_unknown_helo_hostname",
+    "revmx": "check_reverse_client_mx_access texthash:{etc}/servers",
 }
 
 SERVERS = """\
@@ -94,12 +104,16 @@ CONFIG = {
     "unknown_address_reject_code": "550",
     "maps_rbl_domains": "rbl.example",
     "rbl_reply_maps": "texthash:{etc}/rbl_reply",
+    "smtpd_dns_reply_filter": "regexp:{etc}/dns_filter",
+    "permit_mx_backup_networks": "10.9.0.0/16",
+    "inet_protocols": "all",
 }
 
 TABLES = {
     "select": "".join(f"{name}@ {name}\n" for name in CLASSES),
     "servers": SERVERS,
     "okservers": "mx1.example.com OK\n",
+    "dns_filter": "/^filtered\\.example\\. [0-9]+ IN A / IGNORE\n",
     "rbl_reply": "rbl2.example $rbl_code 5.7.9 $client_address in $rbl_domain as $rbl_what "
                  "($rbl_class): ${rbl_reason?{$rbl_reason}:{none}} helo=$helo_name "
                  "sender=$sender_domain\n",
@@ -256,6 +270,23 @@ CASES = [
      "warning: restriction check_sender_mx_access returns OK for a@example.com"),
     ("sender-mx-tempfail", dict(rcpt="sendermx@pfx.example", sender="a@servfail.example"), OK,
      "warning: Unable to look up MX host for servfail.example: Host not found, try again"),
+    ("reverse-client-mx", dict(rcpt="revmx@pfx.example", reverse_name="example.com"),
+     "554 5.7.1 <example.com>: Unverified Client host rejected: bad mx", None),
+    # an IPv6 client: the address's nibbles in reverse
+    ("rbl-ipv6", dict(rcpt="rbl@pfx.example", addr="IPV6:2001:db8::5"),
+     "554 5.7.1 Service unavailable; Client host [2001:db8::5] blocked using rbl.example",
+     None),
+    ("rhswl-listed", dict(rcpt="rhswl@pfx.example", name="good.example"), OK, None),
+    ("rhswl-not-listed", dict(rcpt="rhswl@pfx.example", name="other.example"),
+     "554 5.7.1 <rhswl@pfx.example>: Recipient address rejected: Access denied", None),
+    ("rbl-no-argument", dict(rcpt="noarg@pfx.example", addr="10.0.0.2"), OK,
+     "warning: restriction reject_rbl_client requires domain name argument"),
+    ("warn-if-reject-tempfail", dict(rcpt="warnhelo@pfx.example", helo="servfail.example"), OK,
+     "NOQUEUE: reject_warning: RCPT from client.example[10.0.0.9]: 450 4.7.1 "
+     "<servfail.example>: Helo command rejected: Host not found;"),
+    ("reply-filter-drops-all", dict(rcpt="unkhelo@pfx.example", helo="filtered.example"), OK,
+     "warning: filtered.example: address or MX lookup error: DNS reply filter drops all "
+     "results"),
     # permit_mx_backup
     ("mx-backup", dict(rcpt="mxbackup@backup.example"), OK, None),
     ("mx-primary", dict(rcpt="mxbackup@primary-is-me.example"),
@@ -263,6 +294,8 @@ CASES = [
      None),
     ("mx-not-me", dict(rcpt="mxbackup@not-me.example"),
      "554 5.7.1 <mxbackup@not-me.example>: Recipient address rejected: Access denied", None),
+    ("mx-backup-primary-outside-networks", dict(rcpt="mxbackup@backup2.example"),
+     "554 5.7.1 <mxbackup@backup2.example>: Recipient address rejected: Access denied", None),
     ("mx-tempfail", dict(rcpt="mxbackup@mxfail.example"),
      "450 4.4.4 <mxbackup@mxfail.example>: Recipient address rejected: Unable to look up "
      "mail exchanger information: Host not found, try again", None),
