@@ -165,23 +165,39 @@ class HostAddrList(DomainList):
 def _network(pattern: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
     """The network of an ``addr``, ``[addr]``, ``net/mask`` or ``[net]/mask``
     pattern; ValueError with Postfix's complaint when it is not one."""
-    net, slash, mask = pattern.partition("/")
-    if net.startswith("[") and net.endswith("]"):
-        net = net[1:-1]
-    try:
-        address = ipaddress.ip_address(net)
-    except ValueError:
-        raise ValueError(f'bad net/mask pattern: "{pattern}"') from None
+    text = pattern
+    if text.startswith("["):
+        inner, bracket, after = text[1:].partition("]")
+        if not bracket:
+            raise ValueError(f'missing \']\' character after "{text}"')
+        if after and not after.startswith("/"):
+            raise ValueError(f'garbage after "{text[:len(inner) + 2]}"')
+        text = inner + after
+    net, slash, mask = text.partition("/")
+    family, bits = (ipaddress.IPv6Address, 128) if ":" in net else (ipaddress.IPv4Address, 32)
     if not slash:
-        return ipaddress.ip_network(address)
-    if not mask.isdigit() or int(mask) > address.max_prefixlen:
-        raise ValueError(f'bad net/mask pattern: "{pattern}"')
+        try:
+            return ipaddress.ip_network(family(net))
+        except ValueError:
+            raise ValueError(f'bad address pattern: "{net}"') from None
+    problem = ""
+    if not mask.isdigit():
+        problem = "bad mask value"
+    elif int(mask) > bits:
+        problem = "bad mask length"
+    else:
+        try:
+            address = family(net)
+        except ValueError:
+            problem = "bad network value"
+    if problem:
+        raise ValueError(f'{problem} in "{net}/{mask}"')
     try:
         return ipaddress.ip_network(f"{address}/{int(mask)}")
     except ValueError:
         canonical = ipaddress.ip_network(f"{address}/{int(mask)}", strict=False)
-        raise ValueError(f'non-null host address bits in "{pattern}", '
-                         f'perhaps you should use "{canonical}" instead') from None
+        raise ValueError(f'non-null host address bits in "{net}/{mask}", perhaps you '
+                         f'should use "{canonical.network_address}/{int(mask)}" instead') from None
 
 
 class _Unreadable(Dict):
