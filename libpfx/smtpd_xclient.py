@@ -428,19 +428,20 @@ def _forwarded_namaddr(fwd: dict[str, str]) -> str:
     return _namaddr(name, addr, fwd.get("PORT", UNKNOWN))
 
 
-def cleanup_attrs(state: Any) -> dict[str, str]:
+def cleanup_attrs(state: Any, rewrite_context: str = "remote") -> dict[str, str]:
     """The attributes that describe the message's origin in the queue
     file, in the order Postfix's smtpd writes them, with XFORWARD's
     values where it gave any: log_ident and rewrite_context go before the
     sender record, the log_client_* ones after it.  log_helo_name is
-    left out when there is no HELO name.  Call it once the queue ID is
-    known."""
+    left out when there is no HELO name.  rewrite_context is smtpd's own
+    decision (local_header_rewrite_clients), which XFORWARD SOURCE
+    overrides.  Call it once the queue ID is known."""
     fwd = state.xforward
     attrs: dict[str, str] = {}
     ident = fwd.get("IDENT") or state.queue_id
     if ident:
         attrs["log_ident"] = ident
-    attrs["rewrite_context"] = fwd.get("SOURCE", "remote")
+    attrs["rewrite_context"] = fwd.get("SOURCE", rewrite_context)
     if _forwarded_client(state):
         helo = fwd.get("HELO") or None
         attrs["log_client_name"] = fwd.get("NAME", UNKNOWN)
