@@ -179,26 +179,44 @@ def test_unreachable_server() -> None:
            "smtp-source: fatal: connect: Connection refused\n")
 
 
-def test_server_that_never_answers_after_greeting() -> None:
-    """A peer that greets, then hangs up in mid-transaction while the
-    source waits: the source says so instead of hanging."""
+def test_server_that_hangs_up_in_a_reply() -> None:
+    port, thread = scripted_server([b"220 hello\r\n", b"250-first line\r\n"])
+    result = source(f"127.0.0.1:{port}", timeout=20)
+    thread.join(5)
+    assert (result.returncode, result.stderr) == (
+        1, "smtp-source: fatal: lost connection while sending HELO\n")
+
+
+def scripted_server(replies: list[bytes]) -> tuple[int, threading.Thread]:
+    """A one-connection server that sends each reply after reading a
+    command (the first one at once), then hangs up."""
     listener = socket.create_server(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
 
     def serve() -> None:
-        conn, _ = listener.accept()
-        conn.sendall(b"220 hello\r\n")
-        conn.recv(100)
-        conn.sendall(b"250-first line\r\n")
-        conn.close()
+        with listener:
+            conn, _ = listener.accept()
+            with conn:
+                try:
+                    for n, reply in enumerate(replies):
+                        if n:
+                            conn.recv(1000)
+                        conn.sendall(reply)
+                except OSError:
+                    pass
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
+    return listener.getsockname()[1], thread
+
+
+def test_reply_text_is_censored_and_joined() -> None:
+    # Postfix's smtp-source shows this reply as below, byte for byte.
+    port, thread = scripted_server([b"220-hi\r\n220 there\r\n", b"250 ok\r\n",
+                                    b"550-5.1.0 bad \xe9t\x01e\r\n550 5.1.0 second\r\r\n"])
     result = source(f"127.0.0.1:{port}", timeout=20)
     thread.join(5)
-    listener.close()
     assert (result.returncode, result.stderr) == (
-        1, "smtp-source: fatal: lost connection while sending HELO\n")
+        1, "smtp-source: fatal: sender rejected: 550 5.1.0 bad ?t?e?5.1.0 second\n")
 
 
 USAGE = ("smtp-source: fatal: usage: smtp-source -cdLNov -s sess -l msglen -m msgs -C count"

@@ -143,6 +143,8 @@ from libpfx.rewrite_valid import (valid_hostaddr, valid_hostname, valid_ipv6_hos
 LINE_LIMIT = 10240          # longest reply line kept, as Postfix's var_line_limit
 TIMEOUT = 300               # seconds for each read or write
 READ_SIZE = 65536
+# Reply text keeps printable ASCII and white space; other bytes show as "?".
+CENSOR = bytes(c if 32 <= c < 127 or c in b" \t\n\v\f\r" else ord("?") for c in range(256))
 
 USAGE = ("usage: {0} -cdLNov -s sess -l msglen -m msgs -C count -M myhostname"
          " -f from -t to -r rcptcount -R delay -w delay host[:port]")
@@ -532,6 +534,11 @@ class Session:
     def take_reply(self) -> tuple[int, str] | None:
         """The next complete reply, lines joined with newlines, or None."""
         buf = self.inbuf
+        # The usual case: one single-line reply and nothing after it.
+        if (buf[3:4] == b" " and buf.endswith(b"\r\n") and buf.find(b"\n") == len(buf) - 1
+                and buf[:3].isdigit() and not msg.verbose and len(buf) <= LINE_LIMIT):
+            self.inbuf = b""
+            return int(buf[:3]), buf[4:].rstrip(b"\r\n").translate(CENSOR).decode().lstrip()
         start = 0
         lines: list[str] = []
         size = 0
@@ -543,13 +550,8 @@ class Session:
                     self.inbuf = buf[:start + LINE_LIMIT]
                     return None
                 return None
-            raw = buf[start:end]
+            line = buf[start:end].rstrip(b"\r")[:LINE_LIMIT].translate(CENSOR).decode()
             start = end + 1
-            if raw.endswith(b"\r"):
-                raw = raw[:-1]
-            line = raw[:LINE_LIMIT].decode("latin-1")
-            if not line.isprintable():
-                line = "".join(c if c.isprintable() or c.isspace() else "?" for c in line)
             if msg.verbose:
                 msg.info(f"<<< {line}")
             digits = 0
