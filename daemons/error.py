@@ -39,7 +39,8 @@ import sys
 from typing import Callable
 
 from libpfx import bounce_clnt, msg, queue
-from libpfx.deliver_request import STAT_DEFER, DeliverRequest, Recipient, mark_done, serve
+from libpfx.deliver_request import (FLAG_MTA_VRFY, FLAG_USR_VRFY, STAT_DEFER, DeliverRequest,
+                                    Recipient, mark_done, serve)
 from libpfx.dsn_util import dsn_split
 
 # One recipient's fate: (request, rcpt, relay, status, reason) -> 0 when
@@ -65,7 +66,8 @@ def serve_request(conn, ctx, default_status: str, append: Append,
         for rcpt in request.recipients:
             if append(request, rcpt, bounce_clnt.NO_RELAY, status, reason) != 0:
                 result = STAT_DEFER
-            elif done:
+            elif done or request.flags & (FLAG_MTA_VRFY | FLAG_USR_VRFY):
+                # A verification request is answered, not retried.
                 result |= mark_done(request, path, rcpt)
         return result
 

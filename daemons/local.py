@@ -378,7 +378,10 @@ class Delivery:
     def defer(self, attr: MsgAttr, dsn: str, reason: str, diag: str | None = None) -> int:
         status = bounce_clnt.defer(self.request, attr.rcpt, self.agent.service, dsn, reason,
                                    dsn=self._unix(diag))
-        return DEFERRED if status == 0 else FAILED
+        if status != 0:
+            return FAILED
+        # A verification request is answered, not retried: as Postfix.
+        return DONE if self.request.flags & TRACE_ONLY else DEFERRED
 
     def fail(self, attr: MsgAttr, dsn: str, reason: str, diag: str | None = None) -> int:
         """Bounce a 5.x.x failure, defer a 4.x.x one."""

@@ -126,7 +126,10 @@ class Delivery:
             return 0 if bounce_clnt.sent(self.request, rcpt, service, dsn, reason) == 0 else STAT_DEFER
         if dsn.startswith("5"):
             return 0 if bounce_clnt.bounce(self.request, rcpt, service, dsn, reason) == 0 else STAT_DEFER
-        return 1 if bounce_clnt.defer(self.request, rcpt, service, dsn, reason) == 0 else STAT_DEFER
+        if bounce_clnt.defer(self.request, rcpt, service, dsn, reason) != 0:
+            return STAT_DEFER
+        # A verification request is answered, not retried: as Postfix.
+        return 0 if self.request.flags & TRACE_ONLY else 1
 
     def recipient(self, rcpt: Recipient) -> tuple[str, str]:
         """(status, reason) for one recipient."""
