@@ -121,10 +121,14 @@ class Message:
 
     def defer_now(self, entry: Entry, dsn: tuple[str, str]) -> None:
         """Log the entry's recipients as deferred without trying them."""
-        self.deferred = True
         request = self.request(entry.queue.nexthop if entry.queue else "", entry.recipients)
         for rcpt in entry.recipients:
-            bounce_clnt.defer(request, rcpt, bounce_clnt.NO_RELAY, dsn[0], dsn[1])
+            status = bounce_clnt.defer(request, rcpt, bounce_clnt.NO_RELAY, dsn[0], dsn[1])
+            # A verification request is answered, not retried: as Postfix.
+            if status == 0 and self.trace_flags & (FLAG_MTA_VRFY | FLAG_USR_VRFY):
+                queue.mark_done(self.path, rcpt.offset)
+            else:
+                self.deferred = True
 
 
 class ActiveQueue:
