@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import select
 import socket
 import subprocess
 import time
@@ -25,11 +26,12 @@ class Sink:
     """A running smtp-sink on 127.0.0.1 and a free port."""
 
     def __init__(self, args: list[str], program: str | None = None,
-                 cwd: Path | None = None, endpoint: str | None = None) -> None:
+                 cwd: Path | None = None, endpoint: str | None = None,
+                 backlog: int = 100) -> None:
         self.port = free_port()
         self.endpoint = endpoint or f"127.0.0.1:{self.port}"
         self.proc = subprocess.Popen(
-            [program or command("smtp-sink"), *AS_USER, *args, self.endpoint, "10"],
+            [program or command("smtp-sink"), *AS_USER, *args, self.endpoint, str(backlog)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd)
         deadline = time.monotonic() + 10
         while True:
@@ -390,3 +392,123 @@ def test_same_dump_as_postfix(tmp_path: Path, dump_option: str) -> None:
             s.dialogue(["HELO y", "MAIL FROM:<p>", "RCPT TO:<q>", "DATA", ".x\r\n\r\n."])
         dumps[name] = sorted(normalize_dump(p.read_text()) for p in target.iterdir())
     assert dumps["ours"] == dumps["theirs"]
+
+
+# More options.
+
+def test_delayed_recipient_reply_and_data_read() -> None:
+    with Sink(["-W", "rcpt:1", "-H", "1"]) as s, s.connect() as client:
+        client.reply()
+        client.send("HELO x\r\nMAIL FROM:<a>", eol=b"\r\n")
+        assert client.replies(2) == ["250 smtp-sink", "250 2.1.0 Ok"]
+        started = time.monotonic()
+        client.send("RCPT TO:<b>\r\nDATA", eol=b"\r\n")
+        assert client.replies(2) == ["250 2.1.5 Ok", "354 End data with <CR><LF>.<CR><LF>"]
+        assert time.monotonic() - started >= 0.9
+        started = time.monotonic()
+        client.send("x\r\n.")
+        assert client.reply() == ["250 2.0.0 Ok"]
+        assert time.monotonic() - started >= 0.5
+
+
+def test_concurrency_limit() -> None:
+    with Sink(["-m", "1"]) as s:
+        first = s.connect()
+        assert first.reply() == ["220 smtp-sink ESMTP"]
+        second = s.connect()
+        assert select.select([second.sock], [], [], 0.5)[0] == []
+        first.close()
+        assert second.reply() == ["220 smtp-sink ESMTP"]
+        second.close()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chroot needs root")
+def test_chroot(tmp_path: Path) -> None:
+    with Sink(["-R", str(tmp_path), "-d", "/dumps/x."]) as s:
+        assert s.dialogue(["MAIL FROM:<a>", "RCPT TO:<b>", "DATA", "x\r\n."])[-1] == \
+            "250 2.0.0 Ok"
+    (dump,) = (tmp_path / "dumps").iterdir()
+    assert dump.name.startswith("x.")
+
+
+def test_ipv6() -> None:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback")
+    port = free_port()
+    proc = subprocess.Popen([command("smtp-sink"), *AS_USER, "-6", "-d", "/dev/null/x",
+                             f"[::1]:{port}", "5"], stderr=subprocess.PIPE)
+    try:
+        for _ in range(500):
+            try:
+                sock = socket.create_connection(("::1", port), timeout=10)
+                break
+            except OSError:
+                time.sleep(0.02)
+        with SmtpClient(sock) as client:
+            assert client.reply() == ["220 smtp-sink ESMTP"]
+            client.send("HELO x")
+            assert client.reply() == ["250 smtp-sink"]
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+# Abuse: the sink keeps its memory bounded and keeps serving others.
+
+def rss_kib(pid: int) -> int:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def test_client_that_never_reads(sink: Sink) -> None:
+    hog = sink.connect()
+    hog.sock.setblocking(False)
+    chunk = b"NOOP\r\n" * 10000
+    progress = time.monotonic()
+    # Write until the sink stops taking commands because its replies are not read.
+    while time.monotonic() - progress < 0.3:
+        try:
+            hog.sock.send(chunk)
+            progress = time.monotonic()
+        except BlockingIOError:
+            time.sleep(0.01)
+    assert sink.dialogue(["HELO other"]) == ["220 smtp-sink ESMTP", "250 smtp-sink"]
+    assert rss_kib(sink.proc.pid) < 100_000
+    hog.close()
+
+
+def test_random_bytes_then_normal_service(sink: Sink) -> None:
+    noise = bytes(random_bytes(200_000))
+    with sink.connect() as client:
+        client.reply()
+        try:
+            client.sock.sendall(noise + b"\r\nQUIT\r\n")
+        except OSError:
+            pass
+    assert sink.dialogue(["HELO x"]) == ["220 smtp-sink ESMTP", "250 smtp-sink"]
+    assert sink.proc.poll() is None
+
+
+def random_bytes(count: int) -> bytes:
+    import random
+    rng = random.Random(4)
+    return bytes(rng.getrandbits(8) for _ in range(count)).replace(b"\n", b"\r\n")
+
+
+def test_many_concurrent_sessions(sink: Sink) -> None:
+    clients = [sink.connect() for _ in range(200)]
+    try:
+        for client in clients:
+            assert client.reply() == ["220 smtp-sink ESMTP"]
+        for client in clients:
+            client.send("QUIT")
+        for client in clients:
+            assert client.reply() == ["221 Bye"]
+    finally:
+        for client in clients:
+            client.close()
