@@ -41,6 +41,9 @@ import socket
 from dataclasses import dataclass, field
 from typing import Iterable
 
+import encodings.idna  # noqa: F401  (loaded before a chroot: codecs load lazily)
+import encodings.punycode  # noqa: F401
+
 import dns.exception
 import dns.flags
 import dns.message
@@ -49,6 +52,16 @@ import dns.query
 import dns.rcode
 import dns.rdatatype
 import dns.reversename
+# dnspython loads the class of each record type on first use; these are
+# loaded now, before a chroot hides the library.
+import dns.rdtypes.ANY.CNAME  # noqa: F401
+import dns.rdtypes.ANY.MX  # noqa: F401
+import dns.rdtypes.ANY.NS  # noqa: F401
+import dns.rdtypes.ANY.PTR  # noqa: F401
+import dns.rdtypes.ANY.SOA  # noqa: F401
+import dns.rdtypes.ANY.TXT  # noqa: F401
+import dns.rdtypes.IN.A  # noqa: F401
+import dns.rdtypes.IN.AAAA  # noqa: F401
 
 from libpfx import msg
 from libpfx.maps import FOLD_FIX, LOCK, DictRetry, open_dict_or_surrogate

@@ -311,3 +311,45 @@ def test_dns_restriction(ms, kwargs, expected, warning):
         ms.wait_log(f"postfix/smtpd\\[\\d+\\]: {re.escape(warning)}", start=start)
     if expected[0] in "45" and "Server configuration" not in expected:
         ms.wait_log(f"NOQUEUE: reject: RCPT from \\S+: {re.escape(expected)};", start=start)
+
+
+def test_chrooted_smtpd_asks_dns(tmp_path):
+    """A chrooted smtpd has every record type it needs loaded before the
+    chroot: client name (PTR, A), DNS list (A, TXT), unknown sender domain
+    (MX, A, AAAA)."""
+    import socket
+
+    from tests.mailsystem import SmtpClient
+    with DnsServer(ZONE) as server:
+        server.add_ptr("127.0.0.2", "mx1.example.com")
+        config = {
+            "smtpd_authorized_xclient_hosts": "127.0.0.0/8",
+            "local_recipient_maps": "",
+            "unknown_address_reject_code": "550",
+            "smtpd_recipient_restrictions": "reject_unknown_sender_domain, "
+                                            "reject_rbl_client rbl.example, "
+                                            "reject_unauth_destination",
+        }
+        system = MailSystem(tmp_path, config, smtpd=True, smtpd_chroot=True,
+                            resolv_conf=server.resolv_conf(tmp_path / "resolv.conf"))
+        system.start()
+        try:
+            sock = socket.create_connection(("127.0.0.1", system.smtp_port), 10,
+                                            source_address=("127.0.0.2", 0))
+            with SmtpClient(sock) as client:
+                replies = client.reply()
+                for command in ("HELO client.example", "MAIL FROM:<a@nowhere.example>",
+                                "RCPT TO:<root@pfx.example>", "RSET",
+                                "MAIL FROM:<a@example.com>", "RCPT TO:<root@pfx.example>",
+                                "RSET", "XCLIENT ADDR=10.0.0.2", "HELO client.example",
+                                "MAIL FROM:<a@mx1.example.com>", "RCPT TO:<root@pfx.example>"):
+                    client.send(command)
+                    replies.extend(client.reply())
+            assert "550 5.1.8 <a@nowhere.example>: Sender address rejected: Domain not found" \
+                in replies
+            assert "250 2.1.5 Ok" in replies
+            assert replies[-1] == ("554 5.7.1 Service unavailable; Client host [10.0.0.2] "
+                                   "blocked using rbl.example; listed for testing")
+            system.wait_log(r"connect from mx1\.example\.com\[127\.0\.0\.2\]")
+        finally:
+            system.teardown()
