@@ -65,6 +65,7 @@ NAME_SENDER = "Sender address"
 NAME_RECIPIENT = "Recipient address"
 NAME_ETRN = "Etrn command"
 NAME_DATA = "Data command"
+NAME_SASL_USER = "SASL login name"
 NAME_EOD = "End-of-data"
 
 # The access restriction that a bare type:table in each list stands for.
@@ -203,6 +204,8 @@ class SmtpdCheck:
         # Parameters read per check.
         self.delay_reject = get_bool("smtpd_delay_reject")
         self.soft_bounce = get_bool("soft_bounce")
+        # No SASL mechanisms of its own: a login comes from XCLIENT LOGIN.
+        self.sasl_enable = get_bool("smtpd_sasl_auth_enable")
         self.reject_unlisted_sender = get_bool("smtpd_reject_unlisted_sender")
         self.reject_unlisted_recipient = get_bool("smtpd_reject_unlisted_recipient")
         self.allow_untrusted_routing = get_bool("allow_untrusted_routing")
@@ -1226,7 +1229,8 @@ def _reject_multi_recipient_bounce(chk: SmtpdCheck, state: SmtpdState, arg: str 
 
 
 def _permit_sasl_authenticated(chk: SmtpdCheck, state: SmtpdState, arg: str | None) -> int:
-    if state.sasl_username:
+    if (chk.sasl_enable and state.sasl_method
+            and state.sasl_method.lower() != "anonymous"):
         return chk.acl_permit(state, "permit_sasl_authenticated", NAME_CLIENT, state.namaddr)
     return CHECK_DUNNO
 
@@ -1241,12 +1245,56 @@ def _reject_plaintext_session(chk: SmtpdCheck, state: SmtpdState, arg: str | Non
                       "Session encryption is required")
 
 
-def _no_sasl(name: str) -> Restriction:
-    """A sender login restriction in a server without SASL support."""
-    def check(chk: SmtpdCheck, state: SmtpdState, arg: str | None) -> int:
-        msg.warn(f"restriction `{name}' ignored: no SASL support")
+def _sasl_restriction(name: str, check: Restriction) -> Restriction:
+    """A restriction that needs smtpd_sasl_auth_enable; without it, a warning."""
+    def restriction(chk: SmtpdCheck, state: SmtpdState, arg: str | None) -> int:
+        if not chk.sasl_enable:
+            msg.warn(f"restriction `{name}' ignored: no SASL support")
+            return CHECK_DUNNO
+        return check(chk, state, arg)
+    return restriction
+
+
+def _login_owners(chk: SmtpdCheck, state: SmtpdState, sender: str) -> str | None:
+    """The logins that smtpd_sender_login_maps gives for sender."""
+    reply = chk.resolve(state, state.recipient, sender)
+    return chk.addr_find(state, sender, chk.maps["smtpd_sender_login_maps"], reply.recipient)
+
+
+def _reject_auth_login_mismatch(chk: SmtpdCheck, state: SmtpdState,
+                                allow_unknown_sender: bool) -> int:
+    sender = state.sender
+    if not (sender and chk.maps["smtpd_sender_login_maps"] and state.sasl_username):
         return CHECK_DUNNO
-    return check
+    owners = _login_owners(chk, state, sender)
+    if owners is None and allow_unknown_sender:
+        return CHECK_DUNNO
+    login = state.sasl_username.lower()
+    if owners is None or all(name.lower() != login for name in split_list(owners)):
+        return chk.reject(state, MAIL_ERROR_POLICY, 553, "5.7.1",
+                          f"<{sender}>: Sender address rejected: not owned by user "
+                          f"{state.sasl_username}")
+    return CHECK_DUNNO
+
+
+def _reject_unauth_login_mismatch(chk: SmtpdCheck, state: SmtpdState) -> int:
+    sender = state.sender
+    if not (sender and chk.maps["smtpd_sender_login_maps"]) or state.sasl_username:
+        return CHECK_DUNNO
+    if _login_owners(chk, state, sender) is not None:
+        return chk.reject(state, MAIL_ERROR_POLICY, 553, "5.7.1",
+                          f"<{sender}>: Sender address rejected: not logged in")
+    return CHECK_DUNNO
+
+
+def _check_sasl_access(chk: SmtpdCheck, state: SmtpdState, table: str | None) -> int:
+    if not state.sasl_username:
+        return CHECK_DUNNO
+    assert table is not None
+    shown = "".join(c if c.isprintable() else "_" for c in state.sasl_username)
+    status, _ = chk._lookup(state, table, [(state.sasl_username, False)], state.sasl_username,
+                            shown, NAME_SASL_USER, chk.def_acl)
+    return status
 
 
 def _check_relay_domains(chk: SmtpdCheck, state: SmtpdState, arg: str | None) -> int:
@@ -1348,12 +1396,18 @@ RESTRICTIONS: dict[str, tuple[Restriction, bool]] = {
     "reject_unlisted_recipient": (_reject_unlisted_recipient, False),
     "check_recipient_maps": (_reject_unlisted_recipient, False),
     "reject_multi_recipient_bounce": (_reject_multi_recipient_bounce, False),
-    "reject_authenticated_sender_login_mismatch":
-        (_no_sasl("reject_authenticated_sender_login_mismatch"), False),
-    "reject_known_sender_login_mismatch":
-        (_no_sasl("reject_known_sender_login_mismatch"), False),
-    "reject_unauthenticated_sender_login_mismatch":
-        (_no_sasl("reject_unauthenticated_sender_login_mismatch"), False),
+    "reject_authenticated_sender_login_mismatch": (_sasl_restriction(
+        "reject_authenticated_sender_login_mismatch",
+        lambda chk, state, arg: _reject_auth_login_mismatch(chk, state, False)), False),
+    "reject_known_sender_login_mismatch": (_sasl_restriction(
+        "reject_known_sender_login_mismatch",
+        lambda chk, state, arg: (_reject_auth_login_mismatch(chk, state, True)
+                                 if state.sasl_username
+                                 else _reject_unauth_login_mismatch(chk, state))), False),
+    "reject_unauthenticated_sender_login_mismatch": (_sasl_restriction(
+        "reject_unauthenticated_sender_login_mismatch",
+        lambda chk, state, arg: _reject_unauth_login_mismatch(chk, state)), False),
+    "check_sasl_access": (_sasl_restriction("check_sasl_access", _check_sasl_access), True),
     CHECK_CLIENT_ACL: (_check_access("client"), True),
     CHECK_REVERSE_CLIENT_ACL: (_check_access("reverse_client_hostname"), True),
     CHECK_HELO_ACL: (_check_access("helo"), True),
