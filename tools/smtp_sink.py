@@ -210,7 +210,6 @@ from collections.abc import Callable
 from typing import NoReturn
 
 from libpfx import msg
-from libpfx.cleanup_state import unescape
 from libpfx.mail_date import mail_date
 from tools.smtp_source import (Timers, atoi, host_port, msg_name, parse_options, positive,
                                proto_family, set_windowsize)
@@ -338,8 +337,11 @@ class Sink:
     # Counters.
 
     def do_stats(self) -> None:
-        os.write(1, b"sess=%d quit=%d mesg=%d\r"
-                 % (self.sess_count, self.quit_count, self.mesg_count))
+        try:
+            os.write(1, b"sess=%d quit=%d mesg=%d\r"
+                     % (self.sess_count, self.quit_count, self.mesg_count))
+        except OSError:
+            pass                # nobody watches the counters
 
     def message_done(self) -> None:
         if self.show_count or self.max_msg_quit_count > 0:
@@ -1128,6 +1130,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
             sink.syslog.connect()
             sink.set_flags(arg, FLAG_SYSLOG)
         elif opt == "-S":
+            from libpfx.cleanup_state import unescape
             sink.start_string = unescape(arg).encode("latin-1", "replace")
         elif opt == "-t":
             sink.timeout = positive(arg, "bad timeout")
