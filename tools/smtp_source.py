@@ -390,7 +390,7 @@ class Session:
     reply that it waits for."""
 
     __slots__ = ("job", "sock", "fd", "inbuf", "outbuf", "handler", "stage",
-                 "connect_count", "rcpt_count", "rcpt_done", "rcpt_accepted",
+                 "connect_count", "rcpt_count", "rcpt_accepted",
                  "replies_due", "last_io", "registered")
 
     def __init__(self, job: Job) -> None:
@@ -403,7 +403,6 @@ class Session:
         self.stage = WHILE_GREETING
         self.connect_count = job.connect_count
         self.rcpt_count = 0
-        self.rcpt_done = 0
         self.rcpt_accepted = 0
         self.replies_due = 0
         self.last_io = 0.0
@@ -618,7 +617,6 @@ class Session:
     def mail_done(self, code: int, text: str) -> None:
         if code // 100 == 2:
             self.rcpt_count = self.job.recipients
-            self.rcpt_done = 0
             self.rcpt_accepted = 0
             self.send_rcpt()
         elif not self.rejected("sender", code, text):
@@ -634,10 +632,9 @@ class Session:
         else:
             self.command(f"RCPT TO:<{job.recipient}>")
         self.rcpt_count -= 1
-        self.rcpt_done += 1
-        self.expect(WHILE_RECIPIENT, self.rcpt_done_)
+        self.expect(WHILE_RECIPIENT, self.rcpt_done)
 
-    def rcpt_done_(self, code: int, text: str) -> None:
+    def rcpt_done(self, code: int, text: str) -> None:
         if code // 100 == 2:
             self.rcpt_accepted += 1
         elif self.rejected("recipient", code, text):
