@@ -263,7 +263,7 @@ def _exchange(query: dns.message.Message) -> dns.message.Message:
                                           ignore_unexpected=True)
                     if reply.flags & dns.flags.TC:
                         reply = dns.query.tcp(query, addr, timeout=timeout, port=port)
-            except (dns.exception.DNSException, OSError, ValueError, EOFError):
+            except Exception:       # noqa: BLE001 - a reply from the network may be anything
                 continue
             rcode = reply.rcode()
             if rcode in (dns.rcode.SERVFAIL, dns.rcode.NOTIMP, dns.rcode.REFUSED):

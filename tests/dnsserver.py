@@ -9,6 +9,7 @@ of 127.0.0.1, from a thread of the test process:
         "2.0.0.127.in-addr.arpa": [("PTR", "mx.example.com")],
         "broken.example": "servfail",     # every query: SERVFAIL
         "slow.example": "drop",           # every query: no answer at all
+        "junk.example": "garbage",        # every query: a malformed reply
     })
     server.start()
     conf = server.resolv_conf(tmp_path / "resolv.conf")
@@ -49,6 +50,7 @@ ZoneEntry = Union[list, str]
 
 SERVFAIL = "servfail"
 DROP = "drop"
+GARBAGE = "garbage"
 TTL = 60
 
 
@@ -97,10 +99,10 @@ class DnsServer:
 
     def set(self, name: str, entry: ZoneEntry) -> None:
         """Replace a name's records (a list of (type, value)), or make it
-        "servfail" or "drop"."""
+        "servfail", "drop" or "garbage"."""
         with self.lock:
             if isinstance(entry, str):
-                if entry not in (SERVFAIL, DROP):
+                if entry not in (SERVFAIL, DROP, GARBAGE):
                     raise ValueError(f"unknown mode {entry!r}")
                 self.zone[_key(name)] = entry
             else:
@@ -148,6 +150,9 @@ class DnsServer:
                 entry = self.zone.get(key)
                 if entry == DROP:
                     return None
+                if entry == GARBAGE:
+                    # The query's ID, a reply header claiming five answers, junk.
+                    return wire[:2] + b"\x81\x80\x00\x01\x00\x05\x00\x00\x00\x00" + b"\xc0" * 40
                 if entry == SERVFAIL:
                     reply.set_rcode(dns.rcode.SERVFAIL)
                     reply.answer = []

@@ -24,6 +24,7 @@ ZONE = {
     "nullmx.example": [("MX", (0, "."))],
     "servfail.example": "servfail",
     "drop.example": "drop",
+    "junk.example": "garbage",
     "bad-mx.example": [("MX", (10, "bad_host!.example"))],
     "xn--bcher-kva.example": [("A", "127.0.0.9")],
 }
@@ -84,6 +85,11 @@ def test_timeout_is_bounded_retry(resolver):
     elapsed = time.monotonic() - start
     assert answer.status == dns.DNS_RETRY
     assert elapsed < 5          # resolv.conf: timeout 1, attempts 2
+
+
+def test_malformed_reply_is_retry(resolver):
+    answer = dns.lookup("junk.example", "A")
+    assert (answer.status, answer.error) == (dns.DNS_RETRY, "Host not found, try again")
 
 
 def test_cname_followed_and_loop_stopped(resolver):
