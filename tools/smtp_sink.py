@@ -500,7 +500,10 @@ class Client:
             self.watch(selectors.EVENT_WRITE)
         else:
             self.write_since = 0.0
-            self.watch(0 if self.held else selectors.EVENT_READ)
+            if self.held:
+                self.watch(0)
+            else:
+                self.resume_reading()
 
     def resume_reading(self) -> None:
         self.deadline = time.monotonic() + self.sink.timeout
