@@ -43,7 +43,7 @@ def resolver(dns_server, tmp_path_factory, request):
     conf = dns_server.resolv_conf(tmp_path_factory.mktemp("dns") / "resolv.conf")
     mp = pytest.MonkeyPatch()
     mp.setenv("PFX_RESOLV_CONF", str(conf))
-    dns.configure(Config("/nonexistent", overrides={"inet_protocols": "all"}))
+    dns.configure(Config("/nonexistent", overrides={"inet_protocols": "ipv4, ipv6"}))
     yield dns_server
     mp.undo()
 
@@ -160,7 +160,7 @@ PEER_CASES = [
 
 @pytest.mark.parametrize("addr,expected,warning", PEER_CASES)
 def test_peer_names(resolver, capfd, addr, expected, warning):
-    config = Config("/nonexistent", overrides={"inet_protocols": "all"})
+    config = Config("/nonexistent", overrides={"inet_protocols": "ipv4, ipv6"})
     assert tuple(smtpd_peer.peer_names(config, addr)) == expected
     err = capfd.readouterr().err
     if warning:
