@@ -9,6 +9,7 @@ import re
 import socket
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -297,3 +298,14 @@ def test_same_outcome_as_postfix(sink_args: list[str], source_args: list[str]) -
         outcomes.append((result.returncode, result.stdout,
                          result.stderr.replace(POSTFIX_SOURCE, "smtp-source")))
     assert outcomes[1] == outcomes[0]
+
+
+def test_wait_between_messages_and_window_size() -> None:
+    with Sink(["-c"]) as sink:
+        started = time.monotonic()
+        result = source("-w", "1", "-d", "-m", "2", "-T", "4096", f"127.0.0.1:{sink.port}")
+        elapsed = time.monotonic() - started
+        out, _ = sink.stop()
+    assert (result.returncode, result.stderr) == (0, "")
+    assert elapsed >= 1.9          # after each message, as Postfix waits
+    assert out.endswith("sess=2 quit=1 mesg=2\r")
