@@ -17,6 +17,7 @@ MAIN_CF = {
     "smtpd_soft_error_limit": "100",        # no tarpit delays in the dialogues
     "smtpd_hard_error_limit": "200",
     "fast_flush_domains": "",
+    "local_recipient_maps": "",
     "defer_transports": "local",            # mail stays in the queue for postcat
 }
 
@@ -161,3 +162,201 @@ def test_pipelined_message_is_queued_with_received_header(ms: MailSystem) -> Non
     log = ms.wait_log(rf"{qid}: client=localhost\[127\.0\.0\.1\]")
     ms.wait_log(r"disconnect from localhost\[127\.0\.0\.1\] ehlo=1 mail=1 rcpt=1 data=1 "
                 r"quit=1 commands=5", start=log.start())
+
+
+def test_received_header_forms(ms: MailSystem) -> None:
+    """HELO gives SMTP; two recipients put the date on its own line;
+    SMTPUTF8 gives UTF8SMTP."""
+    lines = send_message(ms, b"Subject: helo\r\n\r\nx\r\n", ehlo="HELO old.example")
+    text = postcat(ms, queue_id(lines))
+    assert re.search(r"Received: from old\.example \(localhost \[127\.0\.0\.1\]\)\n"
+                     r"\tby pfx\.example \(Postfix\) with SMTP id \w+\n\tfor <root@pfx\.example>;",
+                     text), text
+    lines = send_message(ms, b"Subject: two\r\n\r\nx\r\n",
+                         rcpts=("root@pfx.example", "postmaster@pfx.example"))
+    qid = queue_id(lines)
+    text = postcat(ms, qid)
+    assert re.search(rf"\tby pfx\.example \(Postfix\) with ESMTP id {qid};\n"
+                     r"\t\w\w\w, [ \d]\d \w\w\w \d{4} \d\d:\d\d:\d\d [+-]\d{4} \(\w+\)\n", text), text
+    lines = send_message(ms, b"Subject: utf8\r\n\r\nx\r\n", rcpts=("r\u00f6ot@pfx.example",),
+                         sender="s\u00e9nder@example.com", mail_options=" SMTPUTF8")
+    text = postcat(ms, queue_id(lines))
+    assert "with UTF8SMTP id" in text
+    assert "for <r\u00f6ot@pfx.example>;" in text
+    assert "sender: s\u00e9nder@example.com" in text
+
+
+def test_content_records(ms: MailSystem) -> None:
+    """Dot-unstuffing, a leading From_ line, NUL bytes, bare LF line ends
+    and a line longer than line_length_limit (kept whole across records)."""
+    long_line = b"x" * 5000
+    content = (b"From someone\r\nSubject: content\r\n\r\n..dotted\r\nbare\nline end\n"
+               b"a\x00b\r\n" + long_line + b"\r\nlast\r\n")
+    lines = send_message(ms, content)
+    text = postcat(ms, queue_id(lines))
+    body = text.split("*** MESSAGE CONTENTS", 1)[1]
+    assert "X-Mailbox-Line: From someone\n" in body
+    assert "\n.dotted\n" in body
+    assert "\nbare\nline end\n" in body
+    assert "\n" + "x" * 5000 + "\nlast\n" in body
+
+
+def test_pipelined_thousand_recipients(ms: MailSystem) -> None:
+    rcpts = tuple(f"root+{n}@pfx.example" for n in range(1001))
+    lines = send_message(ms, b"Subject: many\r\n\r\nx\r\n", rcpts=rcpts)
+    assert lines.count("250 2.1.5 Ok") == 1000
+    assert "452 4.5.3 Error: too many recipients" in lines
+    text = postcat(ms, queue_id(lines))
+    assert text.count("\nrecipient: root+") == 1000
+
+
+def test_bdat_message(ms: MailSystem) -> None:
+    with ms.connect() as client:
+        client.reply()
+        client.send(b"EHLO x\r\nMAIL FROM:<a@example.com>\r\nRCPT TO:<root@pfx.example>\r\n"
+                    b"BDAT 17\r\nSubject: bdat\r\n\r\nBDAT 7 LAST\r\n.body\r\n", eol=b"")
+        replies = client.replies(5)
+        client.send("QUIT")
+        assert client.reply() == ["221 2.0.0 Bye"]
+    assert replies[-2:] == ["250 2.0.0 Ok: 17 bytes", replies[-1]]
+    found = re.match(r"250 2\.0\.0 Ok: 24 bytes queued as (\w+)$", replies[-1])
+    assert found, replies
+    body = postcat(ms, found.group(1)).split("*** MESSAGE CONTENTS", 1)[1]
+    assert "Subject: bdat\n" in body and "\n.body\n" in body      # no dot-unstuffing
+
+
+def test_non_smtp_command_hangs_up(ms: MailSystem) -> None:
+    start = len(ms.log())
+    replies = ms.dialogue(["GET / HTTP/1.0", "NOOP"])
+    assert replies[1:] == ["221 2.7.0 Error: I can break rules, too. Goodbye."]
+    ms.wait_log(r"warning: non-SMTP command from localhost\[127\.0\.0\.1\]: GET / HTTP/1\.0$",
+                start=start)
+    ms.wait_log(r"disconnect from localhost\[127\.0\.0\.1\] unknown=0/1 commands=0/1$",
+                start=start)
+
+
+def test_improper_pipelining_is_logged(ms: MailSystem) -> None:
+    start = len(ms.log())
+    with ms.connect() as client:
+        client.reply()
+        client.send(b"HELO x\r\nNOOP\r\nQUIT\r\n", eol=b"")
+        assert client.replies(3) == ["250 pfx.example", "250 2.0.0 Ok", "221 2.0.0 Bye"]
+    ms.wait_log(r"improper command pipelining after HELO from localhost\[127\.0\.0\.1\]: "
+                r"NOOP\\r\\nQUIT\\r\\n$", start=start)
+
+
+def test_lost_connection_is_logged(ms: MailSystem) -> None:
+    start = len(ms.log())
+    with ms.connect() as client:
+        client.reply()
+        client.send("EHLO x")
+        client.reply()
+    ms.wait_log(r"lost connection after EHLO from localhost\[127\.0\.0\.1\]$", start=start)
+    ms.wait_log(r"disconnect from localhost\[127\.0\.0\.1\] ehlo=1 commands=1$", start=start)
+
+
+# A second instance: chrooted smtpd, small limits, short timeout.
+LIMITS = {
+    "message_size_limit": "2000",
+    "smtpd_recipient_limit": "2",
+    "smtpd_recipient_overshoot_limit": "1",
+    "smtpd_timeout": "2s",
+    "smtpd_soft_error_limit": "3",
+    "smtpd_hard_error_limit": "4",
+    "smtpd_error_sleep_time": "1s",
+    "smtpd_junk_command_limit": "3",
+    "smtpd_helo_required": "yes",
+    "disable_vrfy_command": "yes",
+    "smtpd_discard_ehlo_keywords": "chunking, size",
+    "smtpd_noop_commands": "XYZZY",
+    "defer_transports": "local",
+    "local_recipient_maps": "",
+}
+
+
+@pytest.fixture(scope="module")
+def limited(tmp_path_factory: pytest.TempPathFactory):
+    system = MailSystem(tmp_path_factory.mktemp("smtpd-limits"), LIMITS, smtpd=True,
+                        smtpd_chroot=True)
+    system.start()
+    try:
+        yield system
+    finally:
+        system.teardown()
+
+
+LIMITED_DIALOGUES = {
+    "helo required": (["MAIL FROM:<a@example.com>", "ETRN example.com"],
+                      ["503 5.5.1 Error: send HELO/EHLO first",
+                       "503 Error: send HELO/EHLO first"]),
+    "ehlo discards": (["EHLO x"], ["250-pfx.example", "250-PIPELINING", "250-ETRN",
+                                   "250-ENHANCEDSTATUSCODES", "250-8BITMIME", "250-DSN",
+                                   "250 SMTPUTF8"]),
+    "vrfy disabled": (["VRFY root"], ["502 5.5.1 VRFY command is disabled"]),
+    "noop command": (["XYZZY plugh"], ["250 2.0.0 Ok"]),
+    "size at mail": (["HELO x", "MAIL FROM:<a@example.com> SIZE=2001",
+                      "MAIL FROM:<a@example.com> SIZE=2000"],
+                     ["250 pfx.example", "552 5.3.4 Message size exceeds fixed limit",
+                      "250 2.1.0 Ok"]),
+    "recipient limit": (["HELO x", "MAIL FROM:<a@example.com>", "RCPT TO:<root@pfx.example>",
+                         "RCPT TO:<root@pfx.example>", "RCPT TO:<root@pfx.example>",
+                         "RCPT TO:<root@pfx.example>"],
+                        ["250 pfx.example", "250 2.1.0 Ok", "250 2.1.5 Ok", "250 2.1.5 Ok",
+                         "452 4.5.3 Error: too many recipients",
+                         "452 4.5.3 Error: too many recipients"]),
+}
+
+
+@pytest.mark.parametrize("name", list(LIMITED_DIALOGUES))
+def test_limited_dialogue(limited: MailSystem, name: str) -> None:
+    commands, expected = LIMITED_DIALOGUES[name]
+    assert limited.dialogue(commands)[1:] == expected
+
+
+def test_message_too_big(limited: MailSystem) -> None:
+    start = len(limited.log())
+    lines = send_message(limited, b"Subject: big\r\n\r\n" + b"y" * 80 * 30 + b"\r\n",
+                         ehlo="HELO x")
+    assert "552 5.3.4 Error: message file too big" in lines
+    assert lines[-1] == "221 2.0.0 Bye"
+    limited.wait_log(r"warning: \w+: queue file size limit exceeded$", start=start)
+
+
+def test_chrooted_smtpd_queues_mail(limited: MailSystem) -> None:
+    lines = send_message(limited, b"Subject: chroot\r\n\r\nx\r\n", ehlo="EHLO x")
+    assert "Subject: chroot" in postcat(limited, queue_id(lines))
+
+
+def test_timeout(limited: MailSystem) -> None:
+    start = len(limited.log())
+    with limited.connect() as client:
+        client.reply()
+        client.send("HELO x")
+        client.reply()
+        began = time.monotonic()
+        assert client.reply() == ["421 4.4.2 pfx.example Error: timeout exceeded"]
+        assert 1.5 < time.monotonic() - began < 6
+        assert client.reply() == []
+    limited.wait_log(r"timeout after HELO from localhost\[127\.0\.0\.1\]$", start=start)
+
+
+def test_error_tarpit_and_limit(limited: MailSystem) -> None:
+    start = len(limited.log())
+    with limited.connect() as client:
+        client.reply()
+        began = time.monotonic()
+        replies = []
+        for _ in range(5):
+            client.send("BOGUS")
+            replies += client.reply()
+        elapsed = time.monotonic() - began
+        assert replies == ["500 5.5.2 Error: command not recognized"] * 4 \
+            + ["421 4.7.0 pfx.example Error: too many errors"]
+        assert elapsed >= 1.8            # the fourth and the fifth reply wait a second each
+    limited.wait_log(r"too many errors after UNKNOWN from localhost\[127\.0\.0\.1\]$",
+                     start=start)
+
+
+def test_junk_commands_count_as_errors(limited: MailSystem) -> None:
+    replies = limited.dialogue(["NOOP"] * 12)
+    assert replies[-1] == "421 4.7.0 pfx.example Error: too many errors"
