@@ -152,6 +152,13 @@ EHLO_MASK_TABLE = (
 )
 _EHLO_BY_NAME = {name.lower(): bit for name, bit in EHLO_MASK_TABLE}
 
+# smtpd_forbid_bare_newline: the end of DATA must be CRLF.CRLF, and a
+# line that ends in a bare LF is rejected.
+BARE_LF_WANT_STD_EOD = 1
+BARE_LF_REPLY_REJECT = 2
+BARE_LF_MODES = {"normalize": BARE_LF_WANT_STD_EOD, "yes": BARE_LF_WANT_STD_EOD,
+                 "reject": BARE_LF_WANT_STD_EOD | BARE_LF_REPLY_REJECT, "no": 0}
+
 # RFC 3461 parameters.
 DSN_NOTIFY = {"NEVER": 1, "SUCCESS": 2, "FAILURE": 4, "DELAY": 8}
 DSN_RET = {"FULL": 1, "HDRS": 2}
@@ -280,6 +287,14 @@ class Settings:
                 msg.warn(f"unknown receive_override_options value: {option}")
         self.cleanup_flags = flags | CLEANUP_FLAG_SMTP_REPLY
         self.rewrite_clients = RewriteClients(config)
+        mode = get("smtpd_forbid_bare_newline")
+        if mode.lower() not in BARE_LF_MODES:
+            msg.fatal(f"bad parameter value: 'smtpd_forbid_bare_newline = {mode}'")
+        self.bare_lf_mask = BARE_LF_MODES[mode.lower()]
+        self.bare_lf_code = get_int("smtpd_forbid_bare_newline_reject_code")
+        self.bare_lf_exclusions = HostAddrList(
+            "smtpd_forbid_bare_newline_exclusions", get("smtpd_forbid_bare_newline_exclusions"),
+            parent_style(config, "mynetworks")) if self.bare_lf_mask else None
 
 
 SETTINGS: Settings | None = None
@@ -411,6 +426,11 @@ class Session:
         self.junk_cmds = 0
         self.access_denied: str | None = None
         self.ehlo_discard_mask = 0
+        self.bare_lf_mask = s.bare_lf_mask
+        if s.bare_lf_exclusions is not None \
+                and s.bare_lf_exclusions.match(state.name, state.addr):
+            self.bare_lf_mask = 0
+        self.chat.detect_bare_lf = bool(self.bare_lf_mask)
         self.handlers: dict[str, Callable[[list[tuple[str, int]]], bool]] = {
             "HELO": self.helo_cmd, "EHLO": self.ehlo_cmd, "MAIL": self.mail_cmd,
             "RCPT": self.rcpt_cmd, "DATA": self.data_cmd, "BDAT": self.bdat_cmd,
@@ -436,6 +456,7 @@ class Session:
         self.dsn_ret = 0
         self.act_size = 0
         self.err = CLEANUP_STAT_OK
+        self.bare_lf_seen = False            # in the content, with "reject"
         self.arrival = 0.0
         self.rewrite_context = "remote"
         self.bdat_active = False
@@ -581,6 +602,9 @@ class Session:
         if not complete:
             msg.warn(f"{state.namaddr}: request longer than {s.line_limit}: "
                      f"{msg.printable(raw[:30].decode('utf-8', 'replace'))}...")
+        if self.chat.got_bare_lf and self.bare_lf_mask & BARE_LF_REPLY_REJECT:
+            self.reject_bare_lf()
+            return False
         try:
             line = raw.decode("utf-8")
         except UnicodeDecodeError:
@@ -644,6 +668,10 @@ class Session:
             if self.junk_cmds > s.junk_limit + 1:
                 state.error_count += 1
         return name != "QUIT"
+
+    def reject_bare_lf(self) -> None:
+        CHECK.log_whatsup(self.state, "reject", "bare <LF> received")
+        self.reply(f"{self.s.bare_lf_code} 5.5.2 {self.s.myhostname} Error: bare <LF> received")
 
     # HELO, EHLO.
 
@@ -1038,39 +1066,51 @@ class Session:
         return self.post_message(bdat=False)
 
     def receive_data(self) -> None:
+        """The message content up to CRLF.CRLF, as records."""
         limit = self.s.line_limit
-        get_line = self.chat.get_line
+        chat = self.chat
+        reject_bare_lf = self.bare_lf_mask & BARE_LF_REPLY_REJECT
         first = True
-        prev_cont = False
+        prev_cont = prev_bare_lf = False
         while True:
-            line, complete = get_line(limit, skip=False)
+            line, complete = chat.get_line(limit, skip=False)
+            bare_lf = chat.got_bare_lf
+            if bare_lf and reject_bare_lf:
+                self.bare_lf_seen = True
             rtype = record.NORM if complete else record.CONT
+            skip = False
             if first:
                 if line.lstrip(b">").startswith(b"From "):
                     self.content_record(rtype, b"X-Mailbox-Line: " + line)
-                    prev_cont = not complete
-                    continue
-                first = False
-                if line[:1] in (b" ", b"\t"):
-                    self.send_records(record.encode(record.NORM, b""))
-            if not prev_cont and line[:1] == b".":
-                line = line[1:]
-                if not line and complete:
-                    return
-            self.content_record(rtype, line)
-            prev_cont = not complete
+                    skip = True
+                else:
+                    first = False
+                    if line[:1] in (b" ", b"\t"):
+                        self.send_records(record.encode(record.NORM, b""))
+            if not skip and not prev_cont and line[:1] == b".":
+                if line == b"." and self.bare_lf_mask and (bare_lf or prev_bare_lf):
+                    skip = True             # only CRLF.CRLF ends the message
+                else:
+                    line = line[1:]
+                    if not line and complete:
+                        return
+            if not skip:
+                self.content_record(rtype, line)
+            prev_cont, prev_bare_lf = not complete, bare_lf
 
     def post_message(self, bdat: bool) -> bool:
         """End of message: the end-of-data check, the rest of the queue
         file, cleanup's verdict and the reply."""
         state = self.state
-        if self.err == CLEANUP_STAT_OK:
+        if self.err == CLEANUP_STAT_OK and not self.bare_lf_seen:
             err = CHECK.check_eod(state)
             if err is not None:
                 self.reply(err)
                 self.mail_reset()
                 return False
         why = ""
+        if self.bare_lf_seen and self.err == CLEANUP_STAT_OK:
+            self.err = CLEANUP_STAT_BAD         # nothing goes into the queue
         if self.err == CLEANUP_STAT_OK:
             out = [record.encode(record.XTRA, b"")]
             if state.saved_filter:
@@ -1096,6 +1136,8 @@ class Session:
                 self.reply(f"250 2.0.0 Ok: {self.act_size} bytes queued as {queue_id}")
             else:
                 self.reply(f"250 2.0.0 Ok: queued as {queue_id}")
+        elif self.bare_lf_seen:
+            self.reject_bare_lf()
         else:
             self.reply(self.failure_reply(why))
         ok = self.err == CLEANUP_STAT_OK
@@ -1190,8 +1232,13 @@ class Session:
             end = buf.find(b"\n", start, start + limit + 1)
             if end >= 0:
                 line = buf[start:end]
-                if line.endswith(b"\r"):
+                if not line.endswith(b"\r"):
+                    if self.bare_lf_mask & BARE_LF_REPLY_REJECT:
+                        self.bare_lf_seen = True
+                elif self.bare_lf_mask:
                     line = line[:-1]
+                else:
+                    line = line.rstrip(b"\r")
                 self.bdat_line(line, True)
                 start = end + 1
             elif len(buf) - start > limit:

@@ -52,7 +52,8 @@ class SmtpdChat:
         self.history: list[str] = []
         self.history_limit = history_limit
         self.last_io = time.monotonic()
-        self.got_bare_lf = False             # the last line ended in LF without CR
+        self.detect_bare_lf = False          # tell lines that end in LF without CR
+        self.got_bare_lf = False             # the last line did (when detecting)
         sock.settimeout(timeout)
 
     # Input.
@@ -98,7 +99,8 @@ class SmtpdChat:
 
     def get_line(self, limit: int, skip: bool) -> tuple[bytes, bool]:
         """One line without its CRLF (or bare LF), at most limit bytes:
-        (text, complete).  A longer line gives its first limit bytes with
+        (text, complete).  CRs before the LF are removed (only one when
+        bare LFs are detected: got_bare_lf tells).  A longer line gives its first limit bytes with
         complete False; with skip the rest of it is read and dropped (a
         command), otherwise the rest comes with the next calls (content,
         continued records)."""
@@ -108,13 +110,16 @@ class SmtpdChat:
             if end >= 0:
                 line = bytes(buf[self.pos:end])
                 self.pos = end + 1
-                if line.endswith(b"\r"):
+                self.got_bare_lf = False
+                if not line.endswith(b"\r"):
+                    self.got_bare_lf = self.detect_bare_lf
+                elif self.detect_bare_lf:
                     line = line[:-1]
-                    self.got_bare_lf = False
                 else:
-                    self.got_bare_lf = True
+                    line = line.rstrip(b"\r")
                 return line, True
             if len(buf) - self.pos > limit:
+                self.got_bare_lf = False
                 line = bytes(buf[self.pos:self.pos + limit])
                 self.pos += limit
                 if skip:

@@ -271,6 +271,8 @@ LIMITS = {
     "smtpd_noop_commands": "XYZZY",
     "defer_transports": "local",
     "local_recipient_maps": "",
+    "smtpd_forbid_bare_newline": "reject",
+    "smtpd_forbid_bare_newline_exclusions": "",
 }
 
 
@@ -360,3 +362,25 @@ def test_error_tarpit_and_limit(limited: MailSystem) -> None:
 def test_junk_commands_count_as_errors(limited: MailSystem) -> None:
     replies = limited.dialogue(["NOOP"] * 12)
     assert replies[-1] == "421 4.7.0 pfx.example Error: too many errors"
+
+
+def test_bare_newline_rejected(limited: MailSystem) -> None:
+    """smtpd_forbid_bare_newline = reject: in the content the message is
+    refused at its end (a ".<LF>" does not end it); in a command the
+    session ends."""
+    start = len(limited.log())
+    with limited.connect() as client:
+        client.reply()
+        client.send(b"HELO x\r\nMAIL FROM:<a@example.com>\r\nRCPT TO:<root@pfx.example>\r\n"
+                    b"DATA\r\n", eol=b"")
+        assert client.replies(4)[-1] == "354 End data with <CR><LF>.<CR><LF>"
+        client.send(b"Subject: x\r\n\r\nbare\n.\nstill content\r\n.\r\n", eol=b"")
+        assert client.reply() == ["550 5.5.2 pfx.example Error: bare <LF> received"]
+        client.send(b"NOOP\n", eol=b"")
+        assert client.reply() == ["550 5.5.2 pfx.example Error: bare <LF> received"]
+        assert client.reply() == []
+    limited.wait_log(r"\w+: reject: END-OF-MESSAGE from localhost\[127\.0\.0\.1\]: bare <LF> "
+                     r"received; from=<a@example\.com> to=<root@pfx\.example> proto=SMTP "
+                     r"helo=<x>$", start=start)
+    limited.wait_log(r"disconnect from localhost\[127\.0\.0\.1\] helo=1 mail=1 rcpt=1 data=0/1 "
+                     r"commands=3/4$", start=start)
