@@ -28,6 +28,7 @@ smtpd_check_dns, whose RESTRICTIONS table is merged into this one.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import time
 from typing import Callable
@@ -42,6 +43,7 @@ from libpfx.maps import FOLD_FIX, LOCK, Dict, DictRetry, open_dict_or_surrogate
 from libpfx.maps.search import (FIND_DOMAIN, FIND_FULL, FIND_LOCALPART_AT, FIND_NOEXT,
                                 FIND_PDDMDS, FIND_PDMS, Maps, mail_addr_find)
 from libpfx.match_list import DomainList, HostAddrList, StringList, parent_style
+from libpfx.mynetworks import own_addresses, protocol_families
 from libpfx.rewrite_valid import valid_hostaddr, valid_hostname, valid_mailhost_addr
 from libpfx.smtpd_state import PEER_OK, PEER_PERM, SmtpdState
 
@@ -192,6 +194,8 @@ class SmtpdCheck:
         self.perm_mx_networks = HostAddrList("permit_mx_backup_networks",
                                              get("permit_mx_backup_networks"),
                                              parent_style(config, "permit_mx_backup_networks"))
+        self.own_addresses = {a.addr for a in own_addresses(
+            get("inet_interfaces"), protocol_families(get("inet_protocols")))}
         self.acl_perm_log = StringList("smtpd_log_access_permit_actions",
                                        get("smtpd_log_access_permit_actions"))
         maps = {}
@@ -326,9 +330,8 @@ class SmtpdCheck:
         """CHECK_OK, logged when smtpd_log_access_permit_actions names action."""
         acl = acl_state(state)
         if not acl.defer_if_permit.active and self.acl_perm_log.match(action):
-            text = f"action={action} for {reply_class}={reply_name}"
-            if extra:
-                text += " " + extra
+            # Postfix always adds a space, even without more text.
+            text = f"action={action} for {reply_class}={reply_name} {extra}"
             self.log_whatsup(state, "permit", text)
         return CHECK_OK
 
@@ -1131,6 +1134,26 @@ def _reject_unauth_pipelining(chk: SmtpdCheck, state: SmtpdState, arg: str | Non
     return CHECK_DUNNO
 
 
+def _permit_inet_interfaces(chk: SmtpdCheck, state: SmtpdState, arg: str | None) -> int:
+    try:
+        packed = ipaddress.ip_address(state.addr).packed
+    except ValueError:
+        return CHECK_DUNNO
+    if packed in chk.own_addresses:
+        return chk.acl_permit(state, "permit_inet_interfaces", NAME_CLIENT, state.namaddr)
+    return CHECK_DUNNO
+
+
+def _permit_naked_ip_address(chk: SmtpdCheck, state: SmtpdState, arg: str | None) -> int:
+    msg.warn("restriction permit_naked_ip_address is deprecated. "
+             "Use permit_mynetworks or permit_sasl_authenticated instead")
+    helo = state.helo_name
+    if helo and not helo.strip("0123456789.:") and \
+            _reject_invalid_hostaddr(chk, state, helo) == CHECK_DUNNO:
+        return chk.acl_permit(state, "permit_naked_ip_address", NAME_HELO, helo)
+    return CHECK_DUNNO
+
+
 def _reject_unknown_client(chk: SmtpdCheck, state: SmtpdState, arg: str | None) -> int:
     if state.name_status != PEER_OK:
         code = chk.codes["unknown_client_reject_code"] if state.name_status >= PEER_PERM else 450
@@ -1235,8 +1258,8 @@ def _permit_sasl_authenticated(chk: SmtpdCheck, state: SmtpdState, arg: str | No
     return CHECK_DUNNO
 
 
-def _permit_tls_clientcerts(chk: SmtpdCheck, state: SmtpdState, arg: str | None) -> int:
-    """No TLS yet: no client certificate to trust."""
+def _no_client_certificate(chk: SmtpdCheck, state: SmtpdState, arg: str | None) -> int:
+    """No TLS yet: no client certificate to trust or look up."""
     return CHECK_DUNNO
 
 
@@ -1375,9 +1398,12 @@ RESTRICTIONS: dict[str, tuple[Restriction, bool]] = {
     "sleep": (_sleep, True),
     "reject_plaintext_session": (_reject_plaintext_session, False),
     "permit_mynetworks": (_permit_mynetworks, False),
+    "permit_inet_interfaces": (_permit_inet_interfaces, False),
+    "permit_naked_ip_address": (_permit_naked_ip_address, False),
+    "check_ccert_access": (_no_client_certificate, True),
     "permit_sasl_authenticated": (_permit_sasl_authenticated, False),
-    "permit_tls_clientcerts": (_permit_tls_clientcerts, False),
-    "permit_tls_all_clientcerts": (_permit_tls_clientcerts, False),
+    "permit_tls_clientcerts": (_no_client_certificate, False),
+    "permit_tls_all_clientcerts": (_no_client_certificate, False),
     "permit_auth_destination": (_permit_auth_destination, False),
     "reject_unauth_destination": (_reject_unauth_destination, False),
     "defer_unauth_destination": (_defer_unauth_destination, False),

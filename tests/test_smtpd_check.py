@@ -58,6 +58,8 @@ evil.example            550 5.7.1 evil domain
 postmaster@             OK
 <>                      REJECT no bounces here
 ext@sender.example      REJECT extension stripped
+inet@sender.example     permit_inet_interfaces, reject
+naked@sender.example    permit_naked_ip_address, reject
 """
 
 RCPT_ACCESS = """\
@@ -76,6 +78,7 @@ CONFIG = {
     "relay_recipient_maps": f"texthash:{ETC}/relay_recipients",
     "smtpd_authorized_xclient_hosts": "127.0.0.0/8",
     "recipient_delimiter": "+",
+    "smtpd_log_access_permit_actions": "static:all",
     "relay_domains": "relay.example",
     "smtpd_restriction_classes": "strict",
     "strict": "reject_non_fqdn_helo_hostname, reject",
@@ -291,6 +294,33 @@ def test_sender_access(ms, sender, expected):
     assert rcpt_reply(ms, addr="10.9.9.9", name="host.example", sender=sender) == expected
 
 
+MORE_CASES = [
+    # (session arguments, last reply)
+    (dict(sender="inet@sender.example"), "250 2.1.5 Ok"),      # 127.0.0.1, no XCLIENT
+    (dict(addr="10.9.9.9", helo="192.0.2.1", sender="naked@sender.example"), "250 2.1.5 Ok"),
+    (dict(addr="10.9.9.9", helo="host.example", sender="naked@sender.example"),
+     "554 5.7.1 <naked@sender.example>: Sender address rejected: Access denied"),
+]
+
+
+@pytest.mark.parametrize("kwargs,expected", MORE_CASES)
+def test_more_client_and_helo_permits(ms, kwargs, expected):
+    assert rcpt_reply(ms, **kwargs) == expected
+
+
+def test_permit_actions_logged(ms):
+    start = len(ms.log())
+    rcpt_reply(ms, addr="10.30.1.8", name="host.example")
+    ms.wait_log(r"NOQUEUE: permit: RCPT from host\.example\[10\.30\.1\.8\]: action=OK for "
+                r"Client host=host\.example\[10\.30\.1\.8\] from texthash:\S+/client; "
+                r"from=<user@sender\.example> to=<root@pfx\.example> proto=SMTP "
+                r"helo=<client\.example>$", start=start)
+    rcpt_reply(ms, addr="192.168.3.3", name="host.example", rcpts=("x@elsewhere.example",))
+    ms.wait_log(r"NOQUEUE: permit: RCPT from host\.example\[192\.168\.3\.3\]: "
+                r"action=permit_mynetworks for Client host=host\.example\[192\.168\.3\.3\] ;",
+                start=start)
+
+
 HELO_CASES = [
     ("liar.example", "554 5.7.1 <liar.example>: Helo command rejected: you are not me"),
     ("bad_name!", "501 5.5.2 <bad_name!>: Helo command rejected: Invalid name"),
@@ -326,6 +356,7 @@ def all_cases() -> list[dict]:
     cases += [dict(addr=a, name="host.example", rcpts=(r,)) for a, r, _ in RELAY_CASES]
     cases += [dict(addr="10.9.9.9", name="host.example", sender=s) for s, _ in SENDER_CASES]
     cases += [dict(addr="10.9.9.9", name="host.example", helo=h) for h, _ in HELO_CASES]
+    cases += [kwargs for kwargs, _ in MORE_CASES]
     return cases
 
 
