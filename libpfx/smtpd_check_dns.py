@@ -18,9 +18,9 @@ and is merged into smtpd_check's table:
   reject_unknown_sender_domain and reject_unknown_recipient_domain (MX,
   then A, AAAA; a null MX is refused with 550/556), with
   unknown_*_tempfail_action for temporary failures.
-* Name server access: check_{client,reverse_client,helo,sender,recipient}
-  _{mx,ns,a}_access TABLE look up the MX hosts, name servers or the host
-  itself, by name and then by address; OK is refused there.
+* Name server access: check_{client,reverse_client_hostname,helo,sender,
+  recipient}_{mx,ns,a}_access TABLE look up the MX hosts, name servers or
+  the host itself, by name and then by address; OK is refused there.
 * permit_mx_backup (with permit_mx_backup_networks).
 
 configure(config) opens rbl_reply_maps and smtpd_dns_reply_filter and
@@ -624,7 +624,7 @@ def _server_access(subject: str, rtype: str) -> Callable:
             if state.name.lower() == "unknown":
                 return check.CHECK_DUNNO
             target, reply_name, reply_class = state.name, state.namaddr, check.NAME_CLIENT
-        elif subject == "reverse_client":
+        elif subject == "reverse_client_hostname":
             if state.reverse_name.lower() == "unknown":
                 return check.CHECK_DUNNO
             target = reply_name = state.reverse_name
@@ -761,7 +761,7 @@ RESTRICTIONS: dict[str, tuple[Callable, bool]] = {
     "reject_unknown_recipient_domain": (_reject_unknown_recipient, False),
     "permit_mx_backup": (_permit_mx_backup, False),
 }
-for _subject in ("client", "reverse_client", "helo", "sender", "recipient"):
+for _subject in ("client", "reverse_client_hostname", "helo", "sender", "recipient"):
     for _rtype in (dns.MX, dns.NS, dns.A):
         RESTRICTIONS[f"check_{_subject}_{_rtype.lower()}_access"] = (
             _server_access(_subject, _rtype), True)

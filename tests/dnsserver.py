@@ -1,7 +1,8 @@
 """A small authoritative DNS server on loopback for the tests.
 
 DnsServer serves zone data given in Python over UDP and TCP on a free port
-of 127.0.0.1, from a thread of the test process:
+of 127.0.0.1 (or the host and port given), from a thread of the test
+process:
 
     server = DnsServer({
         "example.com": [("MX", (10, "mx.example.com")), ("TXT", "hello")],
@@ -85,11 +86,13 @@ def _absolute(name: str) -> str:
 class DnsServer:
     """An authoritative server for a zone held in a dict (see the module)."""
 
-    def __init__(self, zone: dict[str, ZoneEntry] | None = None) -> None:
+    def __init__(self, zone: dict[str, ZoneEntry] | None = None, host: str = "127.0.0.1",
+                 port: int = 0) -> None:
         self.zone: dict[str, ZoneEntry] = {}
         self.queries: list[tuple[str, str]] = []
         self.lock = threading.Lock()
-        self.port = 0
+        self.host = host
+        self.port = port
         self._servers: list[socketserver.BaseServer] = []
         self._threads: list[threading.Thread] = []
         for name, entry in (zone or {}).items():
@@ -226,12 +229,14 @@ class DnsServer:
             allow_reuse_address = True
 
         for _ in range(50):
-            udp = Udp(("127.0.0.1", 0), UdpHandler)
+            udp = Udp((self.host, self.port), UdpHandler)
             port = udp.server_address[1]
             try:
-                tcp = Tcp(("127.0.0.1", port), TcpHandler)
+                tcp = Tcp((self.host, port), TcpHandler)
             except OSError:
                 udp.server_close()
+                if self.port:
+                    raise
                 continue
             break
         else:
@@ -255,7 +260,7 @@ class DnsServer:
     def resolv_conf(self, path: Path, timeout: int = 1, attempts: int = 2) -> Path:
         """Write a resolv.conf naming this server; short timeouts keep tests fast."""
         path = Path(path)
-        path.write_text(f"nameserver 127.0.0.1#{self.port}\n"
+        path.write_text(f"nameserver {self.host}#{self.port}\n"
                         f"options timeout:{timeout} attempts:{attempts}\n")
         path.chmod(0o644)
         return path

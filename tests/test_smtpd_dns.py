@@ -83,7 +83,7 @@ CLASSES = {
     "rhswl": "permit_rhswl_client rhswl.example, reject",
     "noarg": "reject_rbl_client",
     "warnhelo": "warn_if_reject reject_unknown_helo_hostname",
-    "revmx": "check_reverse_client_mx_access texthash:{etc}/servers",
+    "revmx": "check_reverse_client_hostname_mx_access texthash:{etc}/servers",
 }
 
 SERVERS = """\

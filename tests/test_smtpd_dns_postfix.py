@@ -1,19 +1,35 @@
-"""The DNS-based restrictions side by side with Postfix, for the cases that
-are decided without asking a name server (Postfix uses the system
-resolver, which a test cannot point at the loopback DNS server): address
-literals, numeric and malformed names, local domains, names with a
-numeric last label, a restriction without its argument.  The replies and
-smtpd's log lines must be the same."""
+"""The DNS-based restrictions side by side with Postfix.
+
+test_same_as_postfix: the cases decided without asking a name server
+(address literals, numeric and malformed names, local domains, names with
+a numeric last label, a restriction without its argument); the replies
+and smtpd's log lines must be the same.
+
+test_dns_cases_same_as_postfix: every case of test_smtpd_dns, with
+Postfix in a mount namespace whose /etc/resolv.conf names the loopback
+DNS server; the RCPT replies must be the same."""
 
 from __future__ import annotations
 
+import os
+import random
+import shutil
+import subprocess
+from pathlib import Path
 from typing import Iterator
 
 import pytest
 
 from conftest import needs_postfix
+from dnsserver import DnsServer
 from mailsystem import MailSystem
+from smtp_dialogue import PostfixSmtpd, run_dialogue
 from test_smtpd_check import ETC, compare_with_postfix, session, start_instance
+from test_smtpd_dns import CASES as DNS_CASES
+from test_smtpd_dns import CONFIG as DNS_CONFIG
+from test_smtpd_dns import TABLES as DNS_TABLES
+from test_smtpd_dns import ZONE as DNS_ZONE
+from test_smtpd_dns import rcpt
 
 CLASSES = {
     "unkhelo": "reject_unknown_helo_hostname",
@@ -88,3 +104,78 @@ def run(server, case: dict) -> list[str]:
 @needs_postfix
 def test_same_as_postfix(ms):
     compare_with_postfix(ms, ms.top, CONFIG, CASES, run)
+
+
+# Every case of test_smtpd_dns side by side: the private Postfix runs in a
+# mount namespace of its own where /etc/resolv.conf names a loopback DNS
+# server on port 53 (the only port the system resolver knows); pfx's
+# smtpd asks the same server.
+
+class _NamespacedPostfix(PostfixSmtpd):
+    """PostfixSmtpd started with its own /etc/resolv.conf."""
+
+    def __init__(self, ms: MailSystem, settings: dict[str, str], resolv_conf: Path) -> None:
+        super().__init__(ms, settings)
+        self.resolv_conf = resolv_conf
+
+    def __enter__(self) -> "_NamespacedPostfix":
+        self.run("unshare", "--mount", "sh", "-c",
+                 'mount --bind "$0" /etc/resolv.conf && exec /usr/sbin/postfix -c "$1" start',
+                 str(self.resolv_conf), str(self.etc))
+        return self
+
+
+class _Dialogues:
+    """Another smtpd that test_smtpd_dns.rcpt() can talk to."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+
+    def dialogue(self, lines: list[str]) -> list[str]:
+        return run_dialogue(self.port, lines)
+
+
+def _port53_server() -> DnsServer:
+    """The zone on port 53 of a free loopback address."""
+    for _ in range(20):
+        host = f"127.53.{random.randrange(256)}.{random.randrange(1, 255)}"
+        try:
+            return DnsServer(DNS_ZONE, host=host, port=53).start()
+        except OSError:
+            continue
+    pytest.skip("no loopback address with a free port 53")
+
+
+def _can_unshare() -> bool:
+    return os.geteuid() == 0 and shutil.which("unshare") is not None and subprocess.run(
+        ["unshare", "--mount", "true"], capture_output=True).returncode == 0
+
+
+@needs_postfix
+@pytest.mark.skipif(not _can_unshare(), reason="needs root and mount namespaces")
+def test_dns_cases_same_as_postfix(tmp_path):
+    server = _port53_server()
+    try:
+        resolv_conf = tmp_path / "resolv.conf"
+        resolv_conf.write_text(f"nameserver {server.host}\noptions timeout:1 attempts:2\n")
+        resolv_conf.chmod(0o644)
+        etc = str(tmp_path / "etc")
+        config = {k: v.replace("{etc}", etc) for k, v in DNS_CONFIG.items()}
+        system = MailSystem(tmp_path, config, smtpd=True, resolv_conf=resolv_conf)
+        for name, text in DNS_TABLES.items():
+            (tmp_path / "etc" / name).write_text(text)
+        system.start()
+        try:
+            with _NamespacedPostfix(system, config, resolv_conf) as postfix:
+                theirs = _Dialogues(postfix.ports["smtpd"])
+                differences = []
+                for case_id, kwargs, _, _ in DNS_CASES:
+                    ours_reply, their_reply = rcpt(system, **kwargs), rcpt(theirs, **kwargs)
+                    if ours_reply != their_reply:
+                        differences.append(f"{case_id}: pfx {ours_reply!r}, "
+                                           f"Postfix {their_reply!r}")
+                assert not differences, "\n".join(differences)
+        finally:
+            system.teardown()
+    finally:
+        server.stop()
