@@ -614,7 +614,10 @@ class Client:
         """Answer one command line; -1 when the session ends."""
         if msg.verbose:
             msg.info(line)
-        name, args = strtok(line, " \t")
+        if line[:1] not in (" ", "") and "\t" not in line:
+            name, _, args = line.partition(" ")
+        else:
+            name, args = strtok(line, " \t")
         if name is None:
             self.reply("500 5.5.2 Error: unknown command")
             return 0
