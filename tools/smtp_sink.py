@@ -411,8 +411,8 @@ class Sink:
 class Client:
     """One SMTP session and its mail transaction."""
 
-    __slots__ = ("sink", "sock", "fd", "inbuf", "out", "in_data", "held", "tail", "in_mail", "rcpts",
-                 "client_addr", "addr_prefix", "helo_args", "client_proto", "start_time",
+    __slots__ = ("sink", "sock", "fd", "inbuf", "out", "in_data", "held", "tail", "in_mail",
+                 "rcpts", "client_addr", "addr_prefix", "helo_args", "client_proto", "start_time",
                  "id", "dump", "dump_path", "dump_carry", "dump_fresh", "deadline",
                  "write_since", "events", "closed")
 

@@ -345,8 +345,9 @@ class Job:
             return self.content
         if self.date is None:
             self.date = mail_date(time.time())
+        count = self.message_count & 0xffffffff      # C's %04x of an int
         head = (f"From: <{self.sender}>\r\nTo: <{self.recipient}>\r\nDate: {self.date}\r\n"
-                f"Message-Id: <{os.getpid():04x}.{session.fd:04x}.{self.message_count & 0xffffffff:04x}"
+                f"Message-Id: <{os.getpid():04x}.{session.fd:04x}.{count:04x}"
                 f"@{self.myhostname}>\r\n")
         if self.subject is not None:
             head += f"Subject: {self.subject}\r\n"
