@@ -7,7 +7,7 @@ and smtpd's log lines must be the same.
 
 test_dns_cases_same_as_postfix: every case of test_smtpd_dns, with
 Postfix in a mount namespace whose /etc/resolv.conf names the loopback
-DNS server; the RCPT replies must be the same."""
+DNS server; the RCPT replies and smtpd's log lines must be the same."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from conftest import needs_postfix
 from dnsserver import DnsServer
 from mailsystem import MailSystem
 from smtp_dialogue import PostfixSmtpd, run_dialogue
-from test_smtpd_check import ETC, compare_with_postfix, session, start_instance
+from test_smtpd_check import ETC, check_logs, compare_with_postfix, session, start_instance
 from test_smtpd_dns import CASES as DNS_CASES
 from test_smtpd_dns import CONFIG as DNS_CONFIG
 from test_smtpd_dns import TABLES as DNS_TABLES
@@ -175,6 +175,18 @@ def test_dns_cases_same_as_postfix(tmp_path):
                         differences.append(f"{case_id}: pfx {ours_reply!r}, "
                                            f"Postfix {their_reply!r}")
                 assert not differences, "\n".join(differences)
+
+                def both() -> tuple[list[str], list[str]]:
+                    return (check_logs(system, postfix.log, tmp_path),
+                            check_logs(system, system.log, tmp_path))
+
+                try:
+                    system.wait_for(lambda: len(set(map(len, both()))) == 1,
+                                    what="all log lines")
+                except AssertionError:
+                    pass        # the comparison below shows what is missing
+                their_log, our_log = both()
+                assert our_log == their_log
         finally:
             system.teardown()
     finally:
