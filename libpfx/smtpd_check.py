@@ -232,15 +232,6 @@ class SmtpdCheck:
         self.verify_poll_count = get_int("address_verify_poll_count")
         self.verify_poll_delay = config.get_time("address_verify_poll_delay")
         verify_clnt.init(config)
-        self.tempfail_actions = {}
-        for pname in ("unknown_helo_hostname_tempfail_action",
-                      "unknown_address_tempfail_action",
-                      "unverified_recipient_tempfail_action",
-                      "unverified_sender_tempfail_action"):
-            value = get(pname)
-            if value not in _TEMPFAIL_ACTIONS:
-                msg.fatal(f"bad configuration: {pname} = {value}")
-            self.tempfail_actions[pname] = value
         # The restriction table: our own and the DNS-based ones.
         self.restrictions: dict[str, tuple[Restriction, bool]] = {
             **RESTRICTIONS, **smtpd_check_dns.RESTRICTIONS}
@@ -265,6 +256,15 @@ class SmtpdCheck:
             msg.fatal("in parameter smtpd_relay_restrictions or smtpd_recipient_restrictions,"
                       " specify at least one working instance of: "
                       + ", ".join(_RCPT_REQUIRED[:-1]) + " or " + _RCPT_REQUIRED[-1])
+        self.tempfail_actions = {}
+        for pname in ("unknown_helo_hostname_tempfail_action",
+                      "unknown_address_tempfail_action",
+                      "unverified_recipient_tempfail_action",
+                      "unverified_sender_tempfail_action"):
+            value = get(pname)
+            if value not in _TEMPFAIL_ACTIONS:
+                msg.fatal(f"bad configuration: {pname} = {value}")
+            self.tempfail_actions[pname] = value
         # The current list's context, for restrictions that need it.
         self.reply_name = ""
         self.reply_class = ""

@@ -11,6 +11,8 @@ from typing import Iterator
 import pytest
 
 from conftest import needs_postfix
+from libpfx.config import Config
+from libpfx.smtpd_check import SmtpdCheck
 from mailsystem import MailSystem
 from test_smtpd_check import ETC, compare_with_postfix, start_instance
 from test_smtpd_check_stages import BYE, GREETING, dialogue
@@ -120,3 +122,38 @@ def test_bare_table_in_data_restrictions(ms):
 @needs_postfix
 def test_same_as_postfix(ms):
     compare_with_postfix(ms, ms.top, CONFIG, [s for s, _ in DIALOGUES], run=dialogue)
+
+
+def test_relay_control_required_at_start(tmp_path):
+    """smtpd will not run when no list can refuse relaying: it ends at
+    once and master throttles it, as with Postfix."""
+    ms = MailSystem(tmp_path, main_cf_extra={"smtpd_relay_restrictions": "",
+                                             "smtpd_recipient_restrictions": "permit_mynetworks"},
+                    smtpd=True)
+    ms.start()
+    try:
+        ms.connect().close()
+        ms.wait_log(r"postfix/smtpd\[\d+\]: fatal: in parameter smtpd_relay_restrictions or "
+                    r"smtpd_recipient_restrictions, specify at least one working instance of: "
+                    r"reject_unauth_destination, defer_unauth_destination, reject, defer, "
+                    r"defer_if_permit or check_relay_domains$")
+    finally:
+        ms.teardown()
+
+
+@pytest.mark.parametrize("settings,fatal", [
+    ({"smtpd_restriction_classes": "undefined_class"},
+     "restriction class `undefined_class' needs a definition"),
+    ({"smtpd_recipient_restrictions": "permit, reject_unauth_destination",
+      "smtpd_relay_restrictions": ""},
+     "in parameter smtpd_relay_restrictions or smtpd_recipient_restrictions, specify at least "
+     "one working instance of"),
+    ({"unverified_sender_tempfail_action": "bounce"},
+     "bad configuration: unverified_sender_tempfail_action = bounce"),
+])
+def test_configuration_errors(tmp_path, capsys, settings, fatal):
+    settings = {"compatibility_level": "3.6", "alias_maps": "", **settings}
+    (tmp_path / "main.cf").write_text("".join(f"{k} = {v}\n" for k, v in settings.items()))
+    with pytest.raises(SystemExit):
+        SmtpdCheck(Config.load(str(tmp_path)))
+    assert fatal in capsys.readouterr().err
