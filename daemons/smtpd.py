@@ -436,7 +436,7 @@ class Session:
             "RCPT": self.rcpt_cmd, "DATA": self.data_cmd, "BDAT": self.bdat_cmd,
             "RSET": self.rset_cmd, "NOOP": self.noop_cmd, "VRFY": self.vrfy_cmd,
             "ETRN": self.etrn_cmd, "QUIT": self.quit_cmd,
-            "STARTTLS": self.unimpl_cmd, "AUTH": self.unimpl_cmd,
+            "STARTTLS": self.starttls_cmd, "AUTH": self.auth_cmd,
             "XCLIENT": self.xclient_cmd, "XFORWARD": self.xforward_cmd,
         }
         self.mail_reset()
@@ -465,6 +465,7 @@ class Session:
         self.bdat_prev_cont = False
         self.state.reset_transaction()
         self.state.xforward = {}
+        self.state.sasl_sender = None
 
     def in_transaction(self) -> bool:
         return self.state.sender is not None
@@ -809,6 +810,12 @@ class Session:
                 state.msg_size = int(digits)    # kept after a rejection, as Postfix
             elif utf8_ok and upper == "SMTPUTF8":
                 pass
+            elif upper.startswith("AUTH="):             # RFC 4954, kept for the log
+                if state.sasl_sender is not None:
+                    self.reply("503 5.5.4 Error: multiple AUTH= options")
+                    return False
+                if word[5:] != "<>":
+                    state.sasl_sender = msg.printable(word[5:])
             elif upper.startswith("RET="):
                 if self.ehlo_discard_mask & EHLO_DSN:
                     self.reply("501 5.7.1 DSN support is disabled")
@@ -1329,8 +1336,20 @@ class Session:
         self.chat.flush()
         return True
 
-    def unimpl_cmd(self, argv: list[tuple[str, int]]) -> bool:
-        self.reply("502 5.5.1 Error: command not implemented")
+    def starttls_cmd(self, argv: list[tuple[str, int]]) -> bool:
+        """No TLS yet: what Postfix answers with smtpd_use_tls = no."""
+        if len(argv) != 1:
+            self.reply("501 5.5.4 Syntax: STARTTLS")
+        else:
+            self.reply("502 5.5.1 Error: command not implemented")
+        return False
+
+    def auth_cmd(self, argv: list[tuple[str, int]]) -> bool:
+        """No SASL yet: what Postfix answers with smtpd_sasl_auth_enable = no."""
+        if self.s.helo_required and self.state.helo_name is None:
+            self.reply("503 5.5.1 Error: send HELO/EHLO first")
+        else:
+            self.reply("503 5.5.1 Error: authentication not enabled")
         return False
 
     def xclient_greeting(self, state: SmtpdState) -> str:
