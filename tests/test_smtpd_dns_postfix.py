@@ -13,23 +13,29 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pytest
 
 from conftest import needs_postfix
 from dnsserver import DnsServer
 from mailsystem import MailSystem
-from smtp_dialogue import PostfixSmtpd, run_dialogue
+from smtp_dialogue import PostfixSmtpd, run_dialogue, smtpd_log_lines
 from test_smtpd_check import ETC, check_logs, compare_with_postfix, session, start_instance
 from test_smtpd_dns import CASES as DNS_CASES
 from test_smtpd_dns import CONFIG as DNS_CONFIG
 from test_smtpd_dns import TABLES as DNS_TABLES
 from test_smtpd_dns import ZONE as DNS_ZONE
 from test_smtpd_dns import rcpt
+from test_smtpd_peer import CASES as PEER_CASES
+from test_smtpd_peer import CONFIG as PEER_CONFIG
+from test_smtpd_peer import RCPT as PEER_RCPT
+from test_smtpd_peer import session as peer_session
+from test_smtpd_peer import start_dns as start_peer_dns
 
 CLASSES = {
     "unkhelo": "reject_unknown_helo_hostname",
@@ -135,15 +141,21 @@ class _Dialogues:
         return run_dialogue(self.port, lines)
 
 
-def _port53_server() -> DnsServer:
-    """The zone on port 53 of a free loopback address."""
+def _port53_server(start: Callable[[str, int], DnsServer]) -> DnsServer:
+    """start(host, port): a DNS server on port 53 of a free loopback address."""
     for _ in range(20):
         host = f"127.53.{random.randrange(256)}.{random.randrange(1, 255)}"
         try:
-            return DnsServer(DNS_ZONE, host=host, port=53).start()
+            return start(host, 53)
         except OSError:
             continue
     pytest.skip("no loopback address with a free port 53")
+
+
+def _resolv_conf(path: Path, server: DnsServer) -> Path:
+    path.write_text(f"nameserver {server.host}\noptions timeout:1 attempts:2\n")
+    path.chmod(0o644)
+    return path
 
 
 def _can_unshare() -> bool:
@@ -154,11 +166,9 @@ def _can_unshare() -> bool:
 @needs_postfix
 @pytest.mark.skipif(not _can_unshare(), reason="needs root and mount namespaces")
 def test_dns_cases_same_as_postfix(tmp_path):
-    server = _port53_server()
+    server = _port53_server(lambda host, port: DnsServer(DNS_ZONE, host, port).start())
     try:
-        resolv_conf = tmp_path / "resolv.conf"
-        resolv_conf.write_text(f"nameserver {server.host}\noptions timeout:1 attempts:2\n")
-        resolv_conf.chmod(0o644)
+        resolv_conf = _resolv_conf(tmp_path / "resolv.conf", server)
         etc = str(tmp_path / "etc")
         config = {k: v.replace("{etc}", etc) for k, v in DNS_CONFIG.items()}
         system = MailSystem(tmp_path, config, smtpd=True, resolv_conf=resolv_conf)
@@ -179,6 +189,45 @@ def test_dns_cases_same_as_postfix(tmp_path):
                 def both() -> tuple[list[str], list[str]]:
                     return (check_logs(system, postfix.log, tmp_path),
                             check_logs(system, system.log, tmp_path))
+
+                try:
+                    system.wait_for(lambda: len(set(map(len, both()))) == 1,
+                                    what="all log lines")
+                except AssertionError:
+                    pass        # the comparison below shows what is missing
+                their_log, our_log = both()
+                assert our_log == their_log
+        finally:
+            system.teardown()
+    finally:
+        server.stop()
+
+
+def _peer_log(text: str) -> list[str]:
+    """smtpd's lines about client names and their rejection."""
+    return [line for line in smtpd_log_lines(text)
+            if re.search(r" connect from |does not resolve|numeric hostname|reject:", line)]
+
+
+@needs_postfix
+@pytest.mark.skipif(not _can_unshare(), reason="needs root and mount namespaces")
+def test_peer_names_same_as_postfix(tmp_path):
+    """Connections from 127.0.0.x: the same replies, the same "connect
+    from" lines and warnings."""
+    server = _port53_server(start_peer_dns)
+    try:
+        resolv_conf = _resolv_conf(tmp_path / "resolv.conf", server)
+        system = MailSystem(tmp_path, PEER_CONFIG, smtpd=True, resolv_conf=resolv_conf)
+        system.start()
+        try:
+            with _NamespacedPostfix(system, PEER_CONFIG, resolv_conf) as postfix:
+                port = postfix.ports["smtpd"]
+                for source, *_ in PEER_CASES:
+                    assert peer_session(system, source, PEER_RCPT) == \
+                        peer_session(system, source, PEER_RCPT, port), source
+
+                def both() -> tuple[list[str], list[str]]:
+                    return _peer_log(postfix.log()), _peer_log(system.log())
 
                 try:
                     system.wait_for(lambda: len(set(map(len, both()))) == 1,

@@ -20,26 +20,39 @@ NAMES = {
     "127.0.0.5": "no PTR record",
     "127.0.0.6": "reverse lookup fails for now",
     "127.0.0.7": "forward lookup: no such name",
+    "127.0.0.8": "numeric PTR name",
+    "127.0.0.9": "malformed PTR name",
 }
+
+
+CONFIG = {
+    "unknown_client_reject_code": "550",
+    "smtpd_recipient_restrictions": "reject_unknown_client_hostname, "
+                                    "permit_mynetworks, reject_unauth_destination",
+}
+
+
+def start_dns(host: str = "127.0.0.1", port: int = 0) -> DnsServer:
+    """The loopback DNS server with the names of the cases."""
+    server = DnsServer({
+        "mx1.example.com": [("A", "127.0.0.2")],
+        "broken.example": "servfail",
+        reverse_name("127.0.0.6"): "servfail",
+    }, host=host, port=port).start()
+    server.add_ptr("127.0.0.2", "mx1.example.com")
+    server.add_ptr("127.0.0.3", "mx1.example.com")
+    server.add_ptr("127.0.0.4", "broken.example")
+    server.add_ptr("127.0.0.7", "gone.example")
+    server.add_ptr("127.0.0.8", "1.2.3.4")
+    server.add_ptr("127.0.0.9", "bad_name!.example")
+    return server
 
 
 @pytest.fixture(scope="module")
 def instance(tmp_path_factory):
     top = tmp_path_factory.mktemp("smtpd_peer")
-    server = DnsServer({
-        "mx1.example.com": [("A", "127.0.0.2")],
-        "broken.example": "servfail",
-        reverse_name("127.0.0.6"): "servfail",
-    }).start()
-    server.add_ptr("127.0.0.2", "mx1.example.com")
-    server.add_ptr("127.0.0.3", "mx1.example.com")
-    server.add_ptr("127.0.0.4", "broken.example")
-    server.add_ptr("127.0.0.7", "gone.example")
-    ms = MailSystem(top, {
-        "unknown_client_reject_code": "550",
-        "smtpd_recipient_restrictions": "reject_unknown_client_hostname, "
-                                        "permit_mynetworks, reject_unauth_destination",
-    }, smtpd=True, resolv_conf=server.resolv_conf(top / "resolv.conf"))
+    server = start_dns()
+    ms = MailSystem(top, CONFIG, smtpd=True, resolv_conf=server.resolv_conf(top / "resolv.conf"))
     ms.start()
     try:
         yield ms
@@ -48,9 +61,11 @@ def instance(tmp_path_factory):
         server.stop()
 
 
-def session(ms: MailSystem, source: str, commands: list[str]) -> list[str]:
-    """Every reply line of a dialogue from the given source address."""
-    sock = socket.create_connection(("127.0.0.1", ms.smtp_port), 10, source_address=(source, 0))
+def session(ms: MailSystem, source: str, commands: list[str], port: int = 0) -> list[str]:
+    """Every reply line of a dialogue from the given source address (with
+    ms's smtpd, or the one on port)."""
+    sock = socket.create_connection(("127.0.0.1", port or ms.smtp_port), 10,
+                                    source_address=(source, 0))
     with SmtpClient(sock) as client:
         replies = client.reply()
         for command in commands:
@@ -80,6 +95,10 @@ CASES = [
      "warning: hostname gone.example does not resolve to address 127.0.0.7: "
      "Name or service not known",
      "550 5.7.25 Client host rejected: cannot find your hostname, [127.0.0.7]"),
+    ("127.0.0.8", "connect from unknown[127.0.0.8]", "warning: numeric hostname: 1.2.3.4",
+     "550 5.7.25 Client host rejected: cannot find your hostname, [127.0.0.8]"),
+    ("127.0.0.9", "connect from unknown[127.0.0.9]", None,
+     "550 5.7.25 Client host rejected: cannot find your hostname, [127.0.0.9]"),
 ]
 
 
