@@ -739,6 +739,9 @@ class SmtpdCheck:
             return status
         expansion = self.classes.get(name)
         if expansion is not None:
+            if acl_state(state).recursion > 100:
+                msg.warn(f"restriction class {name} causes unreasonable recursion")
+                self.server_error(state)
             return self.generic_checks(state, expansion, self.reply_name, self.reply_class,
                                        self.def_acl)
         msg.warn(f'unknown smtpd restriction: "{name}"')

@@ -25,6 +25,7 @@ CLIENT_ACCESS = """\
 10.7.7.5        permit reject
 10.7.7.6        warn_if_reject reject
 10.7.7.9        broken
+10.7.7.10       loop
 """
 
 CONFIG = {
@@ -32,7 +33,8 @@ CONFIG = {
     "mynetworks": "192.168.0.0/16",
     "smtpd_authorized_xclient_hosts": "127.0.0.0/8",
     "smtpd_client_restrictions": f"check_client_access texthash:{ETC}/client",
-    "smtpd_restriction_classes": "broken",
+    "smtpd_restriction_classes": "broken, loop",
+    "loop": "permit_inet_interfaces loop",
     "broken": f"check_sender_access texthash:{ETC}/missing",
     "smtpd_recipient_restrictions": "reject_unauth_destination",
     "smtpd_data_restrictions": f"texthash:{ETC}/client",
@@ -108,6 +110,14 @@ def test_warnings(ms, addr, warnings):
     dialogue(ms, steps(addr, "u@s.example", "RCPT TO:<x@elsewhere.example>"))
     for warning in warnings:
         ms.wait_log(warning, start=start)
+
+
+def test_class_that_names_itself(ms):
+    """Postfix would run out of stack; pfx ends the check with a warning."""
+    start = len(ms.log())
+    replies = dialogue(ms, steps("10.7.7.10", "u@s.example", "RCPT TO:<root@pfx.example>"))
+    assert replies[-2] == CONFIG_ERROR
+    ms.wait_log(r"warning: restriction class loop causes unreasonable recursion", start=start)
 
 
 def test_bare_table_in_data_restrictions(ms):
