@@ -128,7 +128,7 @@ from libpfx.resolve_local import LocalDomains
 from libpfx.rewrite_valid import valid_hostname, valid_mailhost_literal
 from libpfx.smtpd_chat import ChatEOF, ChatTimeout, SmtpdChat, escape
 from libpfx.smtpd_state import SmtpdState
-from libpfx import dns, smtpd_check, smtpd_peer, smtpd_xclient
+from libpfx import dns, rewrite_clnt, smtpd_check, smtpd_peer, smtpd_xclient
 
 REASON_TIMEOUT = "timeout"
 REASON_LOST_CONNECTION = "lost connection"
@@ -739,7 +739,21 @@ class Session:
 
     # Addresses.
 
-    def extract_addr(self, word: str, allow_empty: bool, strict: bool) -> str | None:
+    def check_addr(self, addr: str, smtputf8: bool) -> bool:
+        """Can trivial-rewrite make sense of addr?  Without SMTPUTF8 its
+        domain must be ASCII (Postfix's smtpd_check_addr)."""
+        if not addr:
+            return True
+        state = self.state
+        context = (state.recipient if state.where == "MAIL" else state.sender) or ""
+        reply = rewrite_clnt.resolve(context, rewrite_clnt.rewrite(rewrite_clnt.RULE_LOCAL, addr))
+        if reply.flags & rewrite_clnt.RESOLVE_FLAG_ERROR:
+            return False
+        domain = reply.recipient.rpartition("@")[2] if "@" in reply.recipient else ""
+        return smtputf8 or domain.isascii()
+
+    def extract_addr(self, word: str, allow_empty: bool, strict: bool,
+                     smtputf8: bool = False) -> str | None:
         """The address in internal form, None (with a warning) when its
         syntax is bad (Postfix's extract_addr)."""
         state = self.state
@@ -757,7 +771,8 @@ class Session:
                 non_addr += 1
         bad = naddr > 1 or (strict and (non_addr or not word.startswith("<")))
         result = tok822.internalize(addr.head) if addr is not None else ""
-        if not bad and ((not result and not allow_empty) or (strict and result.startswith("@"))):
+        if not bad and ((not result and not allow_empty) or (strict and result.startswith("@"))
+                        or not self.check_addr(result, smtputf8)):
             bad = True
         if bad:
             msg.warn(f"Illegal address syntax from {state.namaddr} in {state.where} command: "
@@ -786,7 +801,7 @@ class Session:
             return False
         utf8_ok = s.smtputf8_enable and not self.ehlo_discard_mask & EHLO_SMTPUTF8
         smtputf8 = utf8_ok and any(w.upper() == "SMTPUTF8" for w, _ in argv[3:])
-        sender = self.extract_addr(argv[2][0], True, s.strict_rfc821)
+        sender = self.extract_addr(argv[2][0], True, s.strict_rfc821, smtputf8)
         if sender is None:
             self.reply("501 5.1.7 Bad sender address syntax")
             return False
@@ -884,7 +899,7 @@ class Session:
         if argv[2][1] == TOK_ERROR:
             self.reply("501 5.1.3 Bad recipient address syntax")
             return False
-        rcpt = self.extract_addr(argv[2][0], False, s.strict_rfc821)
+        rcpt = self.extract_addr(argv[2][0], False, s.strict_rfc821, self.smtputf8)
         if rcpt is None:
             self.reply("501 5.1.3 Bad recipient address syntax")
             return False
@@ -1280,17 +1295,22 @@ class Session:
             self.reply("502 5.5.1 VRFY command is disabled")
             return False
         words = [w for w, _ in argv]
-        if s.smtputf8_enable and not self.ehlo_discard_mask & EHLO_SMTPUTF8 \
-                and len(words) > 1 and words[-1].upper() == "SMTPUTF8":
+        smtputf8 = s.smtputf8_enable and not self.ehlo_discard_mask & EHLO_SMTPUTF8 \
+            and len(words) > 1 and words[-1].upper() == "SMTPUTF8"
+        if smtputf8:
             words.pop()
         if len(words) < 2:
             self.reply("501 5.5.4 Syntax: VRFY address"
                        + (" [SMTPUTF8]" if s.smtputf8_enable else ""))
             return False
         word = " ".join(words[1:])
-        addr = self.extract_addr(word, False, False)
+        addr = self.extract_addr(word, False, False, smtputf8)
         if addr is None:
             self.reply("501 5.1.3 Bad recipient address syntax")
+            return False
+        if not smtputf8 and s.strict_smtputf8 and not addr.isascii():
+            self.mail_reset()
+            self.reply("553 5.6.7 Must declare SMTPUTF8 to send unicode address")
             return False
         if self.check_reply(CHECK.check_rcptmap(state, addr)):
             return False
