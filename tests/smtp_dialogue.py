@@ -141,9 +141,9 @@ def smtpd_log_lines(text: str, after: int = 0) -> list[str]:
 
 
 def message_id_of(replies: list[str]) -> str | None:
-    """The queue ID in a "250 2.0.0 Ok: queued as ID" reply."""
+    """The queue ID in a "250 2.0.0 Ok: [N bytes ]queued as ID" reply."""
     for line in replies:
-        m = re.match(r"250 2\.0\.0 Ok: queued as (\w+)", line)
+        m = re.match(r"250 2\.0\.0 Ok: (?:\d+ bytes )?queued as (\w+)", line)
         if m:
             return m.group(1)
     return None
