@@ -287,6 +287,7 @@ class Settings:
                 msg.warn(f"unknown receive_override_options value: {option}")
         self.cleanup_flags = flags | CLEANUP_FLAG_SMTP_REPLY
         self.rewrite_clients = RewriteClients(config)
+        self.delay_open = get_bool("smtpd_delay_open_until_valid_rcpt")
         mode = get("smtpd_forbid_bare_newline")
         if mode.lower() not in BARE_LF_MODES:
             msg.fatal(f"bad parameter value: 'smtpd_forbid_bare_newline = {mode}'")
@@ -426,6 +427,7 @@ class Session:
         self.junk_cmds = 0
         self.access_denied: str | None = None
         self.ehlo_discard_mask = 0
+        self.ehlo_maps_error = False         # smtpd_discard_ehlo_keyword_address_maps failed
         self.bare_lf_mask = s.bare_lf_mask
         if s.bare_lf_exclusions is not None \
                 and s.bare_lf_exclusions.match(state.name, state.addr):
@@ -577,8 +579,9 @@ class Session:
         if s.ehlo_discard_maps is not None:
             try:
                 found = s.ehlo_discard_maps.find(state.addr)
-            except Exception:               # noqa: BLE001 - a table failure of any kind
+            except DictRetry:
                 found = None
+                self.ehlo_maps_error = True
             if found is not None:
                 words = found
         self.ehlo_discard_mask = ehlo_mask(words)
@@ -710,6 +713,9 @@ class Session:
         mask = self.ehlo_discard_mask
         if mask and not mask & EHLO_ENHANCEDSTATUSCODES and not mask & EHLO_SILENT:
             msg.info(f"discarding EHLO keywords: {str_ehlo_mask(mask)}")
+        if self.ehlo_maps_error:
+            msg.warn(f"don't know what EHLO features to announce to {state.namaddr}")
+            return self.local_data_error()
         lines = [s.myhostname]
         if not mask & EHLO_PIPELINING:
             lines.append("PIPELINING")
@@ -880,6 +886,8 @@ class Session:
         self.encoding = encoding
         self.dsn_ret = dsn_ret
         self.dsn_envid = dsn_envid
+        if not s.delay_open:
+            self.open_stream()
         self.reply("250 2.1.0 Ok")
         return True
 
