@@ -101,6 +101,9 @@ CONFIGURATION PARAMETERS
     message_strip_characters (empty)
         The set of characters that Postfix will remove from message
         content.
+    cleanup_replace_stray_cr_lf (yes)
+        Replace each CR or LF that is not part of a line end in message
+        content with a space, before any other content processing.
 
     SMTPUTF8 CONTROLS
     smtputf8_enable (${{$compatibility_level} <level {1} ? {no} : {yes}})

@@ -79,6 +79,9 @@ SMTPUTF8_FLAG_SENDER = 1 << 2            # queue file attributes (Postfix's qatt
 # Actions of header_checks and body_checks that drop the line.
 _DROP = None
 
+# cleanup_replace_stray_cr_lf: a CR or LF in a content line becomes a space.
+_STRAY_CR_LF = bytes.maketrans(b"\r\n", b"  ")
+
 
 def _text(data: bytes) -> str:
     return data.decode("utf-8", "surrogateescape")
@@ -172,6 +175,7 @@ class CleanupSettings:
         self.headers = HeaderTable(config.get_list("message_drop_headers"))
         self.reject_chars = _octets(unescape(get("message_reject_characters")))
         self.strip_chars = _octets(unescape(get("message_strip_characters")))
+        self.replace_stray_cr_lf = config.get_bool("cleanup_replace_stray_cr_lf")
         opened: dict[str, Maps] = {}
 
         def maps(name: str) -> Maps | None:
@@ -639,6 +643,11 @@ class CleanupState:
 
     def _message(self, rtype: str, data: bytes) -> None:
         assert self.mime is not None
+        if self.s.replace_stray_cr_lf and (b"\r" in data or b"\n" in data):
+            # A CR or LF outside a line end could smuggle an end of DATA
+            # to a later SMTP server: each becomes a space, before anything
+            # else looks at the content.
+            data = data.translate(_STRAY_CR_LF)
         if self.flags & CLEANUP_FLAG_FILTER:
             if self.s.reject_chars and any(c in data for c in self.s.reject_chars):
                 self.act("content", _text(data), "REJECT disallowed character",
