@@ -31,6 +31,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import time
+from collections import OrderedDict
 from typing import Callable
 
 from libpfx import msg, policy_clnt, rewrite_clnt, smtpd_check_dns, verify_clnt
@@ -88,6 +89,8 @@ _RCPT_REQUIRED = ("reject_unauth_destination", "defer_unauth_destination", "reje
 _TEMPFAIL_ACTIONS = ("defer", "defer_if_permit")
 
 _SND_DSN = "4.1.0"
+
+RESOLVE_CACHE = 100     # resolved addresses kept per process (smtpd_resolve_init)
 
 Restriction = Callable[["SmtpdCheck", SmtpdState, "str | None"], int]
 
@@ -265,6 +268,7 @@ class SmtpdCheck:
             if value not in _TEMPFAIL_ACTIONS:
                 msg.fatal(f"bad configuration: {pname} = {value}")
             self.tempfail_actions[pname] = value
+        self._resolved: OrderedDict[tuple[str, str], rewrite_clnt.Resolved] = OrderedDict()
         # The current list's context, for restrictions that need it.
         self.reply_name = ""
         self.reply_class = ""
@@ -656,13 +660,23 @@ class SmtpdCheck:
 
     def resolve(self, state: SmtpdState, sender: str | None, addr: str) -> rewrite_clnt.Resolved:
         """How trivial-rewrite resolves addr (after local rewriting), with the
-        recipient folded to lower case; a failure ends the check with 451."""
+        recipient folded to lower case; a failure ends the check with 451.
+        The last RESOLVE_CACHE answers are kept, as Postfix's smtpd does."""
+        key = (sender or "", addr)
+        reply = self._resolved.get(key)
+        if reply is not None:
+            self._resolved.move_to_end(key)
+            return reply
         sender_text = rewrite_clnt.rewrite(rewrite_clnt.RULE_LOCAL, sender) if sender else ""
         reply = rewrite_clnt.resolve(sender_text,
                                      rewrite_clnt.rewrite(rewrite_clnt.RULE_LOCAL, addr))
         if reply.flags & rewrite_clnt.RESOLVE_FLAG_FAIL:
             self.dict_retry(state, addr)
-        return reply._replace(recipient=reply.recipient.lower())
+        reply = reply._replace(recipient=reply.recipient.lower())
+        self._resolved[key] = reply
+        if len(self._resolved) > RESOLVE_CACHE:
+            self._resolved.popitem(last=False)
+        return reply
 
     def addr_find(self, state: SmtpdState, reply_name: str, maps: Maps, key: str) -> str | None:
         """mail_addr_find() in maps; a failure ends the check with 451."""
