@@ -305,21 +305,40 @@ def _failure(name: str, rtype: str, herrno: int, status: int) -> Answer:
                   herrno)
 
 
-def _rr_name_ok(text: str) -> bool:
-    return valid_hostname(text) or valid_hostaddr(text)
+def _valid_rr_name(name: str, location: str, rtype: str, query: str, gripe: bool) -> bool:
+    """A name in a reply: a host name, or an address (accepted with a
+    warning), as Postfix's valid_rr_name()."""
+    if valid_hostaddr(name):
+        if gripe:
+            msg.warn(f"numeric domain name in {location} of {rtype} record for {query}: "
+                     f"{name[:100]}")
+        return True
+    if valid_hostname(name[2:] if name.startswith("*.") else name, gripe=gripe):
+        return True
+    if gripe:
+        msg.warn(f"malformed domain name in {location} of {rtype} record for {query}: "
+                 f"{name[:100]}")
+    return False
 
 
-def _extract(reply: dns.message.Message, rtype: str
+def _extract(reply: dns.message.Message, query: str, rtype: str, gripe: bool
              ) -> tuple[int, list, list[str], str | None]:
     """The records of the asked type, as dns_get_answer(): (status,
     records, each record as the reply filter sees it, the CNAME target
-    when only an alias was found)."""
+    when only an alias was found).  With gripe, names that are not host
+    names are reported as Postfix does."""
     qtype = dns.rdatatype.from_text(rtype)
     records: list = []
     texts: list[str] = []
     cname = None
     status = DNS_NOTFOUND
+
+    def valid(name: str, location: str, rdtype: int) -> bool:
+        return _valid_rr_name(name, location, dns.rdatatype.to_text(rdtype), query, gripe)
+
     for rrset in reply.answer:
+        if not valid(rrset.name.to_text(omit_final_dot=True), "resource name", rrset.rdtype):
+            return DNS_INVAL, [], [], None
         if rrset.rdtype == qtype:
             head = f"{rrset.name.to_text(omit_final_dot=True)}. {rrset.ttl} IN {rtype} "
             for rdata in rrset:
@@ -330,14 +349,14 @@ def _extract(reply: dns.message.Message, rtype: str
                     host = rdata.exchange.to_text(omit_final_dot=True)
                     if rdata.exchange == dns.name.root or host == "":
                         return DNS_NULLMX, [], [], None
-                    if not _rr_name_ok(host):
+                    if not valid(host, "resource data", qtype):
                         status = DNS_INVAL
                         continue
                     record = (rdata.preference, host)
                     text = f"{rdata.preference} {host}."
                 elif rtype in (NS, PTR, CNAME):
                     record = rdata.target.to_text(omit_final_dot=True)
-                    if not _rr_name_ok(record):
+                    if not valid(record, "resource data", qtype):
                         status = DNS_INVAL
                         continue
                     text = record + "."
@@ -396,8 +415,10 @@ def _filter_error(name: str, rtype: str) -> Answer:
                   "Invalid DNS reply filter syntax", TRY_AGAIN)
 
 
-def lookup(name: str, rtype: str) -> Answer:
-    """Look up one record type for a name (see the module docstring)."""
+def lookup(name: str, rtype: str, gripe: bool = True) -> Answer:
+    """Look up one record type for a name (see the module docstring).
+    gripe=False is the C library's silence about malformed names in
+    replies (getaddrinfo, getnameinfo)."""
     rtype = rtype.upper()
     if valid_hostaddr(name):
         return _invalid(name)
@@ -410,7 +431,7 @@ def lookup(name: str, rtype: str) -> Answer:
         reply = _query(current, rtype)
         if isinstance(reply, Answer):
             return reply
-        status, records, texts, cname = _extract(reply, rtype)
+        status, records, texts, cname = _extract(reply, current, rtype, gripe)
         if status == DNS_NULLMX:
             return Answer(DNS_NULLMX, [], f"Domain {current} does not accept mail (nullMX)",
                           NO_DATA)
@@ -500,7 +521,7 @@ def host_addresses(name: str, families: list[int] | None = None) -> HostAddrs:
     addrs: list[str] = []
     statuses = []
     for family in wanted:
-        answer = lookup(ascii_name, A if family == socket.AF_INET else AAAA)
+        answer = lookup(ascii_name, A if family == socket.AF_INET else AAAA, gripe=False)
         statuses.append(answer)
         addrs.extend(answer.records)
     if addrs:
@@ -534,7 +555,8 @@ def reverse_lookup(addr: str) -> tuple[str | None, bool]:
     known = _settings.hosts_by_addr.get(canonical)
     if known:
         return known, False
-    answer = lookup(dns.reversename.from_address(canonical).to_text(omit_final_dot=True), PTR)
+    answer = lookup(dns.reversename.from_address(canonical).to_text(omit_final_dot=True), PTR,
+                    gripe=False)
     if answer.status == DNS_OK and answer.records:
         return answer.records[0], False
     return None, answer.status == DNS_RETRY

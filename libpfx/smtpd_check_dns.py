@@ -324,7 +324,8 @@ def rbl_reject_reply(chk: SmtpdCheck, state: SmtpdState, rbl: _Listed, rbl_domai
         try:
             why = expander.expand(template)
             break
-        except MacroError:
+        except MacroError as err:
+            msg.warn(str(err))
             if template is settings.default_rbl_reply:
                 msg.fatal(f"rbl_reject_reply: bad default rbl reply template: {template}")
             msg.warn(f"rbl_reject_reply: bad rbl reply template for domain {rbl_domain}: "

@@ -32,6 +32,8 @@ ZONE = {
     "5.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.rbl.example":
         [("A", "127.0.0.2")],
     "good.example.rhswl.example": [("A", "127.0.0.2")],
+    "2.0.0.10.rbl3.example": [("A", "127.0.0.2")],
+    "2.0.0.10.rbl4.example": [("A", "127.0.0.2")],
     "6.0.0.10.dnswl.example": "servfail",
     # hosts and domains
     "example.com": [("MX", (10, "mx1.example.com")), ("NS", "ns1.example.com")],
@@ -53,6 +55,11 @@ ZONE = {
     "backup2.example": [("MX", (10, "primary2.example")), ("MX", (20, "me.example"))],
     "primary2.example": [("A", "10.8.8.8")],
     "filtered.example": [("A", "127.0.0.9")],
+    "badmxname.example": [("MX", (10, "bad_host!.example"))],
+    "cname-helo.example": [("CNAME", "mx1.example.com")],
+    "aaaa-only.example": [("AAAA", "::5")],
+    "gonemx.example": [("MX", (10, "mxgone.example"))],
+    "backupname.example": [("MX", (10, "primary.example")), ("MX", (20, "pfx.example"))],
 }
 
 CLASSES = {
@@ -84,6 +91,8 @@ CLASSES = {
     "noarg": "reject_rbl_client",
     "warnhelo": "warn_if_reject reject_unknown_helo_hostname",
     "revmx": "check_reverse_client_hostname_mx_access texthash:{etc}/servers",
+    "rbl3": "reject_rbl_client rbl3.example",
+    "rbl4": "reject_rbl_client rbl4.example",
 }
 
 SERVERS = """\
@@ -116,7 +125,9 @@ TABLES = {
     "dns_filter": "/^filtered\\.example\\. [0-9]+ IN A / IGNORE\n",
     "rbl_reply": "rbl2.example $rbl_code 5.7.9 $client_address in $rbl_domain as $rbl_what "
                  "($rbl_class): ${rbl_reason?{$rbl_reason}:{none}} helo=$helo_name "
-                 "sender=$sender_domain\n",
+                 "sender=$sender_domain\n"
+                 "rbl3.example ${rbl_code\n"
+                 "rbl4.example hello $rbl_domain\n",
 }
 
 
@@ -287,6 +298,25 @@ CASES = [
     ("reply-filter-drops-all", dict(rcpt="unkhelo@pfx.example", helo="filtered.example"), OK,
      "warning: filtered.example: address or MX lookup error: DNS reply filter drops all "
      "results"),
+    ("rbl-bad-template", dict(rcpt="rbl3@pfx.example", addr="10.0.0.2"),
+     "554 5.7.1 Service unavailable; Client host [10.0.0.2] blocked using rbl3.example",
+     "warning: rbl_reject_reply: bad rbl reply template for domain rbl3.example: ${rbl_code"),
+    ("rbl-template-without-code", dict(rcpt="rbl4@pfx.example", addr="10.0.0.2"),
+     "450 4.7.1 Service unavailable",
+     "warning: rbl response code configuration error: hello rbl4.example"),
+    ("helo-cname", dict(rcpt="unkhelo@pfx.example", helo="cname-helo.example"), OK, None),
+    ("helo-aaaa-only", dict(rcpt="unkhelo@pfx.example", helo="aaaa-only.example"), OK, None),
+    ("sender-malformed-mx", dict(rcpt="unksender@pfx.example", sender="a@badmxname.example"),
+     "550 5.1.8 <a@badmxname.example>: Sender address rejected: Malformed DNS server reply",
+     "warning: malformed domain name in resource data of MX record for badmxname.example: "
+     "bad_host!.example"),
+    ("sender-mx-host-unknown", dict(rcpt="sendermx@pfx.example", sender="a@gonemx.example"),
+     OK, "warning: Unable to look up MX host mxgone.example for Sender address "
+     "a@gonemx.example: Name or service not known"),
+    ("sender-ns-none", dict(rcpt="senderns@pfx.example", sender="a@deep.nons.example"), OK,
+     "warning: Unable to look up NS host for a@deep.nons.example: Host found but no data "
+     "record of requested type"),
+    ("mx-backup-by-name", dict(rcpt="mxbackup@backupname.example"), OK, None),
     # permit_mx_backup
     ("mx-backup", dict(rcpt="mxbackup@backup.example"), OK, None),
     ("mx-primary", dict(rcpt="mxbackup@primary-is-me.example"),
