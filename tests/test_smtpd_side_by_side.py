@@ -54,6 +54,10 @@ FILES = {
         "example.net 550 5.7.1 No thanks\n"
         "defer@example.com DEFER_IF_PERMIT Sender later\n"
         "hold@example.com HOLD\n"),
+    "header_checks": (
+        "/^Subject: reject me/ REJECT No thanks\n"
+        "/^Subject: hold me/ HOLD held by header\n"
+        "/^Subject: discard me/ DISCARD\n"),
     "rcpt_access": (
         "blocked@pfx.example REJECT\n"
         "later@pfx.example 451 4.3.2 Not now\n"
@@ -67,6 +71,7 @@ SETTINGS = {
     "smtpd_restriction_classes": "restrict_class",
     "restrict_class": "reject",
     "smtpd_authorized_xclient_hosts": "127.0.0.1",
+    "header_checks": "regexp:ETC/header_checks",
 }
 
 # Configuration profiles: one smtpd each, with these overrides.
@@ -91,6 +96,14 @@ PROFILES: dict[str, dict[str, str]] = {
     "nodelay": {"smtpd_delay_reject": "no",
                 "smtpd_client_restrictions": "check_client_access texthash:ETC/client_access"},
     "strict": {"strict_rfc821_envelopes": "yes"},
+    "discard": {"smtpd_discard_ehlo_keywords": "pipelining, dsn, xclient, etrn"},
+    "silent": {"smtpd_discard_ehlo_keywords": "silent-discard, size, vrfy"},
+    "errors": {"smtpd_soft_error_limit": "1", "smtpd_hard_error_limit": "3",
+               "smtpd_error_sleep_time": "0", "smtpd_junk_command_limit": "3"},
+    "timeout": {"smtpd_timeout": "1s"},
+    "unauthpipe": {"smtpd_data_restrictions": "reject_unauth_pipelining"},
+    "forbidpipe": {"smtpd_forbid_unauth_pipelining": "yes"},
+    "flush": {"fast_flush_domains": "pfx.example"},
     "portlog": {"smtpd_client_port_logging": "yes"},
     "saslperm": {"smtpd_relay_restrictions": "permit_sasl_authenticated, "
                                           "reject_unauth_destination"},
@@ -121,6 +134,11 @@ KNOWN_DIFFERENCES: list[tuple[str, set[str]]] = [
      "with fatal: ...: LocalDataError: XCLIENT); Postfix logs warning: don't know if EHLO "
      "feature XCLIENT should be announced to ..., and replies 421 4.3.0 pfx.example Server "
      "local data error", {"xclient_table_error_ehlo"}),
+    ("libpfx/smtpd_check.py: RCPT TO:<root@[127.0.0.1]> (a local address literal): pfx "
+     "550 5.1.1 User unknown in local recipient table, Postfix 250 2.1.5 Ok (addr_find passes "
+     "is_local=None to mail_addr_find, so only myorigin's domain is stripped before the "
+     "local_recipient_maps lookup; Postfix strips every local domain, resolve_local())",
+     {"address_forms"}),
     ("daemons/smtpd.py: with smtpd_client_port_logging = yes Postfix logs the client as "
      "name[addr]:port (connect from localhost[127.0.0.1]:PORT); pfx leaves out the port",
      {"port_logging"}),
@@ -233,6 +251,51 @@ CASES: list[tuple[str, str, list[Step]]] = [
                        "ETRN bad..name", "ETRN a b", "QUIT"]),
     ("etrn_in_transaction", "plain", ["EHLO c.example", "MAIL FROM:<s@example.org>",
                                       "ETRN pfx.example", "QUIT"]),
+    # EHLO keywords left out, with and without logging it.
+    ("ehlo_discard", "discard", ["EHLO c.example", "ETRN pfx.example", "QUIT"]),
+    ("ehlo_silent_discard", "silent", ["EHLO c.example", "VRFY root", "QUIT"]),
+    # Error limits, junk commands, timeouts, lost connections, non-SMTP.
+    ("too_many_errors", "errors", ["FOO", "BAR", "BAZ", "NOOP"]),
+    ("junk_commands", "errors", ["NOOP", "NOOP", "NOOP", "NOOP", "NOOP", "RSET", "QUIT"]),
+    ("timeout", "timeout", ["EHLO c.example", Raw(b"", replies=1)]),
+    ("lost_connection_after_mail", "plain", ["EHLO c.example",
+                                             Raw(b"MAIL FROM:<s@example.org>\r\n", 0)]),
+    ("lost_connection_in_data", "plain", send()[:4] + [Raw(b"Subject: cut\r\n", 0)]),
+    ("non_smtp_command", "plain", ["GET / HTTP/1.0", "QUIT"]),
+    ("non_smtp_post", "plain", ["EHLO c.example", "POST /x HTTP/1.1", "QUIT"]),
+    # Pipelining where it was not announced.
+    ("unauth_pipelining", "unauthpipe", [Raw(b"HELO c.example\r\nMAIL FROM:<s@example.org>\r\n"
+                                             b"RCPT TO:<root@pfx.example>\r\nDATA\r\n", 4),
+                                         "QUIT"]),
+    ("auth_pipelining", "unauthpipe", ["EHLO c.example",
+                                       Raw(b"MAIL FROM:<s@example.org>\r\n"
+                                           b"RCPT TO:<root@pfx.example>\r\nDATA\r\n", 3),
+                                       MESSAGE, "QUIT"]),
+    ("forbid_unauth_pipelining", "forbidpipe", [Raw(b"HELO c.example\r\nNOOP\r\n", 2)]),
+    ("early_talker", "forbidpipe", [Raw(b"EHLO c.example\r\n", 1)]),
+    # 1,001 recipients in one write: the limit is 1,000.
+    ("thousand_recipients", "plain", ["EHLO c.example", "MAIL FROM:<s@example.org>",
+                                      Raw(b"RCPT TO:<root@pfx.example>\r\n" * 1001, 1001),
+                                      "QUIT"]),
+    # Addresses in their odd forms.
+    ("address_forms", "plain", ["EHLO c.example", 'MAIL FROM:<"a b"@example.org>',
+                                "RCPT TO:<@a.example,@b.example:root@pfx.example>",
+                                'RCPT TO:<"root"@pfx.example>', "RCPT TO:<ROOT@PFX.EXAMPLE>",
+                                "RCPT TO:<root@[127.0.0.1]>", "RCPT TO:root@pfx.example",
+                                "RCPT TO:<root@pfx.example", "RCPT TO: <root@pfx.example>",
+                                "QUIT"]),
+    ("helo_literal", "helo", ["HELO [127.0.0.1]", "MAIL FROM:<s@example.org>",
+                              "RCPT TO:<root@pfx.example>", "RSET", "HELO [1.2.3.999]",
+                              "MAIL FROM:<s@example.org>", "RCPT TO:<root@pfx.example>", "QUIT"]),
+    # header_checks in cleanup.
+    ("header_reject", "plain", send()[:4] + [content(b"Subject: reject me\r\n\r\nx\r\n.\r\n"),
+                                             "QUIT"]),
+    ("header_hold", "plain", send()[:4] + [content(b"Subject: hold me\r\n\r\nx\r\n.\r\n"),
+                                           "QUIT"]),
+    ("header_discard", "plain", send()[:4] + [content(b"Subject: discard me\r\n\r\nx\r\n.\r\n"),
+                                              "QUIT"]),
+    # ETRN for a fast flush domain.
+    ("etrn_flush", "flush", ["EHLO c.example", "ETRN pfx.example", "ETRN other.example", "QUIT"]),
     # XCLIENT.
     ("xclient_ehlo", "xclient", ["EHLO c.example", "QUIT"]),
     ("xclient_not_announced", "noauth", ["EHLO c.example", "XCLIENT NAME=a.example",
