@@ -73,7 +73,7 @@ class Dict:
     def __init__(self, name: str, flags: int = DEFAULT_FLAGS) -> None:
         self.name = name
         self.flags = flags
-        self._paths: list[tuple[str, float]] = []
+        self._paths: list[tuple[str, int, int]] = []     # path, fd or -1, mtime
 
     @property
     def spec(self) -> str:
@@ -94,25 +94,36 @@ class Dict:
         raise DictError(f"table {self.spec}: sequence operation is not supported")
 
     def close(self) -> None:
-        pass
+        self.unwatch()
 
     def watch(self, path: str) -> None:
-        """Remember path's mtime so that changed() can tell it was rebuilt."""
+        """Remember the file behind the table so that changed() can tell it
+        was rebuilt.  The file stays open: a chrooted daemon can no longer
+        reach it by name, and a rebuild that renames a new file into place
+        leaves the open one without links (as Postfix's dict_changed)."""
         try:
-            st = os.stat(path)
-            self._paths.append((path, st.st_mtime_ns + st.st_ino))
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
-            self._paths.append((path, -1))
+            self._paths.append((path, -1, -1))
+            return
+        self._paths.append((path, fd, os.fstat(fd).st_mtime_ns))
+
+    def unwatch(self) -> None:
+        for _, fd, _ in self._paths:
+            if fd >= 0:
+                os.close(fd)
+        self._paths.clear()
 
     def changed(self) -> bool:
-        """True when a file behind this table was replaced or modified."""
-        for path, stamp in self._paths:
-            try:
-                st = os.stat(path)
-                now = st.st_mtime_ns + st.st_ino
-            except OSError:
-                now = -1
-            if now != stamp:
+        """True when a file behind this table was replaced or modified, or
+        appeared where there was none."""
+        for path, fd, stamp in self._paths:
+            if fd < 0:
+                if os.path.exists(path):
+                    return True
+                continue
+            st = os.fstat(fd)
+            if st.st_nlink == 0 or st.st_mtime_ns != stamp:
                 return True
         return False
 

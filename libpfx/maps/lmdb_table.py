@@ -148,7 +148,7 @@ class LmdbDict(Dict):
             os.close(fd)
         store.users += 1
         self._store = store
-        self._paths.clear()
+        self.unwatch()
         if not self._write:         # our own changes are no reason to restart
             self.watch(self._file)
 
@@ -385,6 +385,7 @@ class LmdbDict(Dict):
         if self._store is not None and self._write:
             self.sync()
         self._close_env()
+        self.unwatch()
 
     @classmethod
     def create(cls, name: str, flags: int, dtype: str, **kwargs: object) -> "LmdbBuilder":
