@@ -399,7 +399,7 @@ class Session:
         self.sock: socket.socket | None = None
         self.fd = -1
         self.inbuf = b""
-        self.outbuf = b""
+        self.outbuf: bytes | memoryview = b""     # what the socket did not take yet
         self.handler: Callable[[int, str], None] | None = None
         self.stage = WHILE_GREETING
         self.connect_count = job.connect_count
@@ -477,7 +477,7 @@ class Session:
     def send(self, data: bytes) -> None:
         """Write what the socket takes now; the rest when it is writable."""
         if self.outbuf:
-            self.outbuf += data
+            self.outbuf = bytes(self.outbuf) + data
             return
         assert self.sock is not None
         try:
@@ -488,7 +488,7 @@ class Session:
             self.lost()
         self.last_io = time.monotonic()
         if sent < len(data):
-            self.outbuf = data[sent:]
+            self.outbuf = memoryview(data)[sent:]     # no copy of a large message
             self.watch(selectors.EVENT_READ | selectors.EVENT_WRITE, self.on_event)
 
     def command(self, text: str) -> None:
@@ -528,7 +528,7 @@ class Session:
                 self.lost()
             self.last_io = time.monotonic()
             self.inbuf += data
-            while self.handler is not None and self.sock is sock:
+            while self.inbuf and self.handler is not None and self.sock is sock:
                 reply = self.take_reply()
                 if reply is None:
                     break
