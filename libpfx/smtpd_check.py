@@ -88,7 +88,7 @@ _RCPT_REQUIRED = ("reject_unauth_destination", "defer_unauth_destination", "reje
 # Tempfail actions (unknown_*_tempfail_action, unverified_*_tempfail_action).
 _TEMPFAIL_ACTIONS = ("defer", "defer_if_permit")
 
-_SND_DSN = "4.1.0"
+_SND_DSN = "4.1.7"      # a sender address problem (smtpd_dsn_fix)
 
 RESOLVE_CACHE = 100     # resolved addresses kept per process (smtpd_resolve_init)
 

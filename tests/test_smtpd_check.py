@@ -45,6 +45,8 @@ bad.example     550 5.7.1 go away
 10.30.1.20      reject_bogus_restriction
 10.30.1.21      permit_mynetworks, reject
 10.30.1.22      DEFER_IF_PERMIT
+10.30.1.24      REJECT 5.1.1 odd status
+10.30.1.25      REJECT 5.7.1
 sub.example     REJECT subdomain client
 """
 
@@ -59,6 +61,7 @@ postmaster@             OK
 <>                      REJECT no bounces here
 ext@sender.example      REJECT extension stripped
 inet@sender.example     permit_inet_interfaces, reject
+mapped@sender.example   550 5.1.1 recipient status for a sender
 naked@sender.example    permit_naked_ip_address, reject
 """
 
@@ -168,6 +171,10 @@ CLIENT_CASES = [
     ("10.30.1.15", "host.example", "554 5.7.0 <host.example[10.30.1.15]>: Client host "
      "rejected: custom dsn text"),
     ("10.30.1.20", "host.example", "451 4.3.5 Server configuration error"),
+    ("10.30.1.24", "host.example", "554 5.0.0 <host.example[10.30.1.24]>: Client host "
+     "rejected: odd status"),
+    ("10.30.1.25", "host.example", "554 5.7.1 <host.example[10.30.1.25]>: Client host "
+     "rejected: Access denied"),
     ("10.30.1.21", "host.example", "554 5.7.1 <host.example[10.30.1.21]>: Client host "
      "rejected: Access denied"),
     # Actions that do not decide: the recipient is then accepted.
@@ -286,6 +293,8 @@ SENDER_CASES = [
      "rejected: extension stripped"),
     ("nodomain", "504 5.5.2 <nodomain>: Sender address rejected: need fully-qualified "
      "address"),
+    ("mapped@sender.example", "550 5.1.7 <mapped@sender.example>: Sender address rejected: "
+     "recipient status for a sender"),
 ]
 
 
