@@ -91,6 +91,7 @@ CLASSES = {
     "noarg": "reject_rbl_client",
     "warnhelo": "warn_if_reject reject_unknown_helo_hostname",
     "revmx": "check_reverse_client_hostname_mx_access texthash:{etc}/servers",
+    "heloa": "check_helo_a_access texthash:{etc}/servers",
     "rbl3": "reject_rbl_client rbl3.example",
     "rbl4": "reject_rbl_client rbl4.example",
 }
@@ -317,6 +318,16 @@ CASES = [
      "warning: Unable to look up NS host for a@deep.nons.example: Host found but no data "
      "record of requested type"),
     ("mx-backup-by-name", dict(rcpt="mxbackup@backupname.example"), OK, None),
+    ("dnswl-unauthorized-recipient", dict(rcpt="dnswl@example.com", addr="10.0.0.5"),
+     "554 5.7.1 <dnswl@example.com>: Recipient address rejected: Access denied", None),
+    ("rhsbl-sender-upper-case", dict(rcpt="rhsender@pfx.example", sender="x@BAD.Example"),
+     "554 5.7.1 Service unavailable; Sender address [x@BAD.Example] blocked using "
+     "rhsbl.example; bad domain", None),
+    ("rhsbl-helo-final-dot", dict(rcpt="rhhelo@pfx.example", helo="listed.example."), OK,
+     None),
+    ("helo-upper-case", dict(rcpt="unkhelo@pfx.example", helo="MX1.Example.COM"), OK, None),
+    ("helo-a", dict(rcpt="heloa@pfx.example", helo="mx66.example"),
+     "554 5.7.1 <mx66.example>: Helo command rejected: bad mx address", None),
     # permit_mx_backup
     ("mx-backup", dict(rcpt="mxbackup@backup.example"), OK, None),
     ("mx-primary", dict(rcpt="mxbackup@primary-is-me.example"),
