@@ -39,6 +39,8 @@ def resolver(dns_server, tmp_path_factory, request):
     dns_server.add_ptr("127.0.0.4", "servfail.example")     # forward lookup: temporary
     dns_server.add_ptr("127.0.0.5", "gone.example")         # forward lookup: no such name
     dns_server.add_ptr("127.0.0.8", "1.2.3.4")              # numeric
+    dns_server.add_ptr("::2", "mx1.example.com")            # IPv6, confirmed
+    dns_server.add_ptr("::3", "mx1.example.com")            # IPv6, forged
     dns_server.set(reverse_name("127.0.0.6"), "servfail")   # reverse lookup: temporary
     conf = dns_server.resolv_conf(tmp_path_factory.mktemp("dns") / "resolv.conf")
     mp = pytest.MonkeyPatch()
@@ -143,6 +145,10 @@ PEER_CASES = [
      None),
     ("::ffff:127.0.0.2",
      ("mx1.example.com", smtpd_peer.PEER_OK, "mx1.example.com", smtpd_peer.PEER_OK), None),
+    ("::2", ("mx1.example.com", smtpd_peer.PEER_OK, "mx1.example.com", smtpd_peer.PEER_OK),
+     None),
+    ("::3", ("unknown", smtpd_peer.PEER_FORGED, "mx1.example.com", smtpd_peer.PEER_OK),
+     "warning: hostname mx1.example.com does not resolve to address ::3"),
     ("127.0.0.3", ("unknown", smtpd_peer.PEER_FORGED, "mx1.example.com", smtpd_peer.PEER_OK),
      "warning: hostname mx1.example.com does not resolve to address 127.0.0.3"),
     ("127.0.0.4", ("unknown", smtpd_peer.PEER_TEMP, "servfail.example", smtpd_peer.PEER_OK),
