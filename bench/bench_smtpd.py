@@ -229,6 +229,16 @@ def drain(queue: Path) -> None:
         time.sleep(0.2)
 
 
+def wait_started(maillog: Path) -> None:
+    """Until master has logged its start (its listeners are then open)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if maillog.exists() and "daemon started" in maillog.read_text(errors="replace"):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"{maillog}: master did not start")
+
+
 def source_command() -> list[str]:
     return [postfix("smtp-source") or pfx("smtp-source")]
 
@@ -240,6 +250,7 @@ def measure(top: Path, control: str, is_postfix: bool) -> dict[tuple[int, int], 
     subprocess.run([control, "-c", str(etc), "start"], check=True, capture_output=True)
     results = {}
     try:
+        wait_started(top / "maillog")
         master = int((top / "queue" / "pid" / "master.pid").read_text())
         asyncio.run(_timed(port, 5, 20, message_text(1024)))      # warm up
         for sessions in SESSIONS:
