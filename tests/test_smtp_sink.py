@@ -512,3 +512,20 @@ def test_many_concurrent_sessions(sink: Sink) -> None:
     finally:
         for client in clients:
             client.close()
+
+
+@needs_postfix
+@postfix_sink
+@pytest.mark.parametrize("args", [
+    ":25 x", "1.2.3.4:25 1", "-A 1x :1 1", "-B 4xx :1 1", "-b 4509 :1 1", "-w 0 :1 1",
+    "-W x:1:100 :1 1", "-H 0 :1 1", "-t 0 :1 1", "-M 0 :1 1", "-n x :1 1", "[::1 1",
+    "-6 127.0.0.1:2 1", "127.0.0.1:smtpx 1", "unix:/nonexistent/x 1", "x:y:z 1",
+    "-S", "-Z :1 1",
+])
+def test_same_complaints_as_postfix(args: str) -> None:
+    outcomes = []
+    for program in (POSTFIX_SINK, command("smtp-sink")):
+        result = subprocess.run([program, *AS_USER, *args.split()], capture_output=True,
+                                text=True, timeout=10)
+        outcomes.append((result.returncode, result.stderr.replace(program, "smtp-sink")))
+    assert outcomes[1] == outcomes[0]

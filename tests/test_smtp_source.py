@@ -309,3 +309,16 @@ def test_wait_between_messages_and_window_size() -> None:
     assert (result.returncode, result.stderr) == (0, "")
     assert elapsed >= 1.9          # after each message, as Postfix waits
     assert out.endswith("sess=2 quit=1 mesg=2\r")
+
+
+@needs_postfix
+@postfix_tools
+@pytest.mark.parametrize("args", [
+    "-M [1.2.3]", "-M [1.2.3.4]x", "-M -bad", "-C 0 h", "-T 0 h", "-R x h", "-F /etc h",
+    "-l 10 -F /x h", "-f", "-q h", "[::1", "[ipv6:zz]:25", "h:", ":25", "unix:/nonexistent/s",
+])
+def test_same_complaints_as_postfix(args: str) -> None:
+    ours = source(*args.split())
+    theirs = source(*args.split(), program=POSTFIX_SOURCE)
+    assert (ours.returncode, ours.stderr) == (
+        theirs.returncode, theirs.stderr.replace(POSTFIX_SOURCE, "smtp-source"))
