@@ -93,36 +93,48 @@ def _get(chk: SmtpdCheck) -> _Settings:
 
 # ---- DNS list reply patterns (Postfix's ip_match)
 
-_OCTET = re.compile(r"\d{1,3}")
-# One octet pattern and its "." (ranges inside brackets contain dots).
-_OCTET_PART = re.compile(r"(\[[^\]]*\]|[^.\[]*)\.")
+class _Tokens:
+    """ip_match's tokens: a decimal octet value, or one character."""
 
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.pos = 0            # where the next token starts
+        self.start = 0          # where the last token started
 
-def _parse_octet_list(body: str) -> list[tuple[int, int]] | str:
-    ranges = []
-    for item in body.split(";"):
-        low, sep, high = item.partition("..")
-        if not _OCTET.fullmatch(low) or int(low) > 255:
-            return "need decimal number 0..255"
-        if sep:
-            if not _OCTET.fullmatch(high) or int(high) > 255 or int(low) > int(high):
-                return "numeric range error"
-            ranges.append((int(low), int(high)))
-        else:
-            ranges.append((int(low), int(low)))
-    return ranges
+    def next(self) -> tuple[str, int]:
+        """("oval", value), ("err", 0) for a number above 255, (char, 0),
+        or ("", 0) at the end."""
+        text, pos = self.text, self.pos
+        self.start = pos
+        if pos < len(text) and text[pos].isascii() and text[pos].isdigit():
+            end = pos
+            while end < len(text) and text[end].isascii() and text[end].isdigit():
+                end += 1
+            self.pos = end
+            value = int(text[pos:end])
+            return ("oval", value) if value <= 255 else ("err", 0)
+        self.pos = min(pos + 1, len(text))
+        return text[pos:pos + 1], 0
+
+    def error(self, what: str) -> str:
+        """The message, with the last token marked as Postfix marks it."""
+        text = self.text
+        return (f'{what} at "{text[:self.start]}>{text[self.start:self.pos]}<'
+                f'{text[self.pos:]}"')
 
 
 def ip_match_parse(pattern: str) -> list[list[tuple[int, int]]] | str:
-    """An IPv4 reply pattern as four lists of ranges, or the error text."""
+    """An IPv4 reply pattern (``127.0.0.2``, ``127.0.0.[2..11]``,
+    ``127.0.0.[2;4]``, optionally in []) as four lists of ranges, or the
+    error text as Postfix's ip_match_parse() words it."""
     if pattern.startswith("["):
-        depth = 0
+        level = 0
         end = -1
         for i, ch in enumerate(pattern):
-            depth += ch == "["
+            level += ch == "["
             if ch == "]":
-                depth -= 1
-                if depth == 0:
+                level -= 1
+                if level == 0:
                     end = i
                     break
         if end < 0:
@@ -131,23 +143,41 @@ def ip_match_parse(pattern: str) -> list[list[tuple[int, int]]] | str:
             pattern = pattern[1:-1]
     if not pattern:
         return "empty address pattern"
-    parts = _OCTET_PART.findall(pattern + ".")
-    if ".".join(parts) != pattern:
-        return f'missing "]" character at "{pattern}"'
+    tokens = _Tokens(pattern)
     octets: list[list[tuple[int, int]]] = []
-    for part in parts:
-        if part.startswith("[") and part.endswith("]"):
-            parsed = _parse_octet_list(part[1:-1])
-        elif _OCTET.fullmatch(part) and int(part) <= 255:
-            parsed = [(int(part), int(part))]
+    while True:
+        kind, value = tokens.next()
+        if kind == "oval":
+            octets.append([(value, value)])
+        elif kind == "[":
+            ranges: list[tuple[int, int]] = []
+            while True:
+                kind, low = tokens.next()
+                if kind != "oval":
+                    return tokens.error("need decimal number 0..255")
+                ahead, high = tokens.next()
+                if ahead == ".":
+                    if (tokens.next()[0] != "." or (kind := tokens.next())[0] != "oval"
+                            or low > kind[1]):
+                        return tokens.error("numeric range error")
+                    ranges.append((low, kind[1]))
+                    ahead, _ = tokens.next()
+                else:
+                    ranges.append((low, low))
+                if ahead == "]":
+                    break
+                if ahead != ";":
+                    return tokens.error('need ";" or "]"')
+            octets.append(ranges)
         else:
-            parsed = "need decimal number 0..255" if "[" not in part else 'need ";" or "]"'
-        if isinstance(parsed, str):
-            return f'{parsed} at "{pattern}"'
-        octets.append(parsed)
-    if len(octets) != 4:
-        return f'wrong number of octets at "{pattern}"'
-    return octets
+            return tokens.error('need decimal number 0..255 or "["')
+        if len(octets) == 4:
+            if tokens.pos < len(pattern):
+                tokens.next()
+                return tokens.error("garbage after pattern")
+            return octets
+        if tokens.next()[0] != ".":
+            return tokens.error('need "."')
 
 
 def _ip_match(octets: list[list[tuple[int, int]]], addr: str) -> bool:

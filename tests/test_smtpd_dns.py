@@ -94,6 +94,7 @@ CLASSES = {
     "heloa": "check_helo_a_access texthash:{etc}/servers",
     "rbl3": "reject_rbl_client rbl3.example",
     "rbl4": "reject_rbl_client rbl4.example",
+    "rblbad": "reject_rbl_client rbl.example=127.0.0.[5..3]",
 }
 
 SERVERS = """\
@@ -152,13 +153,14 @@ def ms(tmp_path_factory) -> Iterator[MailSystem]:
 def rcpt(ms: MailSystem, rcpt: str, addr: str = "10.0.0.9", name: str = "client.example",
          helo: str = "client.example", sender: str = "user@example.com",
          reverse_name: str | None = None) -> str:
-    """The last line of the RCPT reply of a session posing as a client."""
+    """The last line of the RCPT reply of a session posing as a client (the
+    MAIL reply when smtpd ends the session instead)."""
     xclient = f"XCLIENT ADDR={addr} NAME={name}"
     if reverse_name:
         xclient += f" REVERSE_NAME={reverse_name}"
     replies = ms.dialogue([xclient, f"HELO {helo}", f"MAIL FROM:<{sender}>",
                            f"RCPT TO:<{rcpt}>", "QUIT"])
-    return [r for r in replies if r[:3] != "221"][-1]
+    return [r for r in replies if r[:3] != "221" and r != "<closed>"][-1]
 
 
 OK = "250 2.1.5 Ok"
@@ -299,6 +301,8 @@ CASES = [
     ("reply-filter-drops-all", dict(rcpt="unkhelo@pfx.example", helo="filtered.example"), OK,
      "warning: filtered.example: address or MX lookup error: DNS reply filter drops all "
      "results"),
+    ("rbl-bad-reply-pattern", dict(rcpt="rblbad@pfx.example", addr="10.0.0.2"),
+     "250 2.1.0 Ok", 'fatal: RBL reply error: numeric range error at "127.0.0.[5..>3<]"'),
     ("rbl-bad-template", dict(rcpt="rbl3@pfx.example", addr="10.0.0.2"),
      "554 5.7.1 Service unavailable; Client host [10.0.0.2] blocked using rbl3.example",
      "warning: rbl_reject_reply: bad rbl reply template for domain rbl3.example: ${rbl_code"),
