@@ -105,7 +105,7 @@ from __future__ import annotations
 import socket
 import sys
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 from libpfx import msg, record, server, tok822
 from libpfx.cleanup_clnt import (CLEANUP_FLAG_BCC_OK, CLEANUP_FLAG_FILTER, CLEANUP_FLAG_MAP_OK,
@@ -127,7 +127,7 @@ from libpfx.match_list import HostAddrList, StringList, parent_style
 from libpfx.resolve_local import LocalDomains
 from libpfx.rewrite_valid import valid_hostname, valid_mailhost_literal
 from libpfx.smtpd_chat import ChatEOF, ChatTimeout, SmtpdChat, escape
-from libpfx.smtpd_state import SmtpdState
+from libpfx.smtpd_state import PEER_OK, SmtpdState
 from libpfx import dns, rewrite_clnt, smtpd_check, smtpd_peer, smtpd_xclient
 
 REASON_TIMEOUT = "timeout"
@@ -302,6 +302,26 @@ SETTINGS: Settings | None = None
 CHECK: Any = None
 
 
+class Submission(Protocol):
+    """Where a message goes: cleanup, or postdrop in stand-alone mode."""
+
+    queue_id: str
+
+    def records(self, raw: bytes) -> None: ...
+    def finish(self) -> tuple[int, str]: ...
+    def close(self) -> None: ...
+
+
+OpenQueue = Callable[[int], Submission]
+
+
+def open_cleanup(flags: int) -> Submission:
+    try:
+        return CleanupClient.open("public/cleanup", flags)
+    except CleanupError:
+        msg.fatal("unable to connect to the public cleanup service")
+
+
 # Command-line tokens (Postfix's smtpd_token): white space separates
 # words, except inside <...> and "..."; "FROM:" and "TO:" end a word.
 
@@ -412,11 +432,16 @@ class Session:
     LIMITED = frozenset(("HELO", "EHLO", "RSET", "NOOP", "VRFY", "ETRN"))
     LAST = frozenset(("HELO", "EHLO", "DATA", "NOOP", "VRFY"))
 
-    def __init__(self, s: Settings, conn: socket.socket, state: SmtpdState,
-                 server_addr: str, server_port: str, family: int) -> None:
+    def __init__(self, s: Settings, chat: SmtpdChat, state: SmtpdState, server_addr: str,
+                 server_port: str, family: int, open_queue: OpenQueue | None = None) -> None:
         self.s = s
         self.state = state
-        self.chat = SmtpdChat(conn, s.timeout, max(s.history_threshold, 1))
+        self.chat = chat
+        # Stand-alone ("sendmail -bs"): no access checks, the message goes
+        # through postdrop, and the queue file has only what a local
+        # submission may carry.
+        self.stand_alone = open_queue is not None
+        self.open_queue: OpenQueue = open_queue or open_cleanup
         self.server_addr = server_addr
         self.server_port = server_port
         self.family = family
@@ -428,8 +453,8 @@ class Session:
         self.access_denied: str | None = None
         self.ehlo_discard_mask = 0
         self.ehlo_maps_error = False         # smtpd_discard_ehlo_keyword_address_maps failed
-        self.bare_lf_mask = s.bare_lf_mask
-        if s.bare_lf_exclusions is not None \
+        self.bare_lf_mask = 0 if self.stand_alone else s.bare_lf_mask
+        if self.bare_lf_mask and s.bare_lf_exclusions is not None \
                 and s.bare_lf_exclusions.match(state.name, state.addr):
             self.bare_lf_mask = 0
         self.chat.detect_bare_lf = bool(self.bare_lf_mask)
@@ -449,7 +474,7 @@ class Session:
         """Forget the transaction (Postfix's mail_reset and rcpt_reset)."""
         if getattr(self, "cleanup", None) is not None:
             self.cleanup.close()
-        self.cleanup: CleanupClient | None = None
+        self.cleanup: Submission | None = None
         self.first_rcpt: str | None = None
         self.rcpt_overshoot = 0
         self.smtputf8 = False
@@ -571,7 +596,7 @@ class Session:
 
     def greet(self) -> None:
         state, s = self.state, self.s
-        if self.flag_ill_pipelining() and s.forbid_unauth_pipe:
+        if not self.stand_alone and self.flag_ill_pipelining() and s.forbid_unauth_pipe:
             self.reply("554 5.5.0 Error: SMTP protocol synchronization")
             self.hangup = True
             return
@@ -585,7 +610,7 @@ class Session:
             if found is not None:
                 words = found
         self.ehlo_discard_mask = ehlo_mask(words)
-        if not s.delay_reject:
+        if not s.delay_reject and not self.stand_alone:
             denied = CHECK.check_client(state)
             if denied is not None:
                 self.access_denied = denied
@@ -654,8 +679,9 @@ class Session:
             state.error_count += 1
             return True
         state.where = name
-        if (state.protocol != "ESMTP" or name in self.LAST) and not state.illegal_pipelining \
-                and self.flag_ill_pipelining() and s.forbid_unauth_pipe:
+        if not self.stand_alone and (state.protocol != "ESMTP" or name in self.LAST) \
+                and not state.illegal_pipelining and self.flag_ill_pipelining() \
+                and s.forbid_unauth_pipe:
             self.count(name, False)
             self.reply("554 5.5.0 Error: SMTP protocol synchronization")
             return False
@@ -685,7 +711,8 @@ class Session:
 
     def helo_common(self, helo: str) -> bool:
         """The HELO/EHLO check; False after a rejection."""
-        if not self.s.delay_reject and self.check_reply(CHECK.check_helo(self.state, helo)):
+        if not self.s.delay_reject and not self.stand_alone \
+                and self.check_reply(CHECK.check_helo(self.state, helo)):
             return False
         self.mail_reset()
         self.state.helo_name = msg.printable(helo).translate(NEUTER)
@@ -725,7 +752,7 @@ class Session:
             lines.append("VRFY")
         if not mask & EHLO_ETRN:
             lines.append("ETRN")
-        for keyword in smtpd_xclient.ehlo_keywords(state):
+        for keyword in () if self.stand_alone else smtpd_xclient.ehlo_keywords(state):
             bit = EHLO_XCLIENT if keyword.startswith("XCLIENT") else EHLO_XFORWARD
             if not mask & bit:
                 lines.append(keyword)
@@ -748,7 +775,7 @@ class Session:
     def check_addr(self, addr: str, smtputf8: bool) -> bool:
         """Can trivial-rewrite make sense of addr?  Without SMTPUTF8 its
         domain must be ASCII (Postfix's smtpd_check_addr)."""
-        if not addr:
+        if not addr or self.stand_alone:
             return True
         state = self.state
         context = (state.recipient if state.where == "MAIL" else state.sender) or ""
@@ -862,14 +889,14 @@ class Session:
         state.sender = None
         if self.check_reply(err):
             return False
-        if not s.delay_reject:
+        if not s.delay_reject and not self.stand_alone:
             err = CHECK.check_mail(state, sender)
             if err is not None:
                 self.mail_reset()
                 self.reply(err)
                 return False
         state.sender = sender
-        context = s.rewrite_clients.context(state)
+        context = "local" if self.stand_alone else s.rewrite_clients.context(state)
         if context is None:
             self.mail_reset()
             CHECK.log_whatsup(state, "reject", "451 4.3.0 Temporary lookup error")
@@ -943,7 +970,7 @@ class Session:
             self.reply("553 5.6.7 Must declare SMTPUTF8 to send unicode address")
             return False
         state.recipient = rcpt
-        if self.check_reply(CHECK.check_rcpt(state, rcpt)):
+        if not self.stand_alone and self.check_reply(CHECK.check_rcpt(state, rcpt)):
             return False
         if self.cleanup is None and not self.open_stream():
             return False
@@ -984,12 +1011,16 @@ class Session:
         flags = s.cleanup_flags
         if self.smtputf8:
             flags |= CLEANUP_FLAG_SMTPUTF8
-        try:
-            client = CleanupClient.open("public/cleanup", flags)
-        except CleanupError:
-            msg.fatal("unable to connect to the public cleanup service")
-        self.cleanup = client
-        state.queue_id = client.queue_id
+        self.cleanup = self.open_queue(flags)
+        state.queue_id = self.cleanup.queue_id
+        if self.stand_alone:
+            recs = [(record.FROM, state.sender or "")]
+            if self.encoding:
+                recs.append((record.ATTR, f"encoding={self.encoding}"))
+            self.send_records(b"".join(record.encode(t, v.encode("utf-8", "surrogateescape"))
+                                       for t, v in recs))
+            msg.info(f"{state.queue_id}: client={state.namaddr}")
+            return True
         attrs = smtpd_xclient.cleanup_attrs(state)
         if "SOURCE" not in state.xforward:
             attrs["rewrite_context"] = self.rewrite_context
@@ -1053,7 +1084,7 @@ class Session:
     def pre_message(self) -> None:
         state = self.state
         out = []
-        if state.saved_flags:
+        if state.saved_flags and not self.stand_alone:
             out.append(record.encode(record.FLGS, b"%d" % state.saved_flags))
         out.append(record.encode(record.MESG, b""))
         for line in (*state.prepend, *self.received_header()):
@@ -1086,7 +1117,7 @@ class Session:
         if len(argv) != 1:
             self.reply("501 5.5.4 Syntax: DATA")
             return False
-        if self.check_reply(CHECK.check_data(state)):
+        if not self.stand_alone and self.check_reply(CHECK.check_data(state)):
             return False
         self.pre_message()
         self.reply("354 End data with <CR><LF>.<CR><LF>")
@@ -1132,7 +1163,7 @@ class Session:
         """End of message: the end-of-data check, the rest of the queue
         file, cleanup's verdict and the reply."""
         state = self.state
-        if self.err == CLEANUP_STAT_OK and not self.bare_lf_seen:
+        if self.err == CLEANUP_STAT_OK and not self.bare_lf_seen and not self.stand_alone:
             err = CHECK.check_eod(state)
             if err is not None:
                 self.reply(err)
@@ -1225,7 +1256,7 @@ class Session:
                 if not self.in_transaction():
                     return self.skip_bdat(size, last, "503 5.5.1 Error: need RCPT command")
                 return self.skip_bdat(size, last, "554 5.5.1 Error: no valid recipients")
-            err = CHECK.check_data(state)
+            err = None if self.stand_alone else CHECK.check_data(state)
             if err is not None:
                 return self.skip_bdat(size, last, err)
         if s.message_limit > 0 and self.act_size > s.message_limit - size:
@@ -1320,7 +1351,7 @@ class Session:
             self.mail_reset()
             self.reply("553 5.6.7 Must declare SMTPUTF8 to send unicode address")
             return False
-        if self.check_reply(CHECK.check_rcptmap(state, addr)):
+        if not self.stand_alone and self.check_reply(CHECK.check_rcptmap(state, addr)):
             return False
         self.reply(f"252 2.0.0 {word}")
         return True
@@ -1341,6 +1372,10 @@ class Session:
             domain = domain[1:]
         if not valid_hostname(domain) and not valid_mailhost_literal(domain):
             self.reply("501 Error: invalid parameter syntax")
+            return False
+        if self.stand_alone:
+            msg.warn('do not use ETRN in "sendmail -bs" mode')
+            self.reply("458 Unable to queue messages")
             return False
         if self.check_reply(CHECK.check_etrn(state, domain)):
             return False
@@ -1418,33 +1453,58 @@ class Session:
         return False
 
 
-def client_endpoint(conn: socket.socket) -> tuple[str, str, str, str, int]:
+def client_endpoint(conn: socket.socket) -> tuple[str, str, str, str, int] | None:
     """Client address and port, server address and port, address family
-    (Postfix's client_address_type), IPv4-mapped addresses unmapped."""
+    (Postfix's client_address_type), IPv4-mapped addresses unmapped; None
+    for an endpoint that is not an Internet one."""
     def plain(addr: str) -> str:
         return addr[7:] if addr.lower().startswith("::ffff:") and "." in addr else addr
+    if conn.family not in (socket.AF_INET, socket.AF_INET6):
+        return None
     try:
         peer = conn.getpeername()
         local = conn.getsockname()
     except OSError:
-        return "unknown", "unknown", "unknown", "unknown", 0
-    if conn.family not in (socket.AF_INET, socket.AF_INET6):
-        return "127.0.0.1", "0", "127.0.0.1", "0", socket.AF_INET
+        return None
     addr = plain(peer[0])
-    family = socket.AF_INET if "." in addr and ":" not in addr else socket.AF_INET6
+    family = socket.AF_INET6 if ":" in addr else socket.AF_INET
     return addr, str(peer[1]), plain(local[0]), str(local[1]), family
+
+
+def serve(s: Settings, chat: SmtpdChat, endpoint: tuple[str, str, str, str, int] | None,
+          open_queue: OpenQueue | None = None) -> None:
+    """One session, from "connect from" to "disconnect from".  A client
+    that is not on an Internet socket is taken to be the local machine,
+    as Postfix does, without asking the naming service."""
+    if endpoint is None:
+        state = SmtpdState(s.config, "127.0.0.1", "0", "localhost", PEER_OK, "localhost", PEER_OK)
+        endpoint = ("127.0.0.1", "0", "127.0.0.1", "0", 0)
+    else:
+        peer = smtpd_peer.peer_names(s.config, endpoint[0])
+        state = SmtpdState(s.config, endpoint[0], endpoint[1], peer.name, peer.name_status,
+                           peer.reverse_name, peer.reverse_name_status)
+    msg.info(f"connect from {state.namaddr}")
+    session = Session(s, chat, state, endpoint[2], endpoint[3], endpoint[4], open_queue)
+    session.run()
+    msg.info(f"disconnect from {state.namaddr}{session.stats()}")
 
 
 def smtpd_service(conn: socket.socket, ctx: server.Context) -> None:
     assert SETTINGS is not None
-    addr, port, server_addr, server_port, family = client_endpoint(conn)
-    peer = smtpd_peer.peer_names(SETTINGS.config, addr)
-    state = SmtpdState(SETTINGS.config, addr, port, peer.name, peer.name_status,
-                       peer.reverse_name, peer.reverse_name_status)
-    msg.info(f"connect from {state.namaddr}")
-    session = Session(SETTINGS, conn, state, server_addr, server_port, family)
-    session.run()
-    msg.info(f"disconnect from {state.namaddr}{session.stats()}")
+    conn.setblocking(False)
+    fd = conn.fileno()
+    serve(SETTINGS, SmtpdChat(fd, fd, SETTINGS.timeout, max(SETTINGS.history_threshold, 1)),
+          client_endpoint(conn))
+
+
+def stand_alone(config: Any, open_queue: OpenQueue, rfd: int = 0, wfd: int = 1) -> None:
+    """"sendmail -bs": one session on standard input and output, each
+    message handed to open_queue (postdrop), as Postfix's "smtpd -S"."""
+    global CHECK
+    settings = Settings(config)
+    CHECK = smtpd_check.SmtpdCheck(config)
+    serve(settings, SmtpdChat(rfd, wfd, settings.timeout, max(settings.history_threshold, 1)),
+          None, open_queue)
 
 
 def pre_init(ctx: server.Context) -> None:

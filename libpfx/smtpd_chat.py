@@ -11,8 +11,8 @@ lines.
 
 from __future__ import annotations
 
+import os
 import select
-import socket
 import time
 
 RECV_SIZE = 65536
@@ -40,12 +40,20 @@ class ChatEOF(Exception):
 
 
 class SmtpdChat:
-    """One client connection: an input buffer, an output buffer, a transcript."""
+    """One client connection: an input buffer, an output buffer, a
+    transcript.  Reads from rfd and writes to wfd (the same socket, or
+    standard input and output for "sendmail -bs"); a non-blocking socket
+    keeps a client that does not read from holding the server past its
+    timeout."""
 
-    def __init__(self, sock: socket.socket, timeout: float, history_limit: int = 100) -> None:
-        self.sock = sock
-        self.fd = sock.fileno()
+    def __init__(self, rfd: int, wfd: int, timeout: float, history_limit: int = 100) -> None:
+        self.fd = rfd
+        self.wfd = wfd
         self.timeout = timeout
+        self.poll_in = select.poll()
+        self.poll_in.register(rfd, select.POLLIN)
+        self.poll_out = select.poll()
+        self.poll_out.register(wfd, select.POLLOUT)
         self.inbuf = bytearray()
         self.pos = 0                         # start of unread input in inbuf
         self.out: list[bytes] = []
@@ -54,7 +62,6 @@ class SmtpdChat:
         self.last_io = time.monotonic()
         self.detect_bare_lf = False          # tell lines that end in LF without CR
         self.got_bare_lf = False             # the last line did (when detecting)
-        sock.settimeout(timeout)
 
     # Input.
 
@@ -66,10 +73,9 @@ class SmtpdChat:
         if self.buffered():
             return True
         try:
-            readable, _, _ = select.select([self.fd], [], [], 0)
-        except (OSError, ValueError):
+            return bool(self.poll_in.poll(0))
+        except OSError:
             return False
-        return bool(readable)
 
     def peek(self, limit: int = 100) -> bytes:
         """Up to limit bytes of input not yet read, reading what has
@@ -87,9 +93,11 @@ class SmtpdChat:
             del self.inbuf[:self.pos]
             self.pos = 0
         try:
-            data = self.sock.recv(RECV_SIZE)
-        except socket.timeout:
-            raise ChatTimeout() from None
+            if not self.poll_in.poll(self.timeout * 1000):
+                raise ChatTimeout()
+            data = os.read(self.fd, RECV_SIZE)
+        except BlockingIOError:
+            return
         except OSError:
             raise ChatEOF() from None
         if not data:
@@ -100,10 +108,10 @@ class SmtpdChat:
     def get_line(self, limit: int, skip: bool) -> tuple[bytes, bool]:
         """One line without its CRLF (or bare LF), at most limit bytes:
         (text, complete).  CRs before the LF are removed (only one when
-        bare LFs are detected: got_bare_lf tells).  A longer line gives its first limit bytes with
-        complete False; with skip the rest of it is read and dropped (a
-        command), otherwise the rest comes with the next calls (content,
-        continued records)."""
+        bare LFs are detected: got_bare_lf tells).  A longer line gives its
+        first limit bytes with complete False; with skip the rest of it is
+        read and dropped (a command), otherwise the rest comes with the next
+        calls (content, continued records)."""
         while True:
             buf = self.inbuf
             end = buf.find(b"\n", self.pos, self.pos + limit + 1)
@@ -166,12 +174,16 @@ class SmtpdChat:
     def flush(self) -> None:
         if not self.out:
             return
-        data = b"".join(self.out)
+        view = memoryview(b"".join(self.out))
         self.out.clear()
         try:
-            self.sock.sendall(data)
-        except socket.timeout:
-            raise ChatTimeout() from None
+            while view:
+                if not self.poll_out.poll(self.timeout * 1000):
+                    raise ChatTimeout()
+                try:
+                    view = view[os.write(self.wfd, view):]
+                except BlockingIOError:
+                    continue
         except OSError:
             raise ChatEOF() from None
         self.last_io = time.monotonic()

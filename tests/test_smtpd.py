@@ -5,9 +5,7 @@ the queue file that cleanup wrote (postcat)."""
 from __future__ import annotations
 
 import re
-import socket
 import time
-from pathlib import Path
 
 import pytest
 

@@ -49,9 +49,9 @@ DESCRIPTION
 
     -bp    List the mail queue (mailq).
 
-    -bs    Stand-alone SMTP: read SMTP commands on standard input and
-           answer on standard output.  Messages are queued through postdrop
-           as those of the default mode.
+    -bs    Stand-alone SMTP: run smtpd(8)'s session on standard input and
+           output, as the invoking user, without its access checks.  Each
+           message is queued through postdrop, and logged by smtpd.
 
     -bv    Do not deliver: report what would happen, in a delivery status
            report mailed to the sender.  The message is replaced by a
@@ -167,7 +167,6 @@ from __future__ import annotations
 import os
 import pwd
 import sys
-import time
 from typing import BinaryIO, Iterator, NoReturn
 
 from libpfx import attr, msg, record
@@ -637,6 +636,18 @@ class Postdrop:
             data = data.encode("utf-8", "surrogateescape")
         self.write(record.encode(rtype, data))
 
+    def records(self, raw: bytes) -> None:
+        """Already encoded records (smtpd's stand-alone mode)."""
+        self.write(raw)
+
+    def close(self) -> None:
+        """Give up on the message: postdrop removes the unfinished file."""
+        try:
+            self.out.close()
+        except OSError:
+            pass
+        self.proc.wait()
+
     def finish(self) -> tuple[int, str]:
         """Postdrop's verdict: (cleanup status, reason)."""
         try:
@@ -741,225 +752,6 @@ def enqueue(cfg: Config, o: Options, recipients: list[str]) -> None:
         msg.fatal(f"{who}: {reason or strerror(status)}")
     if trace:
         print(f"Mail Delivery Status Report will be mailed to <{sender}>.", flush=True)
-
-
-# sendmail -bs: SMTP on standard input and output.
-
-class SmtpSession:
-    """A local SMTP dialogue with the replies of Postfix's smtpd; each
-    message is queued through postdrop."""
-
-    def __init__(self, cfg: Config, src: BinaryIO, dst: BinaryIO) -> None:
-        self.cfg = cfg
-        self.src = src
-        self.dst = dst
-        self.hostname = cfg.get("myhostname")
-        self.size_limit = cfg.get_long("message_size_limit")
-        self.line_limit = cfg.get_int("line_length_limit")
-        self.helo: str | None = None
-        self.protocol = "SMTP"
-        self.reset()
-
-    def reset(self) -> None:
-        self.arrival_time = 0.0
-        self.sender: str | None = None
-        self.recipients: list[str] = []
-        self.encoding: str | None = None
-
-    def reply(self, text: str) -> None:
-        self.dst.write(text.encode("utf-8", "surrogateescape") + b"\r\n")
-        self.dst.flush()
-
-    def run(self) -> None:
-        self.reply(f"220 {self.cfg.get('smtpd_banner')}")
-        handlers = {"helo": self.do_helo, "ehlo": self.do_ehlo, "mail": self.do_mail,
-                    "rcpt": self.do_rcpt, "data": self.do_data, "rset": self.do_rset,
-                    "noop": self.do_noop, "vrfy": self.do_vrfy}
-        while True:
-            line = self.src.readline()
-            if not line:
-                return
-            text = line.rstrip(b"\r\n").decode("utf-8", "surrogateescape")
-            verb, _, rest = text.strip(" \t").partition(" ")
-            verb = verb.lower()
-            if verb == "quit":
-                self.reply("221 2.0.0 Bye")
-                return
-            handler = handlers.get(verb)
-            if handler is None:
-                self.reply("502 5.5.2 Error: command not recognized")
-            else:
-                handler(rest.strip(" \t"))
-
-    def do_helo(self, arg: str) -> None:
-        if not arg:
-            self.reply("501 Syntax: HELO hostname")
-            return
-        self.helo = arg
-        self.protocol = "SMTP"
-        self.reset()
-        self.reply(f"250 {self.hostname}")
-
-    def do_ehlo(self, arg: str) -> None:
-        if not arg:
-            self.reply("501 Syntax: EHLO hostname")
-            return
-        self.helo = arg
-        self.protocol = "ESMTP"
-        self.reset()
-        size = f"SIZE {self.size_limit}" if self.size_limit else "SIZE"
-        lines = [self.hostname, "PIPELINING", size, "VRFY", "ENHANCEDSTATUSCODES",
-                 "8BITMIME", "DSN"]
-        for line in lines[:-1]:
-            self.reply(f"250-{line}")
-        self.reply(f"250 {lines[-1]}")
-
-    def address(self, arg: str, keyword: str) -> tuple[str, list[str]] | None:
-        """The address and parameters after "FROM:" or "TO:"."""
-        from libpfx.tok822 import parse_address
-        if arg[:len(keyword)].lower() != keyword:
-            return None
-        rest = arg[len(keyword):].strip(" \t")
-        if not rest:
-            return None
-        if rest.startswith("<"):
-            end = rest.find(">")
-            if end < 0:
-                return None
-            addr, params = rest[:end + 1], rest[end + 1:].split()
-        else:
-            addr, *params = rest.split()
-        return parse_address(addr), params
-
-    def do_mail(self, arg: str) -> None:
-        if self.cfg.get_bool("smtpd_helo_required") and self.helo is None:
-            self.reply("503 5.5.1 Error: send HELO/EHLO first")
-            return
-        if self.sender is not None:
-            self.reply("503 5.5.1 Error: nested MAIL command")
-            return
-        parsed = self.address(arg, "from:")
-        if parsed is None:
-            self.reply("501 5.5.4 Syntax: MAIL FROM:<address>")
-            return
-        sender, params = parsed
-        for param in params:
-            name, _, value = param.partition("=")
-            name = name.upper()
-            if name == "SIZE":
-                if not value.isdigit():
-                    self.reply("501 5.5.4 Bad message size syntax")
-                    return
-                if 0 < self.size_limit < int(value):
-                    self.reply("552 5.3.4 Message size exceeds fixed limit")
-                    return
-            elif name == "BODY" and value.upper() in ("8BITMIME", "7BIT"):
-                self.encoding = "8bit" if value.upper() == "8BITMIME" else "7bit"
-            elif name not in ("RET", "ENVID", "AUTH"):
-                self.reply(f"555 5.5.4 Unsupported option: {param}")
-                return
-        self.sender = sender
-        self.arrival_time = time.time()
-        self.reply("250 2.1.0 Ok")
-
-    def do_rcpt(self, arg: str) -> None:
-        if self.sender is None:
-            self.reply("503 5.5.1 Error: need MAIL command")
-            return
-        parsed = self.address(arg, "to:")
-        if parsed is None or not parsed[0]:
-            self.reply("501 5.5.4 Syntax: RCPT TO:<address>")
-            return
-        self.recipients.append(parsed[0])
-        self.reply("250 2.1.5 Ok")
-
-    def do_rset(self, arg: str) -> None:
-        if arg:
-            self.reply("501 5.5.4 Syntax: RSET")
-            return
-        self.reset()
-        self.reply("250 2.0.0 Ok")
-
-    def do_noop(self, arg: str) -> None:
-        self.reply("250 2.0.0 Ok")
-
-    def do_vrfy(self, arg: str) -> None:
-        if self.cfg.get_bool("disable_vrfy_command"):
-            self.reply("502 5.5.1 VRFY command is disabled")
-        elif not arg:
-            self.reply("501 5.5.4 Syntax: VRFY address")
-        else:
-            self.reply(f"252 2.0.0 {arg}")
-
-    def received(self, queue_id: str) -> list[str]:
-        """Postfix's smtpd Received: header; a stand-alone session comes
-        from localhost."""
-        from libpfx.mail_date import mail_date
-        from libpfx.tok822 import quote_822_local
-        date = mail_date(self.arrival_time)
-        by = (f"\tby {self.hostname} ({self.cfg.get('mail_name')}) "
-              f"with {self.protocol} id {queue_id}")
-        lines = [f"Received: from {self.helo or 'localhost'} (localhost [127.0.0.1])"]
-        if len(self.recipients) == 1:
-            return [*lines, by, f"\tfor <{quote_822_local(self.recipients[0])}>; {date}"]
-        return [*lines, by + ";", f"\t{date}"]
-
-    def do_data(self, arg: str) -> None:
-        from libpfx.cleanup_clnt import CLEANUP_STAT_OK, stat_detail
-        if self.sender is None:
-            self.reply("503 5.5.1 Error: need RCPT command")
-            return
-        if not self.recipients:
-            self.reply("554 5.5.1 Error: no valid recipients")
-            return
-        if arg:
-            self.reply("501 5.5.4 Syntax: DATA")
-            return
-        self.reply("354 End data with <CR><LF>.<CR><LF>")
-        # The message is kept until its end, so that nothing is queued
-        # when it is too big or the client goes away.
-        content: list[bytes] = []
-        size = 0
-        prev = record.NORM
-        for rtype, data in read_lines(self.src, self.line_limit):
-            if rtype == record.NORM:
-                data = data.rstrip(b"\r")
-            if prev == record.NORM and data == b".":
-                break
-            if prev == record.NORM and data.startswith(b"."):
-                data = data[1:]
-            prev = rtype
-            size += len(data) + 1
-            if 0 < self.size_limit < size:
-                content.clear()
-            else:
-                content.append(record.encode(rtype, data))
-        else:
-            return
-        if 0 < self.size_limit < size:
-            self.reset()
-            self.reply("552 5.3.4 Message size exceeds fixed limit")
-            return
-        drop = Postdrop(self.cfg, f"{self.sender}({os.getuid()})")
-        drop.record(record.ATTR, "rewrite_context=local")
-        drop.record(record.FROM, self.sender)
-        if self.encoding:
-            drop.record(record.ATTR, f"encoding={self.encoding}")
-        for rcpt in self.recipients:
-            drop.record(record.RCPT, rcpt)
-        drop.record(record.MESG, b"")
-        for line in self.received(drop.queue_id):
-            drop.record(record.NORM, line)
-        drop.write(b"".join(content))
-        drop.record(record.XTRA, b"")
-        drop.record(record.END, b"")
-        status, reason = drop.finish()
-        self.reset()
-        if status != CLEANUP_STAT_OK:
-            code, dsn, text = stat_detail(status)
-            self.reply(f"{code} {dsn} Error: {reason or text}")
-        else:
-            self.reply(f"250 2.0.0 Ok: queued as {drop.queue_id}")
 
 
 # The other modes run the program that does the job.
@@ -1069,7 +861,12 @@ def main(argv: list[str] | None = None, progname: str | None = None) -> NoReturn
         if args:
             msg.fatal("stand-alone mode requires no recipient")
         check_submit_acl(cfg, os.getuid())
-        SmtpSession(cfg, sys.stdin.buffer, sys.stdout.buffer).run()
+        # Postfix runs "smtpd -S"; here smtpd's session runs in this process.
+        from daemons import smtpd
+        msg.init("smtpd", stderr=False)     # standard output is the SMTP stream
+        init_logging(cfg, "smtpd")
+        sys.stdout.flush()
+        smtpd.stand_alone(cfg, lambda flags: Postdrop(cfg, "smtpd"))
         sys.exit(0)
     sys.exit(0)                 # IGNORE
 
