@@ -97,7 +97,9 @@ DESCRIPTION
            Terminate after receiving count messages.
 
     -n count
-           Terminate after count sessions that ended with QUIT.
+           Terminate after count sessions that ended with QUIT, whether
+           or not -c is given (Postfix's smtp-sink counts them only with
+           -c, and without it never terminates).
 
     -N     Do not announce support for DSN.
 

@@ -54,7 +54,8 @@ DESCRIPTION
            Send length bytes as message payload.  The length does not
            include message headers.
 
-    -L     Speak LMTP rather than SMTP.
+    -L     Speak LMTP rather than SMTP: LHLO instead of HELO, and after
+           the message one reply for each accepted recipient.
 
     -m message_count
            Send the specified number of messages (default: 1).
