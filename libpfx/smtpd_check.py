@@ -44,7 +44,8 @@ from libpfx.maps import FOLD_FIX, LOCK, Dict, DictRetry, open_dict_or_surrogate
 from libpfx.maps.search import (FIND_DOMAIN, FIND_FULL, FIND_LOCALPART_AT, FIND_NOEXT,
                                 FIND_PDDMDS, FIND_PDMS, Maps, mail_addr_find)
 from libpfx.match_list import DomainList, HostAddrList, StringList, parent_style
-from libpfx.mynetworks import own_addresses, protocol_families
+from libpfx.expand import parse_level
+from libpfx.mynetworks import mynetworks, own_addresses, protocol_families
 from libpfx.rewrite_valid import valid_hostaddr, valid_hostname, valid_mailhost_addr
 from libpfx.smtpd_state import PEER_OK, PEER_PERM, SmtpdState
 
@@ -89,6 +90,10 @@ _RCPT_REQUIRED = ("reject_unauth_destination", "defer_unauth_destination", "reje
 _TEMPFAIL_ACTIONS = ("defer", "defer_if_permit")
 
 _SND_DSN = "4.1.7"      # a sender address problem (smtpd_dsn_fix)
+
+# What smtpd_relay_restrictions stood for before compatibility level 1, to
+# tell when its newer default would have refused a recipient.
+FAKE_RELAY_CHECKS = "permit_mynetworks, permit_sasl_authenticated, permit_auth_destination"
 
 RESOLVE_CACHE = 100     # resolved addresses kept per process (smtpd_resolve_init)
 
@@ -192,6 +197,19 @@ class SmtpdCheck:
         self.access_parent_style = parent_style(config, "smtpd_access_maps")
         self.mynetworks = HostAddrList("mynetworks", get("mynetworks"),
                                        parent_style(config, "mynetworks"))
+        # Defaults that changed with compatibility_level: their use is logged.
+        level = parse_level(get("compatibility_level") or "0") or (0, 0, 0)
+        unset = [config.explicit(name) is None for name in (
+            "smtpd_relay_restrictions", "smtpd_relay_before_recipient_restrictions",
+            "relay_domains", "mynetworks", "mynetworks_style")]
+        self.compat_relay_restrictions = level < (1, 0, 0) and unset[0]
+        self.compat_relay_before_rcpt = level < (3, 6, 0) and unset[1]
+        self.compat_relay_domains = level < (2, 0, 0) and unset[2]
+        self.compat_mynetworks = None
+        if level < (2, 0, 0) and unset[3] and unset[4]:
+            self.compat_mynetworks = HostAddrList("mynetworks", mynetworks(
+                "host", get("inet_interfaces"), get("inet_protocols")),
+                parent_style(config, "mynetworks"))
         self.relay_domains = DomainList("relay_domains", get("relay_domains"),
                                         parent_style(config, "relay_domains"))
         self.perm_mx_networks = HostAddrList("permit_mx_backup_networks",
@@ -246,6 +264,7 @@ class SmtpdCheck:
             "smtpd_sender_restrictions", "smtpd_relay_restrictions",
             "smtpd_recipient_restrictions", "smtpd_etrn_restrictions",
             "smtpd_data_restrictions", "smtpd_end_of_data_restrictions")}
+        self.fake_relay_restrictions = self._parse(FAKE_RELAY_CHECKS)
         self.classes: dict[str, list[str]] = {}
         for name in split_list(get("smtpd_restriction_classes")):
             value = config.expand(config.raw(name) or "") if config.raw(name) else ""
@@ -268,6 +287,7 @@ class SmtpdCheck:
             if value not in _TEMPFAIL_ACTIONS:
                 msg.fatal(f"bad configuration: {pname} = {value}")
             self.tempfail_actions[pname] = value
+        self.warned_check_relay_domains = False
         self._resolved: OrderedDict[tuple[str, str], rewrite_clnt.Resolved] = OrderedDict()
         # The current list's context, for restrictions that need it.
         self.reply_name = ""
@@ -791,6 +811,7 @@ class SmtpdCheck:
     def check_client(self, state: SmtpdState) -> str | None:
         """smtpd_client_restrictions."""
         acl = acl_state(state)
+        acl.defer_if_permit.active = False
         status = self._run(state, "smtpd_client_restrictions", state.namaddr, NAME_CLIENT,
                            CHECK_CLIENT_ACL)
         acl.defer_if_permit_client = acl.defer_if_permit.active
@@ -855,18 +876,30 @@ class SmtpdCheck:
             acl.recursion = 0
             acl.warn_if_reject = 0
             acl.defer_if_reject.active = False
-            order = ["smtpd_recipient_restrictions", "smtpd_relay_restrictions"]
-            if self.relay_before_rcpt:
-                order.reverse()
+            relay = (self.fake_relay_restrictions if self.compat_relay_restrictions
+                     else self.lists["smtpd_relay_restrictions"])
+            lists = [self.lists["smtpd_recipient_restrictions"], relay]
+            if self.relay_before_rcpt and not self.compat_relay_restrictions:
+                lists.reverse()
             status = CHECK_DUNNO
-            for pname in order:
+            for n, restrictions in enumerate(lists):
                 try:
-                    status = (self.generic_checks(state, self.lists[pname], recipient,
+                    status = (self.generic_checks(state, restrictions, recipient,
                                                   NAME_RECIPIENT, CHECK_RECIP_ACL)
-                              if self.lists[pname] else CHECK_DUNNO)
+                              if restrictions else CHECK_DUNNO)
                 except _Abort as abort:
                     status = abort.status
+                if (restrictions is relay and self.compat_relay_restrictions
+                        and status == CHECK_DUNNO):
+                    msg.info('using backwards-compatible default setting '
+                             '"smtpd_relay_restrictions = (empty)" to avoid "Relay access '
+                             f'denied" error for recipient "{recipient}" from client '
+                             f'"{state.namaddr}"')
                 if status == CHECK_REJECT:
+                    if n == 0 and self.compat_relay_before_rcpt:
+                        msg.info("using backwards-compatible default setting "
+                                 "smtpd_relay_before_recipient_restrictions=no to reject "
+                                 f'recipient "{recipient}" from client "{state.namaddr}"')
                     break
             status = self._defer_permit(state, status)
             if (self.reject_unlisted_recipient and status != CHECK_REJECT
@@ -1013,6 +1046,9 @@ class SmtpdCheck:
         elif cls == rewrite_clnt.RESOLVE_CLASS_RELAY:
             if maps["relay_recipient_maps"] and not found("relay_recipient_maps"):
                 return unknown("unknown_relay_recipient_reject_code", "relay recipient")
+            if self.compat_relay_domains:
+                msg.info("using backwards-compatible default setting relay_domains=$mydestination"
+                         f' to accept mail for address "{recipient}"')
         return CHECK_DUNNO
 
     # Relay control.
@@ -1024,7 +1060,12 @@ class SmtpdCheck:
             return CHECK_OK
         if not self.allow_untrusted_routing and reply.flags & rewrite_clnt.RESOLVE_FLAG_ROUTED:
             return CHECK_DUNNO
-        if reply.flags & (rewrite_clnt.RESOLVE_CLASS_FINAL | rewrite_clnt.RESOLVE_CLASS_RELAY):
+        if reply.flags & rewrite_clnt.RESOLVE_CLASS_FINAL:
+            return CHECK_OK
+        if reply.flags & rewrite_clnt.RESOLVE_CLASS_RELAY:
+            if self.compat_relay_domains:
+                msg.info("using backwards-compatible default setting relay_domains=$mydestination"
+                         f' to accept mail for domain "{reply.recipient.rpartition("@")[2]}"')
             return CHECK_OK
         return CHECK_DUNNO
 
@@ -1073,6 +1114,11 @@ def _sleep(chk: SmtpdCheck, state: SmtpdState, arg: str | None) -> int:
 
 def _permit_mynetworks(chk: SmtpdCheck, state: SmtpdState, arg: str | None) -> int:
     if chk.mynetworks.match(state.name, state.addr):
+        if chk.compat_mynetworks is not None and not chk.compat_mynetworks.match(
+                state.name, state.addr):
+            msg.info("using backwards-compatible default setting mynetworks_style="
+                     f'{chk.config.get("mynetworks_style")} to permit request from client '
+                     f'"{state.namaddr}"')
         return chk.acl_permit(state, "permit_mynetworks", NAME_CLIENT, state.namaddr)
     if chk.mynetworks.error:
         chk.server_error(state)
@@ -1338,9 +1384,16 @@ def _check_sasl_access(chk: SmtpdCheck, state: SmtpdState, table: str | None) ->
 
 
 def _check_relay_domains(chk: SmtpdCheck, state: SmtpdState, arg: str | None) -> int:
+    if not chk.warned_check_relay_domains:
+        chk.warned_check_relay_domains = True
+        msg.warn('support for restriction "check_relay_domains" will be removed from '
+                 f'{chk.config.get("mail_name")}; use "reject_unauth_destination" instead')
     if state.recipient is None:
         return CHECK_DUNNO
     if chk.relay_domains.match(state.name):
+        if chk.compat_relay_domains:
+            msg.info("using backwards-compatible default setting relay_domains=$mydestination "
+                     f'to permit request from client "{state.name}"')
         return chk.acl_permit(state, "check_relay_domains", NAME_RECIPIENT, state.recipient)
     if chk.permit_auth_destination(state, state.recipient) == CHECK_OK:
         return chk.acl_permit(state, "check_relay_domains", NAME_RECIPIENT, state.recipient)
