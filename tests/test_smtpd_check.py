@@ -70,6 +70,7 @@ blocked@pfx.example     REJECT
 held@pfx.example        HOLD
 relay.example           OK
 classy@pfx.example      strict
+dip@pfx.example         DEFER_IF_PERMIT deferred once
 """
 
 CONFIG = {
@@ -309,6 +310,8 @@ MORE_CASES = [
     (dict(addr="10.9.9.9", helo="192.0.2.1", sender="naked@sender.example"), "250 2.1.5 Ok"),
     (dict(addr="10.9.9.9", helo="host.example", sender="naked@sender.example"),
      "554 5.7.1 <naked@sender.example>: Sender address rejected: Access denied"),
+    # DEFER_IF_PERMIT for one recipient does not last to the next.
+    (dict(addr="10.9.9.9", rcpts=("dip@pfx.example", "root@pfx.example")), "250 2.1.5 Ok"),
 ]
 
 
