@@ -322,3 +322,13 @@ def test_same_complaints_as_postfix(args: str) -> None:
     theirs = source(*args.split(), program=POSTFIX_SOURCE)
     assert (ours.returncode, ours.stderr) == (
         theirs.returncode, theirs.stderr.replace(POSTFIX_SOURCE, "smtp-source"))
+
+
+def test_over_long_reply_lines_are_cut() -> None:
+    # Postfix's smtp-source keeps 10,240 bytes of a reply line, as here.
+    port, thread = scripted_server([b"220 " + b"x" * 1_000_000 + b"\r\n",
+                                    b"554 " + b"y" * 20_000 + b"\r\n"])
+    result = source(f"127.0.0.1:{port}", timeout=20)
+    thread.join(5)
+    assert (result.returncode, result.stderr) == (
+        1, "smtp-source: fatal: HELO rejected: 554 " + "y" * 10236 + "\n")
