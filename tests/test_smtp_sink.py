@@ -389,7 +389,7 @@ def test_same_dump_as_postfix(tmp_path: Path, dump_option: str) -> None:
         target = tmp_path / name
         with Sink([dump_option, f"{target}/x", "-S", "\\t>"], program=program) as s:
             s.dialogue(DUMP_DIALOGUE)
-            s.dialogue(["HELO y", "MAIL FROM:<p>", "RCPT TO:<q>", "DATA", ".x\r\n\r\n."])
+            s.dialogue(["HELO y\nz\t\x01", "MAIL FROM:<p>", "RCPT TO:<q>", "DATA", ".x\r\n\r\n."])
         dumps[name] = sorted(normalize_dump(p.read_text()) for p in target.iterdir())
     assert dumps["ours"] == dumps["theirs"]
 
