@@ -16,8 +16,9 @@ truncated, `options timeout:N attempts:N` with the resolver's defaults of
              reply), DNS_NULLMX (a null MX record "0 ."), DNS_POLICY (the
              reply filter dropped every record)
     records  A/AAAA "192.0.2.1", MX (pref, "host"), NS/PTR/CNAME "host",
-             TXT the record's strings joined (unprintable characters as
-             spaces)
+             TXT the record's strings joined (a TxtRecord: a str whose
+             .first is the first string; characters other than printable
+             ASCII as spaces)
     why      the reason as Postfix words it
     error    the resolver's error text, Postfix's dns_strerror(h_errno)
 
@@ -110,6 +111,18 @@ A, AAAA, MX, NS, PTR, TXT, CNAME = "A", "AAAA", "MX", "NS", "PTR", "TXT", "CNAME
 
 def strerror(herrno: int) -> str:
     return _STRERROR.get(herrno, f"Unknown error {herrno}")
+
+
+class TxtRecord(str):
+    """A TXT record: its character strings joined; `first` is the first
+    string alone, which is what Postfix reads of a TXT record."""
+    first = ""
+
+
+def _printable(data: bytes) -> str:
+    """Record text as Postfix keeps it: anything but printable ASCII
+    becomes a space."""
+    return "".join(chr(b) if 32 <= b < 127 else " " for b in data)
 
 
 @dataclass
@@ -361,8 +374,9 @@ def _extract(reply: dns.message.Message, query: str, rtype: str, gripe: bool
                         continue
                     text = record + "."
                 elif rtype == TXT:
-                    raw = b"".join(rdata.strings).decode("utf-8", "replace")
-                    record = text = "".join(c if c.isprintable() else " " for c in raw)
+                    record = TxtRecord(_printable(b"".join(rdata.strings)))
+                    record.first = _printable(rdata.strings[0] if rdata.strings else b"")
+                    text = record.first
                 else:
                     record = text = rdata.to_text()
                 records.append(record)

@@ -208,7 +208,8 @@ def _rbl_pagein(query: str) -> object:
     txt = dns.lookup(query, dns.TXT)
     if txt.status == dns.DNS_POLICY:
         msg.warn(f"{query}: TXT lookup error: DNS reply filter drops all results")
-    return _Listed(answer.records, rbl_txt(txt.records) if txt.status == dns.DNS_OK else None)
+    return _Listed(answer.records, rbl_txt([r.first for r in txt.records])
+                   if txt.status == dns.DNS_OK else None)
 
 
 def rbl_txt(records: list[str]) -> str:

@@ -21,7 +21,8 @@ name that exists without records of the asked type is NODATA (NOERROR with
 an empty answer).  A CNAME is followed inside the zone.  Values: A, AAAA,
 NS, PTR and CNAME take a string; MX takes (preference, host) or
 "PREF HOST"; TXT takes a string or a tuple of strings (one record of
-several character strings).  The zone can be changed while the server
+several character strings).  Records are sent in zone order.  The zone
+can be changed while the server
 runs (set(), add_ptr(), remove()); `queries` records every (name, type)
 asked.  The fixture `dns_server` gives a running server with an empty
 zone for a test module.
@@ -179,7 +180,9 @@ class DnsServer:
                 key = _key(target.to_text())
         reply.answer = _merge(reply.answer)
         try:
-            return reply.to_wire(max_size=max_size)
+            # Records in zone order: a real server's order is its own, but
+            # tests compare replies that quote several records.
+            return reply.to_wire(max_size=max_size, want_shuffle=False)
         except dns.exception.TooBig:
             reply.answer = []
             reply.flags |= dns.flags.TC

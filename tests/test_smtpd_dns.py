@@ -34,6 +34,8 @@ ZONE = {
     "good.example.rhswl.example": [("A", "127.0.0.2")],
     "2.0.0.10.rbl3.example": [("A", "127.0.0.2")],
     "2.0.0.10.rbl4.example": [("A", "127.0.0.2")],
+    "2.0.0.10.rbl5.example": [("A", "127.0.0.2"), ("TXT", ("first string", " second")),
+                              ("TXT", "caf\u00e9")],
     "6.0.0.10.dnswl.example": "servfail",
     # hosts and domains
     "example.com": [("MX", (10, "mx1.example.com")), ("NS", "ns1.example.com")],
@@ -95,6 +97,7 @@ CLASSES = {
     "rbl3": "reject_rbl_client rbl3.example",
     "rbl4": "reject_rbl_client rbl4.example",
     "rblbad": "reject_rbl_client rbl.example=127.0.0.[5..3]",
+    "rbl5": "reject_rbl_client rbl5.example",
 }
 
 SERVERS = """\
@@ -301,6 +304,9 @@ CASES = [
     ("reply-filter-drops-all", dict(rcpt="unkhelo@pfx.example", helo="filtered.example"), OK,
      "warning: filtered.example: address or MX lookup error: DNS reply filter drops all "
      "results"),
+    ("rbl-txt-strings", dict(rcpt="rbl5@pfx.example", addr="10.0.0.2"),
+     "554 5.7.1 Service unavailable; Client host [10.0.0.2] blocked using rbl5.example; "
+     "first string / caf  ", None),
     ("rbl-bad-reply-pattern", dict(rcpt="rblbad@pfx.example", addr="10.0.0.2"),
      "250 2.1.0 Ok", 'fatal: RBL reply error: numeric range error at "127.0.0.[5..>3<]"'),
     ("rbl-bad-template", dict(rcpt="rbl3@pfx.example", addr="10.0.0.2"),
