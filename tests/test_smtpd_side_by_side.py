@@ -104,6 +104,9 @@ PROFILES: dict[str, dict[str, str]] = {
     "unauthpipe": {"smtpd_data_restrictions": "reject_unauth_pipelining"},
     "forbidpipe": {"smtpd_forbid_unauth_pipelining": "yes"},
     "flush": {"fast_flush_domains": "pfx.example"},
+    "unknownclient": {"smtpd_client_restrictions": "reject_unknown_reverse_client_hostname, "
+                                                   "reject_unknown_client_hostname",
+                      "smtpd_helo_restrictions": "reject_non_fqdn_helo_hostname"},
     "portlog": {"smtpd_client_port_logging": "yes"},
     "saslperm": {"smtpd_relay_restrictions": "permit_sasl_authenticated, "
                                           "reject_unauth_destination"},
@@ -118,6 +121,7 @@ _XCLIENT_CASES = {"xclient_restart", "xclient_unavailable", "xclient_tempunavail
                   "xclient_lost_right", "xclient_regained_right", "xclient_ipv4_mapped",
                   "xclient_login", "xclient_message", "xclient_port", "xclient_pipelined",
                   "nodelay_accept_at_xclient", "port_logging", "xclient_login_relay", "client_access_relay", "client_access_relay_ok",
+                  "xclient_helo_checked", *(f"xclient_names_{n}" for n in range(1, 7)),
                   *(f"client_access_{n}" for n in range(1, 18))}
 KNOWN_DIFFERENCES: list[tuple[str, set[str]]] = [
     ("daemons/smtpd.py: the disconnect line counts a successful XCLIENT as xclient=1; "
@@ -126,7 +130,7 @@ KNOWN_DIFFERENCES: list[tuple[str, set[str]]] = [
     ("daemons/smtpd.py: after XCLIENT from 127.0.0.1 pfx writes rewrite_context=remote and "
      "cleanup logs message-id=<>; Postfix's permit_inet_interfaces tests the real socket "
      "address, so the context stays local and cleanup adds a Message-ID",
-     {"xclient_login", "xclient_message", "xclient_port", "queue_file_xclient",
+     {"xclient_login", "xclient_message", "xclient_port", "queue_file_xclient", "xclient_names_5",
       "queue_file_xclient_helo_proto", "queue_file_prepend", "queue_file_filter",
       "queue_file_redirect", "queue_file_hold",
       *(f"client_access_{n}" for n in (5, 6, 8, 9, 11, 12, 13, 15, 16))}),
@@ -346,6 +350,15 @@ CASES: list[tuple[str, str, list[Step]]] = [
     ("xclient_login_relay", "saslperm", ["XCLIENT LOGIN=someone ADDR=10.2.2.3",
                                          "EHLO c.example", "MAIL FROM:<s@example.org>",
                                          "RCPT TO:<x@elsewhere.example>", "QUIT"]),
+    # Name lookup results that XCLIENT poses: what the client name checks make of them.
+    *[(f"xclient_names_{n}", "unknownclient", [f"XCLIENT {attrs} ADDR=10.1.1.{n}"]
+       + send(helo="HELO helo.example")) for n, attrs in enumerate((
+           "NAME=[TEMPUNAVAIL]", "NAME=[UNAVAILABLE]", "NAME=ok.example REVERSE_NAME=[UNAVAILABLE]",
+           "NAME=ok.example REVERSE_NAME=[TEMPUNAVAIL]", "NAME=ok.example",
+           "REVERSE_NAME=rev.example NAME=[UNAVAILABLE]"), 1)],
+    ("xclient_helo_checked", "unknownclient", ["XCLIENT NAME=ok.example HELO=nodots ADDR=10.1.1.9",
+                                               "MAIL FROM:<s@example.org>",
+                                               "RCPT TO:<root@pfx.example>", "QUIT"]),
     ("port_logging", "portlog", ["XCLIENT ADDR=10.8.8.8 PORT=2525 NAME=p.example", "QUIT"]),
     # XFORWARD.
     ("xforward_syntax", "xclient", ["EHLO c.example", "XFORWARD", "XFORWARD NAME",
