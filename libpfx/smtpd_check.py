@@ -226,7 +226,7 @@ class SmtpdCheck:
             maps[pname] = Maps(pname, get(pname), FOLD_FIX | LOCK, open_table)
         self.maps = maps
         self.local_rcpt_maps_set = bool(get("local_recipient_maps").strip())
-        # Parameters read per check.
+        # Parameters the checks use.
         self.delay_reject = get_bool("smtpd_delay_reject")
         self.soft_bounce = get_bool("soft_bounce")
         # No SASL mechanisms of its own: a login comes from XCLIENT LOGIN.
@@ -267,7 +267,8 @@ class SmtpdCheck:
         self.fake_relay_restrictions = self._parse(FAKE_RELAY_CHECKS)
         self.classes: dict[str, list[str]] = {}
         for name in split_list(get("smtpd_restriction_classes")):
-            value = config.expand(config.raw(name) or "") if config.raw(name) else ""
+            raw = config.raw(name)
+            value = config.expand(raw) if raw else ""
             if not value:
                 msg.fatal(f"restriction class `{name}' needs a definition")
             self.classes[name] = self._parse(value)
@@ -423,11 +424,8 @@ class SmtpdCheck:
                       reply_class: str, def_acl: str | None, datum: str = "") -> int:
         """Act on one access table value (access(5))."""
         datum = datum or reply_name
-        command, _, rest = value.partition(" ")
-        if "\t" in command:
-            command, _, more = command.partition("\t")
-            rest = more + " " + rest if rest else more
-        text = rest.lstrip(" \t")
+        cut = next((i for i, c in enumerate(value) if c in " \t"), len(value))
+        command, text = value[:cut], value[cut:].lstrip(" \t")
         action = command.upper()
         acl = acl_state(state)
 
@@ -762,7 +760,7 @@ class SmtpdCheck:
             fn, takes_arg = entry
             if takes_arg and name.lower().startswith("check_") and name.lower().endswith(
                     "_access") and (arg is None or ":" not in arg):
-                msg.warn(f'restriction {name}: bad argument "{arg or ""}": need maptype:mapname')
+                msg.warn(f'restriction {name}: bad argument "{arg or name}": need maptype:mapname')
                 self.server_error(state)
             status = fn(self, state, arg)
             low = name.lower()
@@ -1121,7 +1119,7 @@ def _permit_mynetworks(chk: SmtpdCheck, state: SmtpdState, arg: str | None) -> i
                      f'"{state.namaddr}"')
         return chk.acl_permit(state, "permit_mynetworks", NAME_CLIENT, state.namaddr)
     if chk.mynetworks.error:
-        chk.server_error(state)
+        chk.dict_retry(state, chk.reply_name)
     return CHECK_DUNNO
 
 

@@ -13,6 +13,7 @@ import pytest
 from conftest import needs_postfix
 from libpfx.config import Config
 from libpfx.smtpd_check import SmtpdCheck
+from libpfx.smtpd_state import PEER_OK, SmtpdState
 from mailsystem import MailSystem
 from test_smtpd_check import ETC, compare_with_postfix, start_instance
 from test_smtpd_check_stages import BYE, GREETING, dialogue
@@ -167,3 +168,22 @@ def test_configuration_errors(tmp_path, capsys, settings, fatal):
     with pytest.raises(SystemExit):
         SmtpdCheck(Config.load(str(tmp_path)))
     assert fatal in capsys.readouterr().err
+
+
+def test_mynetworks_failure_is_temporary(tmp_path, capsys):
+    """A mynetworks pattern that cannot be used defers, as a table failure."""
+    (tmp_path / "main.cf").write_text("compatibility_level = 3.6\nalias_maps =\n"
+                                      "mynetworks = 192.168.0.0/16 10.7.7.1/24\n"
+                                      "smtpd_client_restrictions = permit_mynetworks\n")
+    config = Config.load(str(tmp_path))
+    check = SmtpdCheck(config)
+    inside = SmtpdState(config, "192.168.1.1", "25", "in.example", PEER_OK)
+    assert check.check_client(inside) is None
+    outside = SmtpdState(config, "10.7.7.11", "25", "out.example", PEER_OK)
+    assert check.check_client(outside) == (
+        "451 4.3.0 <out.example[10.7.7.11]>: Temporary lookup failure")
+    err = capsys.readouterr().err
+    assert ('warning: mynetworks: non-null host address bits in "10.7.7.1/24", perhaps you '
+            'should use "10.7.7.0/24" instead') in err
+    assert ("NOQUEUE: reject: CONNECT from out.example[10.7.7.11]: 451 4.3.0 "
+            "<out.example[10.7.7.11]>: Temporary lookup failure; proto=SMTP") in err
