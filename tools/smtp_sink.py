@@ -3,7 +3,7 @@ NAME
     smtp-sink 1
 
 SUMMARY
-    parallelized SMTP/LMTP test server
+    SMTP and LMTP test server
 
 SYNOPSIS
     smtp-sink [options] [inet:][host]:port backlog
@@ -11,178 +11,152 @@ SYNOPSIS
     smtp-sink [options] unix:pathname backlog
 
 DESCRIPTION
-    smtp-sink listens on the named host (or address) and port.  It takes
-    SMTP messages from the network and throws them away.  The purpose is
-    to measure client performance, not protocol compliance.
+    smtp-sink accepts mail over SMTP or LMTP and discards it, answering
+    every well-formed transaction with success, so that a client can be
+    measured without a real mail system behind it.  Options make it
+    reject, delay or drop chosen commands, and keep a copy of each
+    transaction in a file (which costs far more time than the network
+    dialogue).  It is the server half of a benchmark whose client half may
+    be smtp-source(1).
 
-    smtp-sink may also be configured to capture each mail delivery
-    transaction to file.  Since disk latencies are large compared to
-    network delays, this mode of operation can reduce the maximal
-    performance by several orders of magnitude.
+    It listens on a TCP port (IPv4 and IPv6 unless -4 or -6; on every
+    interface unless a host is given) or on a UNIX-domain socket, and
+    serves all sessions in one process around a single event loop.  The
+    replies to pipelined commands are sent together once the input that
+    has arrived is used up.  While a client leaves replies unread, its
+    further input is not read either.
 
-    Connections can be accepted on IPv4 or IPv6 endpoints, or on
-    UNIX-domain sockets.  IPv4 and IPv6 are the default.  All sessions
-    are served by one process around one event loop; replies to pipelined
-    commands go out together once the input at hand is used up.  This
-    program is the complement of the smtp-source(1) program.
+    Options:
 
-    -4     Support IPv4 only.
+    -4, -6 Listen on IPv4 only, or on IPv6 only.
 
-    -6     Support IPv6 only.
-
-    -8     Do not announce 8BITMIME support.
-
-    -a     Do not announce SASL authentication support.
+    -8, -a, -C, -E, -F, -N, -p
+           Leave out of the EHLO reply, in this order: 8BITMIME, AUTH,
+           XCLIENT (and refuse the command), ENHANCEDSTATUSCODES, XFORWARD
+           (and refuse the command), DSN, PIPELINING.
 
     -A delay
-           Wait delay seconds after responding to DATA, then abort
-           prematurely with a 550 reply status.  Do not read further input
-           from the client.  Specify a zero delay value to abort
-           immediately.
+           After the 354 reply to DATA, stop reading, wait delay seconds
+           (0: none), reply "550 This violates SMTP" and hang up.
 
-    -b soft-bounce-reply
-           Use soft-bounce-reply for soft reject responses.  The default
-           reply is "450 4.3.0 Error: command failed".
+    -b soft-bounce-reply, -B hard-bounce-reply
+           The reply used for commands named with -r (a 4xx reply,
+           default "450 4.3.0 Error: command failed") or with -f (a 5xx
+           reply, default "500 5.3.0 Error: command failed").
 
-    -B hard-bounce-reply
-           Use hard-bounce-reply for hard reject responses.  The default
-           reply is "500 5.3.0 Error: command failed".
-
-    -c     Display running counters that are updated whenever an SMTP
-           session ends or when "." is received.
-
-    -C     Disable XCLIENT support.
+    -c     Print "sess=N quit=N mesg=N" and a carriage return on standard
+           output when a session ends and when a message is complete.
 
     -d dump-template
-           Dump each mail transaction to a single-message file whose name
-           is created by expanding the dump-template via strftime(3) and
-           appending a pseudo-random hexadecimal number (example:
-           "%Y%m%d%H/%M." expands into "2006081203/05.809a62e3").  If the
-           template contains "/" characters, missing directories are
-           created automatically.
+           Write each transaction to a file of its own.  The template is
+           expanded with strftime(3) and a random 8-digit hexadecimal
+           number is appended ("%Y%m%d%H/%M." gives names like
+           "2026112400/05.809a62e3"); missing directories are created.
 
     -D dump-template
-           Append mail transactions to a multi-message dump file whose
-           name is created by expanding the dump-template via strftime(3).
+           Append each transaction to the file named by the template,
+           expanded with strftime(3); missing directories are created.
 
-    -e     Do not announce ESMTP support.
+    -e     Greet without "ESMTP", and refuse EHLO.
 
-    -E     Do not announce ENHANCEDSTATUSCODES support.
-
-    -f command,command,...
-           Reject the specified commands with a hard (5xx) error code.
-           This option implies -p.  Commands are CONNECT, HELO, EHLO,
-           LHLO, MAIL, RCPT, VRFY, DATA, ., RSET, NOOP, QUIT, XCLIENT,
-           XFORWARD and AUTH, separated by white space or commas, in any
-           case.
-
-    -F     Disable XFORWARD support.
+    -f command,...
+           Answer the named commands with the hard error reply; implies -p.
 
     -h hostname
-           Use hostname in the SMTP greeting, in the HELO response, and in
-           the EHLO response.  The default hostname is "smtp-sink".
+           The name in the greeting and in the HELO and EHLO replies
+           (default "smtp-sink").
 
     -H delay
-           Delay the first read operation after receiving DATA (time in
-           seconds).
+           Once DATA is accepted, wait delay seconds before reading the
+           message.
 
-    -L     Enable LMTP instead of SMTP.
+    -L     Talk LMTP: LHLO instead of HELO and EHLO, and one reply to the
+           end of data for each recipient.
 
-    -m count (default: 256)
-           An upper bound on the maximal number of simultaneous
-           connections that smtp-sink will handle.  Excess connections
-           stay queued in the TCP/IP stack.
+    -m count
+           Serve at most count sessions at once (default 256); further
+           connections wait in the listen queue.
 
     -M count
-           Terminate after receiving count messages.
+           Exit after count complete messages.
 
     -n count
-           Terminate after count sessions that ended with QUIT, whether
-           or not -c is given (Postfix's smtp-sink counts them only with
-           -c, and without it never terminates).
+           Exit after count sessions that ended with QUIT, whether or not
+           -c is given (Postfix's smtp-sink counts them only with -c, and
+           without it never exits).
 
-    -N     Do not announce support for DSN.
+    -P     Greet with "220 ********" as a PIX firewall would; implies -e.
 
-    -p     Do not announce support for ESMTP command pipelining.
+    -q command,...
+           Hang up without a reply when one of the named commands arrives.
 
-    -P     Change the server greeting so that it appears to come through a
-           CISCO PIX system.  Implies -e.
+    -Q command,...
+           Reply "421 4.0.0 Server closing connection" to the named
+           commands and hang up.
 
-    -q command,command,...
-           Disconnect (without replying) after receiving one of the
-           specified commands.
-
-    -Q command,command,...
-           Send a 421 reply and disconnect after receiving one of the
-           specified commands.
-
-    -r command,command,...
-           Reject the specified commands with a soft (4xx) error code.
-           This option implies -p.
+    -r command,...
+           Answer the named commands with the soft error reply; implies -p.
 
     -R root-directory
-           Change the process root directory to the specified location.
-           This option requires super-user privileges and -u.
+           With -u, chroot to root-directory before giving up root.
 
-    -s command,command,...
-           Log the named commands to syslogd.
+    -s command,...
+           Log the named commands, with up to 100 characters of their
+           arguments, to syslog (facility mail).
 
     -S start-string
-           An optional string that is prepended to each message that is
-           written to a dump file.  The C escape sequences \\a \\b \\f
-           \\n \\r \\t \\v, \\ddd (up to three octal digits) and \\\\ are
-           supported.
+           Write start-string at the start of each dumped transaction;
+           C escapes (\\n, \\t, \\ddd, ...) are understood.
 
-    -t timeout (default: 100)
-           Limit the time for receiving a command or sending a response.
-           The time limit is specified in seconds.
+    -t timeout
+           Hang up on a client that sends nothing, or reads none of the
+           pending replies, for timeout seconds (default 100).
 
     -T windowsize
-           Override the default TCP window size.
+           Set the listening socket's send and receive buffers, and so the
+           TCP window, to windowsize bytes.
 
     -u username
-           Switch to the specified user privileges after opening the
-           network socket and optionally changing the process root
-           directory.  This option is required when the process runs with
-           super-user privileges.
+           Once listening, take the user and groups of username (required
+           when started as root).
 
-    -v     Show the SMTP conversations.
+    -v     Log each command received.
 
     -w delay
-           Wait delay seconds before responding to a DATA command.
+           Wait delay seconds before replying to DATA.
 
     -W command:delay[:odds]
-           Wait delay seconds before responding to command.  If odds is
-           also specified (a number between 1-99 inclusive), wait for a
-           random multiple of delay: the number of times a dice with a
-           range of 0..99 rolls below odds.
+           Wait delay seconds before replying to command; with odds (1 to
+           99), wait delay times the number of throws of a 100-sided die
+           that come up below odds before one does not.
 
     [inet:][host]:port
-           Listen on network interface host (default: any interface) TCP
-           port port.  Both host and port may be specified in numeric or
-           symbolic form.
+           The TCP endpoint; host and port may be names or numbers.
 
     unix:pathname
-           Listen on the UNIX-domain socket at pathname.
+           The UNIX-domain endpoint.
 
     backlog
-           The maximum length of the queue of pending connections, as
-           defined by the listen(2) system call.
+           The length of the listen queue, as for listen(2).
+
+    Command names for -f, -q, -Q, -r, -s and -W are CONNECT (the
+    greeting), HELO, EHLO, LHLO, XCLIENT, XFORWARD, AUTH, MAIL, RCPT,
+    DATA, "." (end of data), RSET, NOOP, VRFY and QUIT, in any case,
+    separated by commas or white space.
 
 DUMP FILE FORMAT
-    Each dumped message contains a sequence of text lines, terminated
-    with the newline character: the optional -S string; the headers that
-    smtp-sink generates; the message header and body as received from the
-    SMTP client (without the CR before each newline and without the dot
-    that the client added to lines that start with one); an empty line.
+    A dumped transaction is text with newline line ends: the -S string;
+    the headers that smtp-sink adds; the message as received, without the
+    carriage returns and without the dots that the client added to lines
+    starting with a dot; and an empty line.
 
-    The generated headers are X-Client-Addr (the client IP address, an
-    IPv6 address prefixed with "ipv6:"), X-Client-Proto (SMTP, ESMTP or
-    LMTP), X-Helo-Args (the last HELO or EHLO argument, when there was
-    one), X-Mail-Args (the MAIL command arguments), one X-Rcpt-Args for
-    each RCPT command, and a three-line Received: header: ``from helo
-    ([addr])``, ``by host (smtp-sink) with proto id random;`` and a time
-    stamp as defined in RFC 2822.
+    The added headers are X-Client-Addr (the client's address, "ipv6:"
+    in front of an IPv6 one, "local" on a UNIX-domain socket),
+    X-Client-Proto (SMTP, ESMTP or LMTP), X-Helo-Args (the argument of the
+    last HELO or EHLO, if any), X-Mail-Args (what follows "MAIL FROM:"),
+    one X-Rcpt-Args for each RCPT command, and a Received: header on three
+    lines: ``from helo ([address])``, ``by hostname (smtp-sink) with proto
+    id number;`` (number as in the -d file name) and the date.
 
 DIAGNOSTICS
     Problems go to standard error as ``smtp-sink: fatal: text`` and end
@@ -195,7 +169,7 @@ CONFIGURATION PARAMETERS
     None: smtp-sink reads no configuration file.
 
 SEE ALSO
-    smtp-source(1), SMTP/LMTP message generator
+    smtp-source(1), the load generator
 """
 
 from __future__ import annotations

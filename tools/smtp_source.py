@@ -3,7 +3,7 @@ NAME
     smtp-source 1
 
 SUMMARY
-    parallelized SMTP/LMTP test generator
+    SMTP and LMTP load generator
 
 SYNOPSIS
     smtp-source [options] [inet:]host[:port]
@@ -11,100 +11,98 @@ SYNOPSIS
     smtp-source [options] unix:pathname
 
 DESCRIPTION
-    smtp-source connects to the named host and TCP port (default: port 25)
-    and sends one or more messages to it, either sequentially or in
-    parallel.  The program speaks either SMTP (default) or LMTP.
-    Connections can be made to UNIX-domain and IPv4 or IPv6 servers.
-    IPv4 and IPv6 are the default.
+    smtp-source delivers test messages to an SMTP or LMTP server over TCP
+    (IPv4 or IPv6; port 25 unless one is given) or over a UNIX-domain
+    socket, over one or more sessions at the same time.  It is the client
+    half of a benchmark whose server half may be smtp-sink(1).
 
-    All sessions run in one process around one event loop: it makes no
-    more than one connection request at a time, so that the server is not
-    flooded with SYN packets, and it sends one command at a time and waits
-    for its reply, as Postfix's smtp-source does (there is no command
-    pipelining).  The message content is built once, before the first
-    connection.
+    One process runs every session around a single event loop.  A new
+    connection is requested only when the previous request has completed,
+    which keeps the server's listen queue from overflowing.  Each session
+    greets with HELO (LHLO with -L), then sends MAIL, RCPT, DATA, the
+    message and QUIT, one command at a time, waiting for each reply; the
+    message content is prepared once, before the first connection.
 
-    -4     Connect to the server with IPv4.
+    Options:
 
-    -6     Connect to the server with IPv6.
+    -4, -6 Use only IPv4, or only IPv6, to reach the server.
 
-    -A     Don't abort when the server sends something other than the
-           expected positive reply code.  A 421 or 521 reply ends the
-           session; another reply ends the mail transaction with RSET.
+    -A     Carry on after a negative reply: log a warning and end the mail
+           transaction with RSET, or end the session after 421 or 521.
+           Without -A, a negative reply is fatal.
 
-    -c     Display a running counter that is incremented each time an SMTP
-           DATA command completes.
+    -c     Print the number of messages sent so far, followed by a
+           carriage return, after each message; a newline at the end.
 
     -C count
-           When a host sends RESET instead of SYN|ACK, try count times
-           before giving up.  The default count is 1.
+           Make count connection attempts before giving up (default 1);
+           each failed attempt but the last is logged as a warning.
 
-    -d     Don't disconnect after sending a message; send the next message
-           over the same connection.
+    -d     Keep the connection open between messages instead of ending
+           each session after one message.
 
     -f from
-           Use the specified sender address (default: <foo@my-hostname>).
+           The envelope sender (default: foo@ and the host name).
 
     -F file
-           Send the pre-formatted message header and body in the specified
-           file, while prepending '.' before lines that begin with '.', and
-           while appending CRLF after each line.
+           Send the lines of file as the whole message (no generated
+           headers): each line gets CRLF, and a line that starts with a
+           dot gets a second one.
 
     -l length
-           Send length bytes as message payload.  The length does not
-           include message headers.
+           Send a body of length bytes made of 80-byte lines (a digit, 77
+           X characters and CRLF), the last one shorter.  Without -l or -F
+           the body is four short text lines.
 
-    -L     Speak LMTP rather than SMTP: LHLO instead of HELO, and after
-           the message one reply for each accepted recipient.
+    -L     Talk LMTP: LHLO instead of HELO, and after the message one reply
+           for each accepted recipient.
 
     -m message_count
-           Send the specified number of messages (default: 1).
+           How many messages to send in all (default 1).
 
     -M my-hostname
-           Use the specified hostname or [address] in the HELO command and
-           in the default sender and recipient addresses, instead of the
-           machine hostname.
+           The name (or [address]) used in HELO and in the default sender
+           and recipient, instead of this machine's host name.
 
-    -N     Prepend a non-repeating sequence number (1, 2, ...) to each
-           recipient address.  This avoids the artificial 100% hit rate
-           in the resolve and rewrite client caches.
+    -N     Put a sequence number, counting from 1 over the whole run, in
+           front of each recipient address, so that no two are the same.
 
-    -o     Old mode: don't send HELO, and don't send message headers.
+    -o     Send neither HELO nor the generated message headers.
 
     -r recipient_count
-           Send the specified number of recipients per transaction
-           (default: 1).  Without -N, recipient names are generated by
-           prepending the number of recipients still to go, down to 2,
-           to the recipient address; the last one is the address itself.
+           Recipients per message (default 1).  Without -N, each but the
+           last recipient address is prefixed with the number of
+           recipients still to be sent.
 
     -R interval
-           Wait a random time (0 <= n <= interval seconds) between
-           messages.  Suspending one session does not affect the others.
+           Before each further message, wait a random number of seconds
+           from 0 to interval; the other sessions carry on meanwhile.
 
     -s session_count
-           Run the specified number of SMTP sessions in parallel
-           (default: 1).
+           How many sessions run at the same time (default 1).
 
     -S subject
-           Send mail with the named subject line (default: none).
+           Add a Subject: header with this text.
 
-    -t to  Use the specified recipient address (default: <foo@my-hostname>).
+    -t to  The envelope recipient (default: foo@ and the host name).
 
     -T windowsize
-           Override the default TCP window size.
+           Set the socket send and receive buffers, and so the TCP
+           window, to windowsize bytes.
 
-    -v     Make the program more verbose: show each command and each
-           server reply line.
+    -v     Log each command sent and each reply line received.
 
     -w interval
-           Wait a fixed time (seconds) between messages.
+           Before each further message, wait interval seconds.
 
     [inet:]host[:port]
-           Connect via TCP to host host, port port.  The default port is
-           smtp.
+           The server's host name or address and TCP port.
 
     unix:pathname
-           Connect to the UNIX-domain socket at pathname.
+           The server's UNIX-domain socket.
+
+    Generated messages carry From:, To:, Date:, Message-Id: and optionally
+    Subject: headers before the body.
 
 DIAGNOSTICS
     Problems go to standard error as ``smtp-source: fatal: text``, and end
@@ -119,7 +117,7 @@ CONFIGURATION PARAMETERS
     None: smtp-source reads no configuration file.
 
 SEE ALSO
-    smtp-sink(1), SMTP/LMTP message dump
+    smtp-sink(1), the test server
 """
 
 from __future__ import annotations
