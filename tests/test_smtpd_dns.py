@@ -62,6 +62,11 @@ ZONE = {
     "aaaa-only.example": [("AAAA", "::5")],
     "gonemx.example": [("MX", (10, "mxgone.example"))],
     "backupname.example": [("MX", (10, "primary.example")), ("MX", (20, "pfx.example"))],
+    "backup3.example": [("MX", (10, "primaryfail.example")), ("MX", (20, "me.example"))],
+    "primaryfail.example": "servfail",
+    "numericmx.example": [("MX", (10, "127.0.0.66"))],
+    "client.ns.example": [("A", "10.0.0.9")],
+    "ns.example": [("NS", "ns1.example.com")],
 }
 
 CLASSES = {
@@ -94,6 +99,7 @@ CLASSES = {
     "warnhelo": "warn_if_reject reject_unknown_helo_hostname",
     "revmx": "check_reverse_client_hostname_mx_access texthash:{etc}/servers",
     "heloa": "check_helo_a_access texthash:{etc}/servers",
+    "clientns": "check_client_ns_access texthash:{etc}/servers",
     "rbl3": "reject_rbl_client rbl3.example",
     "rbl4": "reject_rbl_client rbl4.example",
     "rblbad": "reject_rbl_client rbl.example=127.0.0.[5..3]",
@@ -328,6 +334,15 @@ CASES = [
      "warning: Unable to look up NS host for a@deep.nons.example: Host found but no data "
      "record of requested type"),
     ("mx-backup-by-name", dict(rcpt="mxbackup@backupname.example"), OK, None),
+    ("mx-backup-primary-tempfail", dict(rcpt="mxbackup@backup3.example"),
+     "450 4.4.4 <mxbackup@backup3.example>: Recipient address rejected: Unable to look up "
+     "mail exchanger host primaryfail.example: Temporary failure in name resolution", None),
+    ("sender-numeric-mx", dict(rcpt="sendermx@pfx.example", sender="a@numericmx.example"),
+     "554 5.7.1 <a@numericmx.example>: Sender address rejected: bad mx address",
+     "warning: numeric domain name in resource data of MX record for numericmx.example: "
+     "127.0.0.66"),
+    ("client-ns-parent", dict(rcpt="clientns@pfx.example", name="client.ns.example"),
+     "554 5.7.1 <client.ns.example[10.0.0.9]>: Client host rejected: bad ns", None),
     ("dnswl-unauthorized-recipient", dict(rcpt="dnswl@example.com", addr="10.0.0.5"),
      "554 5.7.1 <dnswl@example.com>: Recipient address rejected: Access denied", None),
     ("rhsbl-sender-upper-case", dict(rcpt="rhsender@pfx.example", sender="x@BAD.Example"),
