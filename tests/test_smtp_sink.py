@@ -309,6 +309,7 @@ def test_unix_socket(tmp_path: Path) -> None:
     path = tmp_path / "sink.sock"
     with Sink(["-d", f"{tmp_path}/d."], endpoint=f"unix:{path}") as s:
         s.dialogue(["MAIL FROM:<a>", "RCPT TO:<b>", "DATA", "x\r\n."])
+    assert path.stat().st_mode & 0o777 == 0o666
     dumps = [p for p in tmp_path.iterdir() if p.name.startswith("d.")]
     assert normalize_dump(dumps[0].read_text()).startswith(
         "X-Client-Addr: local\nX-Client-Proto: SMTP\n")

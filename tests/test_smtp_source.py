@@ -332,3 +332,12 @@ def test_over_long_reply_lines_are_cut() -> None:
     thread.join(5)
     assert (result.returncode, result.stderr) == (
         1, "smtp-source: fatal: HELO rejected: 554 " + "y" * 10236 + "\n")
+
+
+def test_fifty_sessions_against_the_sink() -> None:
+    with Sink(["-c"]) as sink:
+        result = source("-s", "50", "-m", "500", "-r", "2", "-l", "3000",
+                         f"127.0.0.1:{sink.port}")
+        out, err = sink.stop()
+    assert (result.returncode, result.stderr, err) == (0, "", "")
+    assert out.endswith("sess=501 quit=500 mesg=500\r")
