@@ -288,6 +288,8 @@ class Settings:
         self.cleanup_flags = flags | CLEANUP_FLAG_SMTP_REPLY
         self.rewrite_clients = RewriteClients(config)
         self.delay_open = get_bool("smtpd_delay_open_until_valid_rcpt")
+        self.soft_bounce = get_bool("soft_bounce")
+        self.port_logging = get_bool("smtpd_client_port_logging")
         mode = get("smtpd_forbid_bare_newline")
         if mode.lower() not in BARE_LF_MODES:
             msg.fatal(f"bad parameter value: 'smtpd_forbid_bare_newline = {mode}'")
@@ -503,6 +505,8 @@ class Session:
         """One reply, after the tarpit delay once there were too many errors;
         421 and 521 end the session after they are sent."""
         s = self.s
+        if s.soft_bounce and text[:1] == "5":
+            text = "4" + text[1:4] + ("4" if text[4:5] == "5" else text[4:5]) + text[5:]
         if self.state.error_count >= s.soft_error_limit and s.error_sleep > 0:
             self.chat.flush()
             time.sleep(s.error_sleep)
@@ -1483,6 +1487,8 @@ def serve(s: Settings, chat: SmtpdChat, endpoint: tuple[str, str, str, str, int]
         peer = smtpd_peer.peer_names(s.config, endpoint[0])
         state = SmtpdState(s.config, endpoint[0], endpoint[1], peer.name, peer.name_status,
                            peer.reverse_name, peer.reverse_name_status)
+        if s.port_logging:
+            state.namaddr += f":{state.port}"
     msg.info(f"connect from {state.namaddr}")
     session = Session(s, chat, state, endpoint[2], endpoint[3], endpoint[4], open_queue)
     session.run()
