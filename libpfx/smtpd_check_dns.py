@@ -620,28 +620,33 @@ def check_server_access(chk: SmtpdCheck, state: SmtpdState, table: str, name: st
             return check.CHECK_DUNNO
         servers = [r[1] if rtype == dns.MX else r for r in answer.records]
 
+    # The first table entry that matches ends the search, even a DUNNO: the
+    # lookups that also say whether an entry matched are smtpd_check's
+    # (_domain_access, _lookup), as its check_namadr_access uses them.
+    def by_addr(addr: str) -> tuple[int, bool]:
+        return chk._lookup(state, table, chk._addr_keys(addr), addr, reply_name, reply_class,
+                           def_acl)
+
     for server in servers:
         if valid_hostaddr(server):
-            status = chk.check_addr_access(state, table, server, reply_name, reply_class,
-                                           def_acl)
-            if status != check.CHECK_DUNNO:
+            status, found = by_addr(server)
+            if status or found:
                 return status
             continue
         if rtype not in (dns.A, dns.AAAA):
-            status = chk.check_domain_access(state, table, server, reply_name, reply_class,
-                                             def_acl)
-            if status != check.CHECK_DUNNO:
+            status, found = chk._domain_access(state, table, server, reply_name, reply_class,
+                                               def_acl)
+            if status or found:
                 return status
-        found = dns.host_addresses(server)
-        if found.error:
+        addresses = dns.host_addresses(server)
+        if addresses.error:
             if rtype not in (dns.A, dns.AAAA):
                 msg.warn(f"Unable to look up {rtype} host {server} for {reply_class} "
-                         f"{reply_name}: {found.error}")
+                         f"{reply_name}: {addresses.error}")
             continue
-        for addr in found.addrs:
-            status = chk.check_addr_access(state, table, addr, reply_name, reply_class,
-                                           def_acl)
-            if status != check.CHECK_DUNNO:
+        for addr in addresses.addrs:
+            status, found = by_addr(addr)
+            if status or found:
                 return status
     return check.CHECK_DUNNO
 

@@ -65,6 +65,8 @@ ZONE = {
     "backup3.example": [("MX", (10, "primaryfail.example")), ("MX", (20, "me.example"))],
     "primaryfail.example": "servfail",
     "numericmx.example": [("MX", (10, "127.0.0.66"))],
+    "dunnomx.example": [("MX", (10, "mxdunno.example"))],
+    "mxdunno.example": [("A", "127.0.0.66")],
     "client.ns.example": [("A", "10.0.0.9")],
     "ns.example": [("NS", "ns1.example.com")],
 }
@@ -110,6 +112,7 @@ SERVERS = """\
 mx1.example.com     REJECT bad mx
 ns1.example.com     REJECT bad ns
 127.0.0.66          REJECT bad mx address
+mxdunno.example     DUNNO
 """
 
 CONFIG = {
@@ -341,6 +344,8 @@ CASES = [
      "554 5.7.1 <a@numericmx.example>: Sender address rejected: bad mx address",
      "warning: numeric domain name in resource data of MX record for numericmx.example: "
      "127.0.0.66"),
+    ("sender-mx-dunno-ends-search", dict(rcpt="sendermx@pfx.example",
+                                         sender="a@dunnomx.example"), OK, None),
     ("client-ns-parent", dict(rcpt="clientns@pfx.example", name="client.ns.example"),
      "554 5.7.1 <client.ns.example[10.0.0.9]>: Client host rejected: bad ns", None),
     ("dnswl-unauthorized-recipient", dict(rcpt="dnswl@example.com", addr="10.0.0.5"),
