@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
-from mailsystem import MailSystem, SmtpClient, free_port
+from mailsystem import MailSystem, SmtpClient
 from test_bounce_e2e import PrivatePostfix
 
 # The services a Postfix smtpd needs besides PrivatePostfix's.
@@ -49,11 +49,13 @@ class PostfixSmtpd(PrivatePostfix):
     arguments such as "-o name=value"), its port in ports[name]."""
 
     def __init__(self, ms: MailSystem, settings: dict[str, str] | None = None,
-                 services: dict[str, str] | None = None) -> None:
+                 services: dict[str, str] | None = None,
+                 ports: dict[str, int] | None = None) -> None:
         params = dict(ms.main_cf_params(), mail_owner="postfix", setgid_group="postdrop")
         params.update(settings or {})
         super().__init__(params)
-        self.ports = {name: free_port() for name in (services or {"smtpd": ""})}
+        names = list(services or {"smtpd": ""})
+        self.ports = ports or dict(zip(names, free_ports(len(names))))
         with open(self.etc / "master.cf", "a") as fp:
             fp.write(_SMTPD_SERVICES)
             fp.write(smtpd_services(self.ports, services or {}))
@@ -72,6 +74,21 @@ class PostfixSmtpd(PrivatePostfix):
         result = subprocess.run(["/usr/sbin/postcat", "-c", str(self.etc), "-e", "-q", queue_id],
                                 capture_output=True, timeout=30)
         return result.stdout.decode(errors="replace")
+
+
+def free_ports(count: int) -> list[int]:
+    """count different TCP ports on 127.0.0.1 that nothing listens on now
+    (held together while they are chosen, so that none comes twice)."""
+    socks = []
+    try:
+        for _ in range(count):
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            socks.append(sock)
+        return [sock.getsockname()[1] for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
 
 
 def smtpd_services(ports: dict[str, int], services: dict[str, str]) -> str:

@@ -19,8 +19,8 @@ from typing import Iterator
 import pytest
 
 from conftest import needs_postfix
-from mailsystem import MailSystem, free_port, stock_master_cf
-from smtp_dialogue import (PostfixSmtpd, Raw, Step, message_id_of, normalized,
+from mailsystem import MailSystem, stock_master_cf
+from smtp_dialogue import (PostfixSmtpd, Raw, Step, free_ports, message_id_of, normalized,
                            postcat_normalized, run_dialogue, smtpd_log_lines, smtpd_services)
 
 pytestmark = [needs_postfix]
@@ -107,6 +107,7 @@ PROFILES: dict[str, dict[str, str]] = {
     "unknownclient": {"smtpd_client_restrictions": "reject_unknown_reverse_client_hostname, "
                                                    "reject_unknown_client_hostname",
                       "smtpd_helo_restrictions": "reject_non_fqdn_helo_hostname"},
+    "barelf": {"smtpd_forbid_bare_newline": "reject"},
     "portlog": {"smtpd_client_port_logging": "yes"},
     "saslperm": {"smtpd_relay_restrictions": "permit_sasl_authenticated, "
                                           "reject_unauth_destination"},
@@ -143,6 +144,10 @@ KNOWN_DIFFERENCES: list[tuple[str, set[str]]] = [
      "is_local=None to mail_addr_find, so only myorigin's domain is stripped before the "
      "local_recipient_maps lookup; Postfix strips every local domain, resolve_local())",
      {"address_forms"}),
+    ("daemons/smtpd.py: after XCLIENT Postfix decides smtpd_forbid_bare_newline_exclusions "
+     "again for the new client (550 5.5.2 pfx.example Error: bare <LF> received, then the "
+     "connection closes); pfx keeps the real client's exclusion (250 2.0.0 Ok)",
+     {"bare_lf_after_xclient"}),
     ("daemons/smtpd.py: with smtpd_client_port_logging = yes Postfix logs the client as "
      "name[addr]:port (connect from localhost[127.0.0.1]:PORT); pfx leaves out the port",
      {"port_logging"}),
@@ -359,6 +364,9 @@ CASES: list[tuple[str, str, list[Step]]] = [
     ("xclient_helo_checked", "unknownclient", ["XCLIENT NAME=ok.example HELO=nodots ADDR=10.1.1.9",
                                                "MAIL FROM:<s@example.org>",
                                                "RCPT TO:<root@pfx.example>", "QUIT"]),
+    # Bare newlines from the real client (excluded: mynetworks) and from a posed one.
+    ("bare_lf_excluded", "barelf", [Raw(b"NOOP\n"), "QUIT"]),
+    ("bare_lf_after_xclient", "barelf", ["XCLIENT ADDR=10.3.3.4", Raw(b"NOOP\n"), "QUIT"]),
     ("port_logging", "portlog", ["XCLIENT ADDR=10.8.8.8 PORT=2525 NAME=p.example", "QUIT"]),
     # XFORWARD.
     ("xforward_syntax", "xclient", ["EHLO c.example", "XFORWARD", "XFORWARD NAME",
@@ -481,9 +489,12 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
     etc.mkdir()
     write_files(etc)
     settings, args = profile_settings(etc)
-    ports = {profile: free_port() for profile in PROFILES}
+    # Every port of both servers chosen at once: none twice.
+    numbers = free_ports(2 * len(PROFILES))
+    ports = dict(zip(PROFILES, numbers))
+    their_ports = dict(zip(PROFILES, numbers[len(PROFILES):]))
     ms = MailSystem(top, settings, stock_master_cf() + smtpd_services(ports, args))
-    postfix = PostfixSmtpd(ms, {}, args)
+    postfix = PostfixSmtpd(ms, {}, args, their_ports)
     try:
         write_files(postfix.etc)
         theirs, _ = profile_settings(postfix.etc)
