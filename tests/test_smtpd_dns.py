@@ -57,6 +57,7 @@ ZONE = {
     "backup2.example": [("MX", (10, "primary2.example")), ("MX", (20, "me.example"))],
     "primary2.example": [("A", "10.8.8.8")],
     "filtered.example": [("A", "127.0.0.9")],
+    "bogusfilter.example": [("A", "127.0.0.9")],
     "badmxname.example": [("MX", (10, "bad_host!.example"))],
     "cname-helo.example": [("CNAME", "mx1.example.com")],
     "aaaa-only.example": [("AAAA", "::5")],
@@ -136,7 +137,8 @@ TABLES = {
     "select": "".join(f"{name}@ {name}\n" for name in CLASSES),
     "servers": SERVERS,
     "okservers": "mx1.example.com OK\n",
-    "dns_filter": "/^filtered\\.example\\. [0-9]+ IN A / IGNORE\n",
+    "dns_filter": "/^filtered\\.example\\. [0-9]+ IN A / IGNORE\n"
+                  "/^bogusfilter\\.example\\. / BOGUS action\n",
     "rbl_reply": "rbl2.example $rbl_code 5.7.9 $client_address in $rbl_domain as $rbl_what "
                  "($rbl_class): ${rbl_reason?{$rbl_reason}:{none}} helo=$helo_name "
                  "sender=$sender_domain\n"
@@ -358,6 +360,9 @@ CASES = [
     ("helo-upper-case", dict(rcpt="unkhelo@pfx.example", helo="MX1.Example.COM"), OK, None),
     ("helo-a", dict(rcpt="heloa@pfx.example", helo="mx66.example"),
      "554 5.7.1 <mx66.example>: Helo command rejected: bad mx address", None),
+    ("reply-filter-bad-action", dict(rcpt="unkhelo@pfx.example", helo="bogusfilter.example"),
+     "450 4.7.1 <bogusfilter.example>: Helo command rejected: Host not found",
+     'warning: smtpd_dns_reply_filter: unknown DNS filter action: "BOGUS action"'),
     # permit_mx_backup
     ("mx-backup", dict(rcpt="mxbackup@backup.example"), OK, None),
     ("mx-primary", dict(rcpt="mxbackup@primary-is-me.example"),
