@@ -530,3 +530,40 @@ def test_same_complaints_as_postfix(args: str) -> None:
                                 text=True, timeout=10)
         outcomes.append((result.returncode, result.stderr.replace(program, "smtp-sink")))
     assert outcomes[1] == outcomes[0]
+
+
+def random_message(rng: "random.Random") -> bytes:
+    """Text rich in CR, LF and dots, without an end-of-data sequence."""
+    pieces = [b"\r", b"\n", b".", b"a", b"\r\n", b"\r\n.", b".."]
+    while True:
+        body = b"".join(rng.choice(pieces) for _ in range(rng.randrange(1, 60)))
+        # The end of data must be where the client puts it, not before.
+        if (b"\r\n" + body + b"\r\n.\r\n").find(b"\r\n.\r\n") == len(body) + 2:
+            return body
+
+
+@needs_postfix
+@postfix_sink
+def test_same_capture_of_awkward_data_as_postfix(tmp_path: Path) -> None:
+    import random
+    rng = random.Random(7)
+    messages = [random_message(rng) for _ in range(25)]
+    captured = {}
+    for name, program in (("theirs", POSTFIX_SINK), ("ours", None)):
+        with Sink(["-D", str(tmp_path / name)], program=program) as s, s.connect() as client:
+            client.reply()
+            cut = random.Random(11)
+            for body in messages:
+                for line in ("MAIL FROM:<a>", "RCPT TO:<b>", "DATA"):
+                    client.send(line)
+                    client.reply()
+                # In pieces, so that sequences span reads.
+                data = body + b"\r\n.\r\n"
+                while data:
+                    size = cut.randrange(1, 6)
+                    client.send(data[:size], eol=b"")
+                    data = data[size:]
+                    time.sleep(0.001)
+                assert client.reply() == ["250 2.0.0 Ok"]
+        captured[name] = normalize_dump((tmp_path / name).read_text("latin-1"))
+    assert captured["ours"] == captured["theirs"]
