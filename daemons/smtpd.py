@@ -647,7 +647,7 @@ class Session:
                 return True
             line = raw.decode("utf-8", "surrogateescape")
         self.chat.query_logged(line)
-        argv = smtpd_token(line)
+        argv = smtpd_token(line.partition("\0")[0])     # a C string ends at NUL
         if not argv:
             self.reply("500 5.5.2 Error: bad syntax")
             state.error_count += 1
