@@ -4,6 +4,7 @@ counters, exit codes; and the same dialogues against Postfix's smtp-sink."""
 from __future__ import annotations
 
 import os
+import random
 import re
 import select
 import socket
@@ -496,7 +497,6 @@ def test_random_bytes_then_normal_service(sink: Sink) -> None:
 
 
 def random_bytes(count: int) -> bytes:
-    import random
     rng = random.Random(4)
     return bytes(rng.getrandbits(8) for _ in range(count)).replace(b"\n", b"\r\n")
 
@@ -532,7 +532,7 @@ def test_same_complaints_as_postfix(args: str) -> None:
     assert outcomes[1] == outcomes[0]
 
 
-def random_message(rng: "random.Random") -> bytes:
+def random_message(rng: random.Random) -> bytes:
     """Text rich in CR, LF and dots, without an end-of-data sequence."""
     pieces = [b"\r", b"\n", b".", b"a", b"\r\n", b"\r\n.", b".."]
     while True:
@@ -545,7 +545,6 @@ def random_message(rng: "random.Random") -> bytes:
 @needs_postfix
 @postfix_sink
 def test_same_capture_of_awkward_data_as_postfix(tmp_path: Path) -> None:
-    import random
     rng = random.Random(7)
     messages = [random_message(rng) for _ in range(25)]
     captured = {}
