@@ -296,9 +296,15 @@ class _RblExpand:
         if value is None:
             msg.warn(f'unknown macro name "{name}" in expansion request')
             return None
-        allowed = self.settings.expand_filter
-        value = "".join(c if c in allowed else "_" for c in value)
-        return value.replace("$", "$$")         # a value is not expanded again
+        return _filter_value(value, self.settings.expand_filter).replace("$", "$$")
+
+
+def _filter_value(value: str, allowed: frozenset[str]) -> str:
+    """A macro value through smtpd_expansion_filter, byte by byte as
+    Postfix: each byte of a UTF-8 character that is not allowed becomes
+    "_".  ($ is doubled by the caller: a value is not expanded again.)"""
+    data = value.encode("utf-8", "surrogateescape")
+    return bytes(b if chr(b) in allowed else 0x5F for b in data).decode("utf-8", "replace")
 
 
 def _expand_addr(addr: str | None, suffix: str) -> str | None:

@@ -58,6 +58,8 @@ ZONE = {
     "primary2.example": [("A", "10.8.8.8")],
     "filtered.example": [("A", "127.0.0.9")],
     "bogusfilter.example": [("A", "127.0.0.9")],
+    "xn--bcher-kva.example": [("A", "127.0.0.9")],
+    "xn--bd-via.example.rhsbl.example": [("A", "127.0.0.2")],
     "badmxname.example": [("MX", (10, "bad_host!.example"))],
     "cname-helo.example": [("CNAME", "mx1.example.com")],
     "aaaa-only.example": [("AAAA", "::5")],
@@ -166,13 +168,13 @@ def ms(tmp_path_factory) -> Iterator[MailSystem]:
 
 def rcpt(ms: MailSystem, rcpt: str, addr: str = "10.0.0.9", name: str = "client.example",
          helo: str = "client.example", sender: str = "user@example.com",
-         reverse_name: str | None = None) -> str:
+         reverse_name: str | None = None, mail_args: str = "") -> str:
     """The last line of the RCPT reply of a session posing as a client (the
     MAIL reply when smtpd ends the session instead)."""
     xclient = f"XCLIENT ADDR={addr} NAME={name}"
     if reverse_name:
         xclient += f" REVERSE_NAME={reverse_name}"
-    replies = ms.dialogue([xclient, f"HELO {helo}", f"MAIL FROM:<{sender}>",
+    replies = ms.dialogue([xclient, f"HELO {helo}", f"MAIL FROM:<{sender}>{mail_args}",
                            f"RCPT TO:<{rcpt}>", "QUIT"])
     return [r for r in replies if r[:3] != "221" and r != "<closed>"][-1]
 
@@ -363,6 +365,16 @@ CASES = [
     ("reply-filter-bad-action", dict(rcpt="unkhelo@pfx.example", helo="bogusfilter.example"),
      "450 4.7.1 <bogusfilter.example>: Helo command rejected: Host not found",
      'warning: smtpd_dns_reply_filter: unknown DNS filter action: "BOGUS action"'),
+    # UTF-8 domains are asked in their IDNA form
+    ("sender-utf8-known", dict(rcpt="unksender@pfx.example", sender="a@b\u00fccher.example",
+                               mail_args=" SMTPUTF8"), OK, None),
+    ("sender-utf8-unknown", dict(rcpt="unksender@pfx.example", sender="a@n\u00f6where.example",
+                                 mail_args=" SMTPUTF8"),
+     "550 5.1.8 <a@n\u00f6where.example>: Sender address rejected: Domain not found", None),
+    ("rhsbl-sender-utf8", dict(rcpt="rhsender@pfx.example", sender="x@b\u00e4d.example",
+                               mail_args=" SMTPUTF8"),
+     "554 5.7.1 Service unavailable; Sender address [x@b__d.example] blocked using "
+     "rhsbl.example", None),
     # permit_mx_backup
     ("mx-backup", dict(rcpt="mxbackup@backup.example"), OK, None),
     ("mx-primary", dict(rcpt="mxbackup@primary-is-me.example"),
