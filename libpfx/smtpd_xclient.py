@@ -362,9 +362,10 @@ def xforward_cmd(state: Any, argv: list[str]) -> str:
     refused = _precheck(state, argv, XFORWARD_CMD, session.xforward, session.xforward_error)
     if refused:
         return refused
-    # A command with a bad attribute takes no effect (Postfix records what
-    # was forwarded only once the whole command is accepted).
-    fwd = dict(state.xforward)
+    # As in Postfix, each value is stored as it comes, but the attributes
+    # count as forwarded ("flags") only once the whole command is good.
+    fwd = state.xforward
+    updated = set()
     for word in argv:
         split = _split(word)
         if isinstance(split, str):
@@ -397,7 +398,7 @@ def xforward_cmd(state: Any, argv: list[str]) -> str:
             elif not _port_ok(value):
                 return _SYNTAX.format(key, value)
         elif key in ("HELO", "IDENT"):
-            # "" records that the attribute came but has no value.
+            # "" stands for no value.
             value = "" if unavailable else value.translate(_NEUTER)
         elif key == "PROTO":
             if unavailable:
@@ -412,20 +413,19 @@ def xforward_cmd(state: Any, argv: list[str]) -> str:
                 return _SYNTAX.format(key, value)
             value = source.lower()
         fwd[key] = value
-    state.xforward.update(fwd)
+        updated.add(key)
+    fwd["flags"] = " ".join(sorted(updated | set(fwd.get("flags", "").split())))
+    if not updated.isdisjoint(("NAME", "ADDR", "PORT")):
+        name = fwd.get("NAME", UNKNOWN)
+        addr = fwd.get("ADDR", UNKNOWN)
+        fwd["namaddr"] = name if addr == UNKNOWN else _namaddr(name, addr,
+                                                               fwd.get("PORT", UNKNOWN))
     return "250 2.0.0 Ok"
 
 
-def _forwarded_client(state: Any) -> bool:
-    return not _CLIENT_ATTRS.isdisjoint(state.xforward)
-
-
-def _forwarded_namaddr(fwd: dict[str, str]) -> str:
-    name = fwd.get("NAME", UNKNOWN)
-    addr = fwd.get("ADDR", UNKNOWN)
-    if addr == UNKNOWN:
-        return name
-    return _namaddr(name, addr, fwd.get("PORT", UNKNOWN))
+def _forwarded(state: Any) -> set[str]:
+    """The attributes that XFORWARD commands forwarded successfully."""
+    return set(state.xforward.get("flags", "").split())
 
 
 def cleanup_attrs(state: Any, rewrite_context: str = "remote") -> dict[str, str]:
@@ -441,13 +441,14 @@ def cleanup_attrs(state: Any, rewrite_context: str = "remote") -> dict[str, str]
     ident = fwd.get("IDENT") or state.queue_id
     if ident:
         attrs["log_ident"] = ident
-    attrs["rewrite_context"] = fwd.get("SOURCE", rewrite_context)
-    if _forwarded_client(state):
+    forwarded = _forwarded(state)
+    attrs["rewrite_context"] = fwd["SOURCE"] if "SOURCE" in forwarded else rewrite_context
+    if not _CLIENT_ATTRS.isdisjoint(forwarded):
         helo = fwd.get("HELO") or None
         attrs["log_client_name"] = fwd.get("NAME", UNKNOWN)
         attrs["log_client_address"] = fwd.get("rfc_addr", UNKNOWN)
         attrs["log_client_port"] = fwd.get("PORT", UNKNOWN)
-        attrs["log_message_origin"] = _forwarded_namaddr(fwd)
+        attrs["log_message_origin"] = fwd.get("namaddr", UNKNOWN)
         protocol = fwd.get("PROTO", UNKNOWN)
     else:
         helo = state.helo_name
@@ -469,6 +470,6 @@ def client_log_suffix(state: Any) -> str:
     suffix = ""
     if fwd.get("IDENT"):
         suffix += f", orig_queue_id={fwd['IDENT']}"
-    if _forwarded_client(state):
-        suffix += f", orig_client={_forwarded_namaddr(fwd)}"
+    if not _CLIENT_ATTRS.isdisjoint(_forwarded(state)):
+        suffix += f", orig_client={fwd.get('namaddr', UNKNOWN)}"
     return suffix

@@ -371,7 +371,8 @@ CASES: list[tuple[str, str, list[Step]]] = [
     # XFORWARD.
     ("xforward_syntax", "xclient", ["EHLO c.example", "XFORWARD", "XFORWARD NAME",
                                     "XFORWARD FOO=bar", "XFORWARD NAME=bad_name!",
-                                    "XFORWARD ADDR=1.2.3", "XFORWARD PORT=x",
+                                    "XFORWARD ADDR=1.2.3", "XFORWARD ADDR=IPv6:::1",
+                                    "XFORWARD PORT=x",
                                     "XFORWARD SOURCE=elsewhere", "XFORWARD PROTO=" + "p" * 65,
                                     "XFORWARD IDENT=abc", "QUIT"]),
     ("xforward_not_allowed", "plain", ["EHLO c.example", "XFORWARD NAME=a.example", "QUIT"]),
@@ -550,6 +551,11 @@ QUEUE_FILE_CASES: dict[str, tuple[str, list[Step]]] = {
     "xforward_unavailable": ("xclient", message("XFORWARD NAME=[UNAVAILABLE] "
                                                 "ADDR=[UNAVAILABLE] HELO=[UNAVAILABLE]",
                                                 *PLAIN_RCPT)),
+    "xforward_addr_unavailable": ("xclient", message("XFORWARD ADDR=10.7.7.8 PORT=26",
+                                                     "XFORWARD ADDR=[UNAVAILABLE] NAME=n.example",
+                                                     *PLAIN_RCPT)),
+    "xforward_after_error": ("xclient", message("XFORWARD NAME=a.example IDENT=X1 FOO=bar",
+                                                "XFORWARD ADDR=10.7.7.9", *PLAIN_RCPT)),
     "dsn": ("plain", message("MAIL FROM:<s@example.org> RET=HDRS ENVID=env+2Bid",
                              "RCPT TO:<root@pfx.example> NOTIFY=SUCCESS,DELAY "
                              "ORCPT=rfc822;orig+2Brcpt@example.org",
