@@ -342,12 +342,6 @@ class SmtpdCheck:
             line += f" proto={state.protocol}"
         if state.helo_name is not None:
             line += f" helo=<{state.helo_name}>"
-        if state.sasl_method:
-            line += f" sasl_method={state.sasl_method}"
-        if state.sasl_username:
-            line += f" sasl_username={state.sasl_username}"
-        if state.sasl_sender:
-            line += f" sasl_sender={state.sasl_sender}"
         msg.info(line)
 
     def acl_permit(self, state: SmtpdState, action: str, reply_class: str,
