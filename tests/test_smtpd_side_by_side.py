@@ -545,6 +545,9 @@ QUEUE_FILE_CASES: dict[str, tuple[str, list[Step]]] = {
     "xclient": ("xclient", pose("10.6.6.6", "mail.example.com") + message(*PLAIN_RCPT)),
     "xclient_helo_proto": ("xclient", ["XCLIENT HELO=given.example PROTO=ESMTP NAME=n.example "
                                        "ADDR=10.6.6.7", *PLAIN_RCPT, "DATA", MESSAGE, "QUIT"]),
+    # A bad attribute: the ones before it are in effect, name[addr] is not remade.
+    "xclient_partial": ("xclient", ["XCLIENT NAME=partial.example PORT=99 FOO=bar",
+                                    *message(*PLAIN_RCPT)]),
     "xforward": ("xclient", message("XFORWARD NAME=up.example ADDR=10.7.7.7 PORT=25 "
                                     "PROTO=SMTP HELO=up.example IDENT=UP123 SOURCE=LOCAL",
                                     *PLAIN_RCPT)),
