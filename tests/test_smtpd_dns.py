@@ -68,6 +68,8 @@ ZONE = {
     "backup3.example": [("MX", (10, "primaryfail.example")), ("MX", (20, "me.example"))],
     "primaryfail.example": "servfail",
     "numericmx.example": [("MX", (10, "127.0.0.66"))],
+    "backupproxy.example": [("MX", (10, "primary.example")), ("MX", (20, "proxyme.example"))],
+    "proxyme.example": [("A", "10.7.7.7")],
     "dunnomx.example": [("MX", (10, "mxdunno.example"))],
     "mxdunno.example": [("A", "127.0.0.66")],
     "client.ns.example": [("A", "10.0.0.9")],
@@ -133,6 +135,7 @@ CONFIG = {
     "smtpd_dns_reply_filter": "regexp:{etc}/dns_filter",
     "permit_mx_backup_networks": "10.9.0.0/16",
     "inet_protocols": "all",
+    "proxy_interfaces": "10.7.7.7",
 }
 
 TABLES = {
@@ -341,6 +344,7 @@ CASES = [
      "warning: Unable to look up NS host for a@deep.nons.example: Host found but no data "
      "record of requested type"),
     ("mx-backup-by-name", dict(rcpt="mxbackup@backupname.example"), OK, None),
+    ("mx-backup-proxy-address", dict(rcpt="mxbackup@backupproxy.example"), OK, None),
     ("mx-backup-primary-tempfail", dict(rcpt="mxbackup@backup3.example"),
      "450 4.4.4 <mxbackup@backup3.example>: Recipient address rejected: Unable to look up "
      "mail exchanger host primaryfail.example: Temporary failure in name resolution", None),
