@@ -25,6 +25,7 @@ ZONE = {
     "servfail.example": "servfail",
     "drop.example": "drop",
     "junk.example": "garbage",
+    "big.example": [("TXT", f"record {i:02d} " + "x" * 90) for i in range(20)],
     "bad-mx.example": [("MX", (10, "bad_host!.example"))],
     "xn--bcher-kva.example": [("A", "127.0.0.9")],
 }
@@ -89,6 +90,11 @@ def test_timeout_is_bounded_retry(resolver):
     elapsed = time.monotonic() - start
     assert answer.status == dns.DNS_RETRY
     assert elapsed < 5          # resolv.conf: timeout 1, attempts 2
+
+
+def test_truncated_reply_asked_again_over_tcp(resolver):
+    records = dns.lookup("big.example", "TXT").records
+    assert len(records) == 20 and records[0].startswith("record 00 ")
 
 
 def test_malformed_reply_is_retry(resolver):
