@@ -2,7 +2,8 @@
 addresses (Linux lets a client bind any loopback address) against PTR and
 A records on the loopback DNS server; the "connect from" log lines,
 Postfix's warnings, the name statuses as reject_unknown_client_hostname
-sees them, and the Received: header."""
+and reject_unknown_reverse_client_hostname see them, and the Received:
+header."""
 
 from __future__ import annotations
 
@@ -27,7 +28,11 @@ NAMES = {
 
 CONFIG = {
     "unknown_client_reject_code": "550",
-    "smtpd_recipient_restrictions": "reject_unknown_client_hostname, "
+    "smtpd_restriction_classes": "reverse",
+    "reverse": "reject_unknown_reverse_client_hostname, permit",
+    "smtpd_recipient_restrictions": "check_recipient_access "
+                                    "inline:{postmaster@pfx.example=reverse}, "
+                                    "reject_unknown_client_hostname, "
                                     "permit_mynetworks, reject_unauth_destination",
 }
 
@@ -74,8 +79,20 @@ def session(ms: MailSystem, source: str, commands: list[str], port: int = 0) -> 
     return replies
 
 
-RCPT = ["EHLO client.example", "MAIL FROM:<sender@example.com>", "RCPT TO:<root@pfx.example>",
-        "QUIT"]
+RCPT = ["EHLO client.example", "MAIL FROM:<sender@example.com>",
+        "RCPT TO:<postmaster@pfx.example>", "RCPT TO:<root@pfx.example>", "QUIT"]
+
+# The reply to RCPT TO:<postmaster@...> (reject_unknown_reverse_client_hostname).
+REVERSE = {
+    "127.0.0.5": "550 5.7.1 Client host rejected: cannot find your reverse hostname, "
+                 "[127.0.0.5]",
+    "127.0.0.6": "450 4.7.1 Client host rejected: cannot find your reverse hostname, "
+                 "[127.0.0.6]",
+    "127.0.0.8": "550 5.7.1 Client host rejected: cannot find your reverse hostname, "
+                 "[127.0.0.8]",
+    "127.0.0.9": "550 5.7.1 Client host rejected: cannot find your reverse hostname, "
+                 "[127.0.0.9]",
+}
 
 CASES = [
     ("127.0.0.2", "connect from mx1.example.com[127.0.0.2]", None,
@@ -107,7 +124,7 @@ CASES = [
 def test_client_name(instance, source, connect, warning, rcpt_reply):
     start = len(instance.log())
     replies = session(instance, source, RCPT)
-    assert rcpt_reply in replies
+    assert replies[-3:-1] == [REVERSE.get(source, "250 2.1.5 Ok"), rcpt_reply]
     instance.wait_log(r"disconnect from \S+\[" + source.replace(".", r"\.") + r"\]",
                       start=start)
     log = instance.log()[start:]
