@@ -46,6 +46,7 @@ from libpfx.maps.search import (FIND_DOMAIN, FIND_FULL, FIND_LOCALPART_AT, FIND_
 from libpfx.match_list import DomainList, HostAddrList, StringList, parent_style
 from libpfx.expand import parse_level
 from libpfx.mynetworks import mynetworks, own_addresses, protocol_families
+from libpfx.resolve_local import LocalDomains
 from libpfx.rewrite_valid import valid_hostaddr, valid_hostname, valid_mailhost_addr
 from libpfx.smtpd_state import PEER_OK, PEER_PERM, SmtpdState
 
@@ -215,6 +216,7 @@ class SmtpdCheck:
         self.perm_mx_networks = HostAddrList("permit_mx_backup_networks",
                                              get("permit_mx_backup_networks"),
                                              parent_style(config, "permit_mx_backup_networks"))
+        self.local_domains = LocalDomains(config)
         self.own_addresses = {a.addr for a in own_addresses(
             get("inet_interfaces"), protocol_families(get("inet_protocols")))}
         self.acl_perm_log = StringList("smtpd_log_access_permit_actions",
@@ -694,10 +696,17 @@ class SmtpdCheck:
         """mail_addr_find() in maps; a failure ends the check with 451."""
         try:
             hit = mail_addr_find(maps, key, delimiter=self.config.get("recipient_delimiter"),
-                                 is_local=None, myorigin=self.config.get("myorigin"))
+                                 is_local=self._is_local, myorigin=self.config.get("myorigin"))
         except DictRetry:
             self.dict_retry(state, reply_name)
         return hit[0] if hit else None
+
+    def _is_local(self, domain: str) -> bool:
+        """A domain delivered here, for user@domain lookups by local part."""
+        found = self.local_domains.match(domain)
+        if found < 0:
+            raise DictRetry("mydestination lookup failure")
+        return found > 0
 
     # The evaluation of a list.
 

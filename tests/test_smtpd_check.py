@@ -256,6 +256,9 @@ RELAY_CASES = [
     ("10.9.9.9", "nosuchuser@pfx.example", "550 5.1.1 <nosuchuser@pfx.example>: Recipient "
      "address rejected: User unknown in local recipient table"),
     ("10.9.9.9", "MAILER-DAEMON@pfx.example", "250 2.1.5 Ok"),
+    ("10.9.9.9", "root@[127.0.0.1]", "250 2.1.5 Ok"),
+    ("10.9.9.9", "nosuchuser@[127.0.0.1]", "550 5.1.1 <nosuchuser@[127.0.0.1]>: Recipient "
+     "address rejected: User unknown in local recipient table"),
     ("10.9.9.9", "known@virt.example", "250 2.1.5 Ok"),
     ("10.9.9.9", "nobody@virt.example", "550 5.1.1 <nobody@virt.example>: Recipient address "
      "rejected: User unknown in virtual mailbox table"),
