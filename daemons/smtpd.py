@@ -214,11 +214,13 @@ class RewriteClients:
             else:
                 msg.warn(f"parameter local_header_rewrite_clients: invalid request: {words[i - 1]}")
 
-    def context(self, state: SmtpdState) -> str | None:
-        """"local" or "remote"; None after a table failure."""
+    def context(self, state: SmtpdState, real_addr: str) -> str | None:
+        """"local" or "remote"; None after a table failure.  The server's
+        own addresses are compared with the real client address, which
+        XCLIENT does not change."""
         for kind, arg in self.rules:
             if kind == "permit_inet_interfaces":
-                if _packed(state.addr) in arg:
+                if _packed(real_addr) in arg:
                     return "local"
             elif kind == "permit_mynetworks":
                 if arg.match(state.name, state.addr):
@@ -415,10 +417,12 @@ def xtext_unquote(text: str) -> str | None:
 
 
 def dsn_notify_mask(text: str) -> int:
+    """NOTIFY= bits, 0 when bad (an unknown word is also logged)."""
     mask = 0
-    for word in text.upper().split(","):
-        bit = DSN_NOTIFY.get(word)
+    for word in split_list(text):
+        bit = DSN_NOTIFY.get(word.upper())
         if bit is None:
+            msg.warn(f'unknown DSN NOTIFY command value "{word}" in "{text}"')
             return 0
         mask |= bit
     if mask & DSN_NOTIFY["NEVER"] and mask != DSN_NOTIFY["NEVER"]:
@@ -443,6 +447,7 @@ class Session:
         # through postdrop, and the queue file has only what a local
         # submission may carry.
         self.stand_alone = open_queue is not None
+        self.real_addr = state.addr
         self.open_queue: OpenQueue = open_queue or open_cleanup
         self.server_addr = server_addr
         self.server_port = server_port
@@ -455,12 +460,9 @@ class Session:
         self.access_denied: str | None = None
         self.ehlo_discard_mask = 0
         self.ehlo_maps_error = False         # smtpd_discard_ehlo_keyword_address_maps failed
-        self.bare_lf_mask = 0 if self.stand_alone else s.bare_lf_mask
-        if self.bare_lf_mask and s.bare_lf_exclusions is not None \
-                and s.bare_lf_exclusions.match(state.name, state.addr):
-            self.bare_lf_mask = 0
-        self.chat.detect_bare_lf = bool(self.bare_lf_mask)
-        self.handlers: dict[str, Callable[[list[tuple[str, int]]], bool]] = {
+        self.bare_lf_mask = 0
+        self.xclient_restart = False          # XCLIENT started the session over
+        self.handlers: dict[str, Callable[[list[tuple[str, int]]], bool | None]] = {
             "HELO": self.helo_cmd, "EHLO": self.ehlo_cmd, "MAIL": self.mail_cmd,
             "RCPT": self.rcpt_cmd, "DATA": self.data_cmd, "BDAT": self.bdat_cmd,
             "RSET": self.rset_cmd, "NOOP": self.noop_cmd, "VRFY": self.vrfy_cmd,
@@ -599,11 +601,24 @@ class Session:
         return True
 
     def greet(self) -> None:
+        self.reply(self.greeting())
+
+    def greeting(self) -> str:
+        """The start of a session, at connect and again after XCLIENT:
+        what to announce with EHLO, whether to reject bare newlines, the
+        client check without smtpd_delay_reject; the greeting or the
+        rejection."""
         state, s = self.state, self.s
         if not self.stand_alone and self.flag_ill_pipelining() and s.forbid_unauth_pipe:
-            self.reply("554 5.5.0 Error: SMTP protocol synchronization")
             self.hangup = True
-            return
+            return "554 5.5.0 Error: SMTP protocol synchronization"
+        self.bare_lf_mask = 0 if self.stand_alone else s.bare_lf_mask
+        if self.bare_lf_mask and s.bare_lf_exclusions is not None \
+                and s.bare_lf_exclusions.match(state.name, state.addr):
+            self.bare_lf_mask = 0
+        self.chat.detect_bare_lf = bool(self.bare_lf_mask)
+        self.access_denied = None
+        self.ehlo_maps_error = False
         words = s.ehlo_discard_words
         if s.ehlo_discard_maps is not None:
             try:
@@ -618,10 +633,9 @@ class Session:
             denied = CHECK.check_client(state)
             if denied is not None:
                 self.access_denied = denied
-                self.reply(denied)
                 state.error_count += 1
-                return
-        self.reply(f"220 {s.banner}")
+                return denied
+        return f"220 {s.banner}"
 
     def count(self, name: str, ok: bool) -> None:
         self.total[name] = self.total.get(name, 0) + 1
@@ -694,7 +708,9 @@ class Session:
         except (ChatTimeout, ChatEOF):
             self.count(name, False)
             raise
-        self.count(name, ok)
+        self.count(name, bool(ok))
+        if ok is None:                      # XCLIENT: a new session
+            return not self.hangup
         if not ok:
             state.error_count += 1
         if name in self.LIMITED:
@@ -756,7 +772,11 @@ class Session:
             lines.append("VRFY")
         if not mask & EHLO_ETRN:
             lines.append("ETRN")
-        for keyword in () if self.stand_alone else smtpd_xclient.ehlo_keywords(state):
+        try:
+            keywords = [] if self.stand_alone else smtpd_xclient.ehlo_keywords(state)
+        except smtpd_xclient.LocalDataError:
+            return self.local_data_error()
+        for keyword in keywords:
             bit = EHLO_XCLIENT if keyword.startswith("XCLIENT") else EHLO_XFORWARD
             if not mask & bit:
                 lines.append(keyword)
@@ -900,7 +920,8 @@ class Session:
                 self.reply(err)
                 return False
         state.sender = sender
-        context = "local" if self.stand_alone else s.rewrite_clients.context(state)
+        context = "local" if self.stand_alone \
+            else s.rewrite_clients.context(state, self.real_addr)
         if context is None:
             self.mail_reset()
             CHECK.log_whatsup(state, "reject", "451 4.3.0 Temporary lookup error")
@@ -1422,23 +1443,20 @@ class Session:
     def xclient_greeting(self, state: SmtpdState) -> str:
         """The greeting after XCLIENT: the session starts over."""
         self.mail_reset()
-        self.access_denied = None
-        if not self.s.delay_reject:
-            denied = CHECK.check_client(state)
-            if denied is not None:
-                self.access_denied = denied
-                state.error_count += 1
-                return denied
-        return f"220 {self.s.banner}"
+        self.xclient_restart = True
+        return self.greeting()
 
-    def xclient_cmd(self, argv: list[tuple[str, int]]) -> bool:
+    def xclient_cmd(self, argv: list[tuple[str, int]]) -> bool | None:
+        """None when the session started over: Postfix counts that XCLIENT
+        neither as a success nor as an error."""
+        self.xclient_restart = False
         try:
             text = smtpd_xclient.xclient_cmd(self.state, [w for w, _ in argv[1:]],
                                              self.xclient_greeting)
         except smtpd_xclient.LocalDataError:
             return self.local_data_error()
         self.reply(text)
-        return text[:1] in "23"
+        return None if self.xclient_restart else text[:1] in "23"
 
     def xforward_cmd(self, argv: list[tuple[str, int]]) -> bool:
         try:
