@@ -26,6 +26,9 @@ CLIENT_ACCESS = """\
 SENDER_ACCESS = """\
 hard@sender.example     550 5.7.1 hard no
 ok@sender.example       OK
+drop@sender.example     DISCARD
+hold@sender.example     HOLD sender on hold
+dip@sender.example      DEFER_IF_PERMIT sender maybe
 """
 
 RCPT_ACCESS = """\
@@ -151,6 +154,24 @@ DIALOGUES = [
     ([XCLIENT.format("10.6.6.6"), "EHLO a.example", "ETRN bad.example", "QUIT"],
      [GREETING, GREETING, "250 CHUNKING",
       "554 5.7.1 <bad.example>: Etrn command rejected: no ETRN for you", BYE]),
+    # DISCARD at MAIL: every recipient is accepted, even one that may not relay.
+    ([XCLIENT.format("10.6.6.6"), "HELO a.example", "MAIL FROM:<drop@sender.example>",
+      "RCPT TO:<x@elsewhere.example>", "RCPT TO:<root@pfx.example>", "QUIT"],
+     [GREETING, GREETING, "250 pfx.example", "250 2.1.0 Ok", "250 2.1.5 Ok", "250 2.1.5 Ok",
+      BYE]),
+    ([XCLIENT.format("10.6.6.6"), "HELO a.example", "MAIL FROM:<hold@sender.example>",
+      "RCPT TO:<root@pfx.example>", "RSET", "MAIL FROM:<u@s.example>",
+      "RCPT TO:<root@pfx.example>", "QUIT"],
+     [GREETING, GREETING, "250 pfx.example", "250 2.1.0 Ok", "250 2.1.5 Ok", "250 2.0.0 Ok",
+      "250 2.1.0 Ok", "250 2.1.5 Ok", BYE]),
+    # DEFER_IF_PERMIT at MAIL lasts for the transaction's recipients.
+    ([XCLIENT.format("10.6.6.6"), "HELO a.example", "MAIL FROM:<dip@sender.example>",
+      "RCPT TO:<root@pfx.example>", "RCPT TO:<postmaster@pfx.example>",
+      "RCPT TO:<x@elsewhere.example>", "QUIT"],
+     [GREETING, GREETING, "250 pfx.example", "250 2.1.0 Ok",
+      "450 4.7.1 <dip@sender.example>: Sender address rejected: sender maybe",
+      "450 4.7.1 <dip@sender.example>: Sender address rejected: sender maybe",
+      "554 5.7.1 <x@elsewhere.example>: Relay access denied", BYE]),
 ]
 
 
