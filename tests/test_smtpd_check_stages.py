@@ -164,6 +164,10 @@ DIALOGUES = [
       "RCPT TO:<root@pfx.example>", "QUIT"],
      [GREETING, GREETING, "250 pfx.example", "250 2.1.0 Ok", "250 2.1.5 Ok", "250 2.0.0 Ok",
       "250 2.1.0 Ok", "250 2.1.5 Ok", BYE]),
+    ([XCLIENT.format("10.6.6.6"), "EHLO a.example", "MAIL FROM:<u@s.example> SIZE=20480001",
+      "MAIL FROM:<u@s.example> SIZE=10240000", "QUIT"],
+     [GREETING, GREETING, "250 CHUNKING", "552 5.3.4 Message size exceeds fixed limit",
+      "250 2.1.0 Ok", BYE]),
     # DEFER_IF_PERMIT at MAIL lasts for the transaction's recipients.
     ([XCLIENT.format("10.6.6.6"), "HELO a.example", "MAIL FROM:<dip@sender.example>",
       "RCPT TO:<root@pfx.example>", "RCPT TO:<postmaster@pfx.example>",
