@@ -406,15 +406,14 @@ class _Skeleton:
             poller.register(fd, select.POLLIN)
         poller.register(self.status_fd, select.POLLIN)
         idle_since = time.monotonic()
-        listening = True
         watchdog = ctx.config.get_time("daemon_timeout")
         signal.signal(signal.SIGALRM, _on_watchdog)
+        # A used-up process goes on accepting while it has clients, as
+        # Postfix's multi_server: master counts it available, so a process
+        # that stopped listening while long-lived clients (connection
+        # caching IPC clients) keep it alive would leave new clients
+        # waiting in the listen queue for ever.  It exits once it has none.
         while ctx.max_use <= 0 or ctx.use_count < ctx.max_use or ctx.clients:
-            if listening and 0 < ctx.max_use <= ctx.use_count:
-                # Used up: finish the clients it has, take no new ones.
-                listening = False
-                for fd in self.listen_fds:
-                    poller.unregister(fd)
             timeout = self.hook("loop")
             now = time.monotonic()
             if ctx.max_idle > 0 and not ctx.clients:
