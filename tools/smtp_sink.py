@@ -339,9 +339,16 @@ class Sink:
         self.listener.setblocking(False)
 
     def accept_on(self) -> None:
+        if self.accepting:
+            return
         assert self.listener is not None
         self.sel.register(self.listener, selectors.EVENT_READ, self.accept)
         self.accepting = True
+
+    def accept_off(self) -> None:
+        assert self.listener is not None
+        self.sel.unregister(self.listener)
+        self.accepting = False
 
     def accept(self, _events: int) -> None:
         assert self.listener is not None
@@ -353,20 +360,21 @@ class Sink:
             except OSError as err:
                 if err.errno in (errno.ECONNABORTED, errno.EPROTO):
                     continue
+                # Out of file descriptors, say: pause rather than spin.
                 msg.warn(f"accept: {err.strerror}")
+                self.accept_off()
+                self.timers.request(1, self.accept_on)
                 return
             self.client_count += 1
             if self.client_count == self.max_clients:
-                self.sel.unregister(self.listener)
-                self.accepting = False
+                self.accept_off()
             Client(self, sock, addr).start()
 
     def client_gone(self) -> None:
         if self.max_quit_count > 0 and self.quit_count >= self.max_quit_count:
             sys.exit(0)
         self.client_count -= 1
-        if not self.accepting:
-            self.accept_on()
+        self.accept_on()
 
     def run(self) -> NoReturn:
         self.accept_on()
