@@ -238,14 +238,15 @@ def _rbl_lookup(settings: _Settings, query: str) -> object:
         cache[name] = result
         if len(cache) > _CACHE_SIZE:
             cache.popitem(last=False)
-    if isinstance(result, _Listed) and pattern:
+    if pattern:
+        # Parsed whether or not the name is listed: a bad pattern is fatal.
         octets = settings.byte_codes.get(pattern)
         if octets is None:
             parsed = ip_match_parse(pattern)
             if isinstance(parsed, str):
                 msg.fatal(f"RBL reply error: {parsed}")
             octets = settings.byte_codes[pattern] = parsed
-        if not any(_ip_match(octets, a) for a in result.addrs if ":" not in a):
+        if isinstance(result, _Listed) and not any(_ip_match(octets, a) for a in result.addrs):
             return None
     return result
 
@@ -270,7 +271,8 @@ def find_dnsxl_domain(chk: SmtpdCheck, rbl_domain: str, what: str) -> object:
     if not domain or domain.startswith("["):
         return None
     # Names that end in a numeric label are not asked (some lists refuse them).
-    if domain.rpartition(".")[2].isdigit() or not domain.rpartition(".")[2]:
+    last = domain.rpartition(".")[2]
+    if not last or (last.isascii() and last.isdigit()):
         return None
     ascii_domain = dns.to_ascii(domain)
     if not ascii_domain or not valid_hostname(ascii_domain):

@@ -325,6 +325,8 @@ CASES = [
      "first string / caf  ", None),
     ("rbl-bad-reply-pattern", dict(rcpt="rblbad@pfx.example", addr="10.0.0.2"),
      "250 2.1.0 Ok", 'fatal: RBL reply error: numeric range error at "127.0.0.[5..>3<]"'),
+    ("rbl-bad-reply-pattern-not-listed", dict(rcpt="rblbad@pfx.example", addr="10.0.0.7"),
+     "250 2.1.0 Ok", 'fatal: RBL reply error: numeric range error at "127.0.0.[5..>3<]"'),
     ("rbl-bad-template", dict(rcpt="rbl3@pfx.example", addr="10.0.0.2"),
      "554 5.7.1 Service unavailable; Client host [10.0.0.2] blocked using rbl3.example",
      "warning: rbl_reject_reply: bad rbl reply template for domain rbl3.example: ${rbl_code"),
