@@ -548,7 +548,7 @@ class SmtpdCheck:
             return False
         return True
 
-    def _table(self, state: SmtpdState, table: str) -> Maps | None:
+    def _table(self, table: str) -> Maps | None:
         maps = self.tables.get(table)
         if maps is None:
             msg.warn(f"unexpected dictionary: {table}")
@@ -560,7 +560,7 @@ class SmtpdCheck:
                 datum: str, reply_name: str, reply_class: str,
                 def_acl: str | None) -> tuple[int, bool]:
         """Look up keys (key, partial) in turn; the first hit decides."""
-        maps = self._table(state, table)
+        maps = self._table(table)
         if maps is None:
             return self.access_result(state, self._CONFIG_ERROR, table, reply_name,
                                       reply_class, def_acl, datum), True
@@ -647,7 +647,7 @@ class SmtpdCheck:
         if "@" not in resolved.recipient:
             msg.warn(f"check_mail_access: no @domain in address: {resolved.recipient}")
             return CHECK_DUNNO
-        maps = self._table(state, table)
+        maps = self._table(table)
         if maps is None:
             return self.access_result(state, self._CONFIG_ERROR, table, reply_name,
                                       reply_class, def_acl, resolved.recipient)
@@ -1106,7 +1106,7 @@ def _defer_if_reject(chk: SmtpdCheck, state: SmtpdState, arg: str | None) -> int
 
 
 def _sleep(chk: SmtpdCheck, state: SmtpdState, arg: str | None) -> int:
-    if arg is None or not arg.isdigit():
+    if arg is None or not (arg.isascii() and arg.isdigit()):
         msg.warn("restriction sleep must be followed by number")
         chk.server_error(state)
     time.sleep(int(arg or 0))
