@@ -304,6 +304,10 @@ class Settings:
 
 SETTINGS: Settings | None = None
 CHECK: Any = None
+# What trivial-rewrite said of recent addresses, as Postfix's smtpd_resolve
+# cache: (sender context, address) -> (valid, ASCII domain).
+ADDR_CACHE: dict[tuple[str, str], tuple[bool, bool]] = {}
+ADDR_CACHE_SIZE = 100
 
 
 class Submission(Protocol):
@@ -803,11 +807,18 @@ class Session:
             return True
         state = self.state
         context = (state.recipient if state.where == "MAIL" else state.sender) or ""
-        reply = rewrite_clnt.resolve(context, rewrite_clnt.rewrite(rewrite_clnt.RULE_LOCAL, addr))
-        if reply.flags & rewrite_clnt.RESOLVE_FLAG_ERROR:
-            return False
-        domain = reply.recipient.rpartition("@")[2] if "@" in reply.recipient else ""
-        return smtputf8 or domain.isascii()
+        key = (context, addr)
+        verdict = ADDR_CACHE.get(key)
+        if verdict is None:
+            reply = rewrite_clnt.resolve(context,
+                                         rewrite_clnt.rewrite(rewrite_clnt.RULE_LOCAL, addr))
+            domain = reply.recipient.rpartition("@")[2] if "@" in reply.recipient else ""
+            verdict = (not reply.flags & rewrite_clnt.RESOLVE_FLAG_ERROR, domain.isascii())
+            if len(ADDR_CACHE) >= ADDR_CACHE_SIZE:
+                ADDR_CACHE.pop(next(iter(ADDR_CACHE)))
+            ADDR_CACHE[key] = verdict
+        valid, ascii_domain = verdict
+        return valid and (smtputf8 or ascii_domain)
 
     def extract_addr(self, word: str, allow_empty: bool, strict: bool,
                      smtputf8: bool = False) -> str | None:
