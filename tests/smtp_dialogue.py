@@ -98,12 +98,12 @@ def smtpd_services(ports: dict[str, int], services: dict[str, str]) -> str:
                    for name, port in ports.items())
 
 
-def wait_log(log: Callable[[], str], pattern: str, timeout: float = 10) -> str:
-    """The log once pattern (a regex) appears in it."""
+def wait_log(log: Callable[[], str], pattern: str, timeout: float = 10, start: int = 0) -> str:
+    """The log once pattern (a regex) appears in it (from offset start)."""
     deadline = time.monotonic() + timeout
     while True:
         text = log()
-        if re.search(pattern, text, re.M):
+        if re.compile(pattern, re.M).search(text, start):
             return text
         if time.monotonic() > deadline:
             raise AssertionError(f"no {pattern!r} in the log:\n{text[-4000:]}")

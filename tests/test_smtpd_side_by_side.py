@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import difflib
 import re
+import shutil
+import subprocess
 import time
 from pathlib import Path
 from typing import Iterator
@@ -21,7 +23,8 @@ import pytest
 from conftest import needs_postfix
 from mailsystem import MailSystem, stock_master_cf
 from smtp_dialogue import (PostfixSmtpd, Raw, Step, free_ports, message_id_of, normalized,
-                           postcat_normalized, run_dialogue, smtpd_log_lines, smtpd_services)
+                           postcat_normalized, run_dialogue, smtpd_log_lines, smtpd_services,
+                           wait_log)
 
 pytestmark = [needs_postfix]
 
@@ -117,48 +120,12 @@ PROFILES: dict[str, dict[str, str]] = {
 
 # Differences pfx still has outside XCLIENT/XFORWARD: what differs, and
 # the cases it shows in (marked xfail, strict: delete an entry once fixed).
-_XCLIENT_CASES = {"xclient_restart", "xclient_unavailable", "xclient_tempunavail",
-                  "xclient_xtext", "xclient_bad_xtext", "xclient_keeps_helo",
-                  "xclient_lost_right", "xclient_regained_right", "xclient_ipv4_mapped",
-                  "xclient_login", "xclient_message", "xclient_port", "xclient_pipelined",
-                  "nodelay_accept_at_xclient", "port_logging", "xclient_login_relay", "client_access_relay", "client_access_relay_ok",
-                  "xclient_helo_checked", *(f"xclient_names_{n}" for n in range(1, 7)),
-                  *(f"client_access_{n}" for n in range(1, 18))}
 KNOWN_DIFFERENCES: list[tuple[str, set[str]]] = [
-    ("daemons/smtpd.py: the disconnect line counts a successful XCLIENT as xclient=1; "
-     "Postfix logs xclient=0/1 (the session restarts: neither a success nor an error)",
-     _XCLIENT_CASES),
-    ("daemons/smtpd.py: after XCLIENT from 127.0.0.1 pfx writes rewrite_context=remote and "
-     "cleanup logs message-id=<>; Postfix's permit_inet_interfaces tests the real socket "
-     "address, so the context stays local and cleanup adds a Message-ID",
-     {"xclient_login", "xclient_message", "xclient_port", "queue_file_xclient", "xclient_names_5",
-      "queue_file_xclient_helo_proto", "queue_file_prepend", "queue_file_filter",
-      "queue_file_redirect", "queue_file_hold",
-      *(f"client_access_{n}" for n in (5, 6, 8, 9, 11, 12, 13, 15, 16))}),
-    ("daemons/smtpd.py: EHLO does not catch smtpd_xclient.LocalDataError (the process dies "
-     "with fatal: ...: LocalDataError: XCLIENT); Postfix logs warning: don't know if EHLO "
-     "feature XCLIENT should be announced to ..., and replies 421 4.3.0 pfx.example Server "
-     "local data error", {"xclient_table_error_ehlo"}),
-    ("libpfx/smtpd_check.py: RCPT TO:<root@[127.0.0.1]> (a local address literal): pfx "
-     "550 5.1.1 User unknown in local recipient table, Postfix 250 2.1.5 Ok (addr_find passes "
-     "is_local=None to mail_addr_find, so only myorigin's domain is stripped before the "
-     "local_recipient_maps lookup; Postfix strips every local domain, resolve_local())",
-     {"address_forms"}),
-    ("daemons/smtpd.py: after XCLIENT Postfix decides smtpd_forbid_bare_newline_exclusions "
-     "again for the new client (550 5.5.2 pfx.example Error: bare <LF> received, then the "
-     "connection closes); pfx keeps the real client's exclusion (250 2.0.0 Ok)",
-     {"bare_lf_after_xclient"}),
-    ("daemons/smtpd.py: with smtpd_client_port_logging = yes Postfix logs the client as "
-     "name[addr]:port (connect from localhost[127.0.0.1]:PORT); pfx leaves out the port",
-     {"port_logging"}),
-    ("libpfx/smtpd_check.py: after XCLIENT LOGIN, reject lines end with sasl_method=XCLIENT "
-     "sasl_username=someone; Postfix's log_whatsup() never logs SASL fields",
-     {"xclient_login_relay"}),
-    ("daemons/smtpd.py: RCPT NOTIFY=bogus: Postfix also logs warning: unknown DSN NOTIFY "
-     'command value "bogus" in "bogus"', {"rcpt_syntax"}),
     ("daemons/smtpd.py: a message over message_size_limit: Postfix's cleanup always logs "
      "message-id=<...> (the headers reached it), pfx's only sometimes", {"message_oversize"}),
 ]
+KNOWN = {case: "; ".join(reason for reason, cases in KNOWN_DIFFERENCES if case in cases)
+         for _, cases in KNOWN_DIFFERENCES for case in cases}
 # Known differences that depend on timing: xfail, but not strict.
 UNSTEADY = {"message_oversize"}
 KNOWN = {case: "; ".join(reason for reason, cases in KNOWN_DIFFERENCES if case in cases)
@@ -438,15 +405,17 @@ class Servers:
         log = self.logs[side]
         start = len(log())
         replies = run_dialogue(self.ports[side][profile], steps)
-        deadline = time.monotonic() + 10
-        while "disconnect from" not in log()[start:] and time.monotonic() < deadline:
-            time.sleep(0.05)
-        lines = [re.sub(r"\]:\d+", "]:PORT", line.replace(self.tops[side], "TOP"))
-                 for line in smtpd_log_lines(log(), start)
-                 # Logged when a process starts, and processes come and go
-                 # at their own pace.
-                 if "error: open database" not in line]
-        return [normalized(line) for line in replies], lines
+        return [normalized(line) for line in replies], self.session_log(side, start)
+
+    def session_log(self, side: str, start: int) -> list[str]:
+        """The smtpd and cleanup lines of the session whose log starts at
+        offset start, once its "disconnect from" line is there."""
+        text = wait_log(self.logs[side], "disconnect from", start=start)
+        return [re.sub(r"\]:\d+", "]:PORT", line.replace(self.tops[side], "TOP"))
+                for line in smtpd_log_lines(text, start)
+                # Logged when a process starts, and processes come and go
+                # at their own pace.
+                if "error: open database" not in line]
 
     def postcat(self, side: str, queue_id: str) -> str:
         """postcat -e of a queue file, normalized; retried while the
@@ -605,3 +574,44 @@ def test_queue_file_as_postfix(servers: Servers, how: str) -> None:
         assert queue_id, f"{side}: {replies}"
         texts[side] = servers.postcat(side, queue_id).splitlines()
     assert texts["pfx"] == texts["Postfix"], _diff(texts["Postfix"], texts["pfx"])
+
+
+SWAKS = shutil.which("swaks")
+
+# swaks runs: (profile, arguments after the common ones).
+SWAKS_CASES: dict[str, tuple[str, list[str]]] = {
+    "message": ("plain", ["--to", "root@pfx.example"]),
+    "pipeline": ("plain", ["--to", "root@pfx.example", "--pipeline"]),
+    "unknown_user": ("plain", ["--to", "nosuchuser@pfx.example"]),
+    "quit_after_rcpt": ("plain", ["--to", "root@pfx.example", "--quit-after", "RCPT"]),
+    "xclient": ("plain", ["--to", "root@pfx.example", "--xclient-addr", "10.4.4.5",
+                          "--xclient-name", "x.example", "--xclient-helo", "xh.example"]),
+    "xclient_rejected": ("access", ["--to", "root@pfx.example", "--xclient-addr", "10.0.0.2"]),
+    "xclient_refused": ("noauth", ["--to", "root@pfx.example", "--xclient-addr", "10.4.4.6",
+                                   "--xclient-optional"]),
+}
+
+
+@pytest.mark.skipif(SWAKS is None, reason="swaks is not installed (make deps)")
+@pytest.mark.parametrize("case", sorted(SWAKS_CASES))
+def test_swaks_as_postfix(servers: Servers, case: str) -> None:
+    """swaks's transcript (the server's lines) and the session's log lines."""
+    assert SWAKS is not None
+    profile, args = SWAKS_CASES[case]
+    seen = {}
+    for side in ("Postfix", "pfx"):
+        start = len(servers.logs[side]())
+        result = subprocess.run([SWAKS, "--server", "127.0.0.1", "--port",
+                                 str(servers.ports[side][profile]), "--helo", "swaks.example",
+                                 "--from", "s@example.org", "--timeout", "20",
+                                 "--header", "Subject: swaks", "--body", "swaks body", *args],
+                                capture_output=True, text=True, timeout=60)
+        server_lines = [normalized(line) for line in result.stdout.splitlines()
+                        if line.startswith("<")]
+        # swaks's Message-Id has its time and process ID.
+        log_lines = [re.sub(r"message-id=<\d{14}\.\d+@", "message-id=<SWAKS@", line)
+                     for line in servers.session_log(side, start)]
+        seen[side] = (result.returncode, server_lines, log_lines)
+    assert seen["pfx"] == seen["Postfix"], _diff(
+        [str(seen["Postfix"][0]), *seen["Postfix"][1], *seen["Postfix"][2]],
+        [str(seen["pfx"][0]), *seen["pfx"][1], *seen["pfx"][2]])
