@@ -187,8 +187,8 @@ from typing import NoReturn
 
 from libpfx import msg
 from libpfx.mail_date import mail_date
-from tools.smtp_source import (Timers, atoi, host_port, msg_name, parse_options, positive,
-                               proto_family, set_windowsize)
+from tools.smtp_source import (Timers, atoi, host_port, msg_name, no_delay, parse_options,
+                               positive, proto_family, set_windowsize)
 
 USAGE = ("usage: {0} [-468acCeEFLpPv] [-A abort_delay] [-b soft_bounce_reply]"
          " [-B hard_bounce_reply] [-d dump-template] [-D dump-template] [-f commands]"
@@ -437,8 +437,7 @@ class Client:
     def start(self) -> None:
         sink = self.sink
         self.sock.setblocking(False)
-        if self.sock.family != socket.AF_UNIX:
-            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        no_delay(self.sock)
         sink.clients.add(self)
         if self.command(sink.commands["connect"], "connect", "") < 0:
             self.disconnect()

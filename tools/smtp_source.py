@@ -251,6 +251,15 @@ def set_windowsize(sock: socket.socket, size: int) -> None:
             msg.warn(f"setsockopt {option} {size}: {err.strerror}")
 
 
+def no_delay(sock: socket.socket) -> None:
+    """Send small writes at once: a reply or command is one write."""
+    if sock.family != socket.AF_UNIX:
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass                # a connection already reset fails later
+
+
 class Timers:
     """One-shot timers for an event loop: call due() with the clock."""
 
@@ -447,8 +456,7 @@ class Session:
         if code:
             self.fail_connect(code)
             return
-        if self.sock.family != socket.AF_UNIX:
-            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        no_delay(self.sock)
         self.expect(WHILE_GREETING, self.read_banner)
         self.job.connect_done(self)
 
