@@ -41,7 +41,8 @@ class Sink:
                 break
             except OSError:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"smtp-sink did not start: {self.proc.stderr.read()!r}")
+                    _, err = self.stop()
+                    raise RuntimeError(f"smtp-sink did not start: {err!r}")
                 time.sleep(0.02)
 
     def connect(self) -> SmtpClient:
@@ -230,20 +231,24 @@ def test_delayed_data_reply() -> None:
         assert time.monotonic() - started >= 0.9
 
 
-def test_counters_and_message_limit(tmp_path: Path) -> None:
-    s = Sink(["-c", "-M", "2"])
-    for _ in range(2):
-        with s.connect() as client:
-            client.reply()
-            for line in TRANSACTION:
-                client.send(line)
+def test_counters_and_message_limit() -> None:
+    with Sink(["-c", "-M", "2"]) as s:
+        for n in range(2):
+            with s.connect() as client:
                 client.reply()
-            client.send(".")
-            client.reply()
-            client.send("QUIT")
-            client.reply()
-    assert s.proc.wait(timeout=10) == 0
-    out, err = s.stop()
+                for line in TRANSACTION:
+                    client.send(line)
+                    client.reply()
+                client.send(".")
+                if n == 0:
+                    assert client.reply() == ["250 2.0.0 Ok"]
+                    client.send("QUIT")
+                    assert client.reply() == ["221 Bye"]
+                else:
+                    # The sink exits as soon as it has the message.
+                    assert client.reply() == []
+        assert s.proc.wait(timeout=10) == 0
+        out, err = s.stop()
     # The first session is the probe that waited for the sink to listen.
     assert out == ("sess=1 quit=0 mesg=0\rsess=1 quit=0 mesg=1\rsess=2 quit=1 mesg=1\r"
                    "sess=2 quit=1 mesg=2\r")
@@ -251,11 +256,10 @@ def test_counters_and_message_limit(tmp_path: Path) -> None:
 
 
 def test_session_limit() -> None:
-    s = Sink(["-n", "2"])
-    for _ in range(2):
-        assert s.dialogue(["QUIT"]) == ["220 smtp-sink ESMTP", "221 Bye"]
-    assert s.proc.wait(timeout=10) == 0
-    s.stop()
+    with Sink(["-n", "2"]) as s:
+        for _ in range(2):
+            assert s.dialogue(["QUIT"]) == ["220 smtp-sink ESMTP", "221 Bye"]
+        assert s.proc.wait(timeout=10) == 0
 
 
 DUMP_DIALOGUE = ["EHLO  client.example", "MAIL FROM:<a@example.com> SIZE=10",
