@@ -38,7 +38,10 @@ good.example    OK
 
 
 def policy_reply(request: dict[str, str]) -> str:
-    return POLICY_ACTIONS.get(request.get("recipient", ""), "DUNNO")
+    recipient = request.get("recipient", "")
+    if recipient.startswith("verify-"):
+        return "strict"
+    return POLICY_ACTIONS.get(recipient, "DUNNO")
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +66,7 @@ def ms(tmp_path_factory, policy) -> Iterator[MailSystem]:
         "smtpd_restriction_classes": "strict",
         "strict": "reject_unverified_recipient",
         "address_verify_poll_count": "1",
+        "unverified_recipient_reject_code": "550",
         "smtpd_client_restrictions": (f"check_reverse_client_hostname_access "
                                       f"texthash:{ETC}/reverse, "
                                       "reject_unknown_reverse_client_hostname"),
@@ -74,6 +78,7 @@ def ms(tmp_path_factory, policy) -> Iterator[MailSystem]:
         "smtpd_end_of_data_restrictions": f"check_sender_access texthash:{ETC}/eod",
     }
     aliases = "".join(f"{rcpt.split('@')[0]}: root\n" for rcpt in POLICY_ACTIONS)
+    aliases += "verify-ok: root\n"
     system = start_instance(top, config, {"logins": LOGINS, "reverse": REVERSE_ACCESS,
                                           "eod": "late@sender.example REJECT too late\n"})
     system.set_aliases(ALIASES + aliases)
@@ -115,6 +120,19 @@ def rcpt(ms: MailSystem, recipient: str, sender: str = "u@sender.example", **cli
 ])
 def test_policy_service(ms, policy, recipient, reply):
     assert rcpt(ms, recipient) == reply
+
+
+@pytest.mark.parametrize("recipient,final", [
+    ("verify-ok@pfx.example", "250 2.1.5 Ok"),
+    ("verify-bad@pfx.example", '550 5.1.1 <verify-bad@pfx.example>: Recipient address '
+                               'rejected: undeliverable address: unknown user: "verify-bad"'),
+])
+def test_address_verification(ms, recipient, final):
+    """The first RCPT starts a probe; once it is done, its result counts."""
+    first = rcpt(ms, recipient)
+    assert first == (f"450 4.1.1 <{recipient}>: Recipient address rejected: unverified "
+                     "address: Address verification in progress")
+    ms.wait_for(lambda: rcpt(ms, recipient) == final, timeout=20, what="the probe's result")
 
 
 def test_policy_request_attributes(ms, policy):
