@@ -28,9 +28,11 @@ records it maps to IGNORE are dropped, and when none is left the status
 is DNS_POLICY.
 host_addresses() is getaddrinfo() with "files dns" (the hosts file, then
 A and AAAA per inet_protocols) and its error texts; reverse_name() is
-getnameinfo()'s reverse lookup.  Names are IDNA-encoded when they are not
-ASCII; a name that is not a valid host name is "not found" without a
-query.
+getnameinfo()'s reverse lookup.  A name that is not a valid (ASCII) host
+name is "not found" without a query, as in Postfix; to_ascii() converts a
+UTF-8 domain first where Postfix does (ß, ς and the joiners kept, as
+UTS #46 non-transitional processing does, unless
+enable_idna2003_compatibility = yes).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ import ipaddress
 import os
 import random
 import socket
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Iterable
 
@@ -156,19 +159,22 @@ class _Settings:
         self.hosts_by_name: dict[str, list[str]] = {}
         self.hosts_by_addr: dict[str, str] = {}
         self.families = [socket.AF_INET, socket.AF_INET6]
+        self.idna2003 = False
 
 
 _settings = _Settings()
 
 
 def configure(config) -> None:
-    """Read the resolver configuration, hosts file and inet_protocols."""
+    """Read the resolver configuration, hosts file, inet_protocols and
+    enable_idna2003_compatibility."""
     from libpfx.mynetworks import protocol_families
     settings = _Settings()
     path = os.environ.get("PFX_RESOLV_CONF") or RESOLV_CONF
     _read_resolv_conf(settings, path)
     _read_hosts(settings, HOSTS_FILE)
     settings.families = protocol_families(config.get("inet_protocols"))
+    settings.idna2003 = config.get_bool("enable_idna2003_compatibility")
     global _settings
     _settings = settings
 
@@ -235,14 +241,33 @@ def _read_hosts(settings: _Settings, path: str) -> None:
 
 # ---- names
 
+# UTS #46 deviation characters: IDNA 2003 maps them away (ß to ss, ς to σ,
+# the joiners to nothing); Postfix's default non-transitional processing
+# keeps them.
+_DEVIATIONS = frozenset("\u00df\u03c2\u200c\u200d")
+_DOTS = str.maketrans({"\u3002": ".", "\uff0e": ".", "\uff61": "."})
+
+
 def to_ascii(name: str) -> str | None:
     """The name in ASCII (IDNA for UTF-8 names), or None if it cannot be."""
     if name.isascii():
         return name
     try:
-        return dns.name.from_unicode(name).to_text(omit_final_dot=True)
+        if _settings.idna2003 or not _DEVIATIONS & set(name):
+            return dns.name.from_unicode(name).to_text(omit_final_dot=True)
+        return ".".join(_label_to_ascii(label) for label in name.translate(_DOTS).split("."))
     except (dns.exception.DNSException, UnicodeError, ValueError):
         return None
+
+
+def _label_to_ascii(label: str) -> str:
+    """One label, its deviation characters kept (non-transitional)."""
+    if label.isascii():
+        return label.lower()
+    mapped = unicodedata.normalize("NFKC", label.lower())
+    if not _DEVIATIONS & set(mapped):
+        return mapped.encode("idna").decode("ascii")
+    return "xn--" + mapped.encode("punycode").decode("ascii")
 
 
 def _invalid(name: str) -> Answer:
@@ -434,13 +459,10 @@ def lookup(name: str, rtype: str, gripe: bool = True) -> Answer:
     gripe=False is the C library's silence about malformed names in
     replies (getaddrinfo, getnameinfo)."""
     rtype = rtype.upper()
-    if valid_hostaddr(name):
+    if valid_hostaddr(name) or (name != "." and not valid_hostname(name)
+                                and not _wildcard_ok(name)):
         return _invalid(name)
-    ascii_name = to_ascii(name)
-    if ascii_name is None or (ascii_name != "." and not valid_hostname(ascii_name)
-                              and not _wildcard_ok(ascii_name)):
-        return _invalid(name)
-    current = ascii_name
+    current = name
     for _ in range(_MAX_CNAME):
         reply = _query(current, rtype)
         if isinstance(reply, Answer):
@@ -529,13 +551,12 @@ def host_addresses(name: str, families: list[int] | None = None) -> HostAddrs:
         addrs = [a for a in known if _family(a) in wanted]
         if addrs:
             return HostAddrs(addrs)
-    ascii_name = to_ascii(name)
-    if ascii_name is None or not valid_hostname(ascii_name.rstrip(".")):
+    if not valid_hostname(name.rstrip(".")):
         return HostAddrs([], EAI_NONAME)
     addrs: list[str] = []
     statuses = []
     for family in wanted:
-        answer = lookup(ascii_name, A if family == socket.AF_INET else AAAA, gripe=False)
+        answer = lookup(name, A if family == socket.AF_INET else AAAA, gripe=False)
         statuses.append(answer)
         addrs.extend(answer.records)
     if addrs:

@@ -128,9 +128,21 @@ def test_malformed_reply_name(resolver):
     assert dns.lookup("bad-mx.example", "MX").status == dns.DNS_INVAL
 
 
-def test_utf8_name_is_idna_encoded(resolver):
-    assert dns.lookup("bücher.example", "A").records == ["127.0.0.9"]
+def test_utf8_names(resolver):
+    # Not a host name for a lookup, as in Postfix; callers convert first.
+    before = len(resolver.queries)
+    assert dns.lookup("bücher.example", "A").why == (
+        "Name service error for bücher.example: invalid host or domain name")
     assert dns.lookup("\udcff.example", "A").status == dns.DNS_NOTFOUND
+    assert dns.host_addresses("bücher.example").error == "Name or service not known"
+    assert len(resolver.queries) == before
+    assert dns.lookup(dns.to_ascii("bücher.example"), "A").records == ["127.0.0.9"]
+    assert dns.to_ascii("\udcff.example") is None
+
+
+def test_deviation_characters_kept(resolver):
+    assert dns.to_ascii("stra\u00dfe.example") == "xn--strae-oqa.example"
+    assert dns.to_ascii("B\u00fccher\u3002Example").lower() == "xn--bcher-kva.example"
 
 
 def test_lookup_types_best_status(resolver):

@@ -59,6 +59,7 @@ ZONE = {
     "filtered.example": [("A", "127.0.0.9")],
     "bogusfilter.example": [("A", "127.0.0.9")],
     "xn--bcher-kva.example": [("A", "127.0.0.9")],
+    "xn--strae-oqa.example.rhsbl.example": [("A", "127.0.0.2")],
     "xn--bd-via.example.rhsbl.example": [("A", "127.0.0.2")],
     "badmxname.example": [("MX", (10, "bad_host!.example"))],
     "cname-helo.example": [("CNAME", "mx1.example.com")],
@@ -374,6 +375,13 @@ CASES = [
     # UTF-8 domains are asked in their IDNA form
     ("sender-utf8-known", dict(rcpt="unksender@pfx.example", sender="a@b\u00fccher.example",
                                mail_args=" SMTPUTF8"), OK, None),
+    # a UTF-8 HELO name is not converted for reject_unknown_helo_hostname, but
+    # is for DNS lists, with ß kept (UTS #46 non-transitional)
+    ("helo-utf8-unknown", dict(rcpt="unkhelo@pfx.example", helo="b\u00fccher.example"),
+     "550 5.7.1 <b\u00fccher.example>: Helo command rejected: Host not found", None),
+    ("rhsbl-helo-sharp-s", dict(rcpt="rhhelo@pfx.example", helo="stra\u00dfe.example"),
+     "554 5.7.1 Service unavailable; Helo command [stra__e.example] blocked using "
+     "rhsbl.example", None),
     ("sender-utf8-unknown", dict(rcpt="unksender@pfx.example", sender="a@n\u00f6where.example",
                                  mail_args=" SMTPUTF8"),
      "550 5.1.8 <a@n\u00f6where.example>: Sender address rejected: Domain not found", None),
