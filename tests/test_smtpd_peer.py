@@ -23,6 +23,7 @@ NAMES = {
     "127.0.0.7": "forward lookup: no such name",
     "127.0.0.8": "numeric PTR name",
     "127.0.0.9": "malformed PTR name",
+    "127.0.0.10": "name with IPv6 addresses only",
 }
 
 
@@ -42,6 +43,7 @@ def start_dns(host: str = "127.0.0.1", port: int = 0) -> DnsServer:
     server = DnsServer({
         "mx1.example.com": [("A", "127.0.0.2")],
         "broken.example": "servfail",
+        "v6only.example": [("AAAA", "::10")],
         reverse_name("127.0.0.6"): "servfail",
     }, host=host, port=port).start()
     server.add_ptr("127.0.0.2", "mx1.example.com")
@@ -50,6 +52,7 @@ def start_dns(host: str = "127.0.0.1", port: int = 0) -> DnsServer:
     server.add_ptr("127.0.0.7", "gone.example")
     server.add_ptr("127.0.0.8", "1.2.3.4")
     server.add_ptr("127.0.0.9", "bad_name!.example")
+    server.add_ptr("127.0.0.10", "v6only.example")
     return server
 
 
@@ -116,6 +119,10 @@ CASES = [
      "550 5.7.25 Client host rejected: cannot find your hostname, [127.0.0.8]"),
     ("127.0.0.9", "connect from unknown[127.0.0.9]", None,
      "550 5.7.25 Client host rejected: cannot find your hostname, [127.0.0.9]"),
+    ("127.0.0.10", "connect from unknown[127.0.0.10]",
+     "warning: hostname v6only.example does not resolve to address 127.0.0.10: "
+     "No address associated with hostname",
+     "550 5.7.25 Client host rejected: cannot find your hostname, [127.0.0.10]"),
 ]
 
 
