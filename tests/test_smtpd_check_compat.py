@@ -12,7 +12,7 @@ import pytest
 
 from conftest import needs_postfix
 from mailsystem import MailSystem
-from test_smtpd_check import ETC, _Server, check_logs
+from test_smtpd_check import ETC, _Server, settled_logs
 from test_smtpd_check_stages import dialogue
 from smtp_dialogue import PostfixSmtpd
 
@@ -90,14 +90,5 @@ def test_same_as_postfix(systems, level):
         for case_level, addr, rcpt, _, _ in CASES:
             if case_level == level:
                 assert dialogue(ms, steps(addr, rcpt)) == dialogue(server, steps(addr, rcpt))
-
-        def both() -> tuple[list[str], list[str]]:
-            return (check_logs(ms, postfix.log, ms.top),
-                    check_logs(ms, lambda: ms.log()[start:], ms.top))
-
-        try:
-            ms.wait_for(lambda: len(set(map(len, both()))) == 1, what="all log lines")
-        except AssertionError:
-            pass
-        theirs, ours = both()
+        theirs, ours = settled_logs(ms, postfix, ms.top, start)
         assert ours == theirs
