@@ -46,6 +46,8 @@ SENDER = "sender@bench.example"
 RECIPIENT = "rcpt@bench.example"
 HELO = "client.example"
 DRAIN_TIMEOUT = 600
+RUN_TIMEOUT = 1800          # seconds for one smtp-source run: a stuck server is an error
+REPLY_TIMEOUT = 300         # seconds for one reply, as smtp-source's own limit
 
 
 def free_port() -> int:
@@ -168,7 +170,7 @@ def message_text(size: int) -> bytes:
 
 async def _reply(reader: asyncio.StreamReader) -> bytes:
     while True:
-        line = await reader.readline()
+        line = await asyncio.wait_for(reader.readline(), REPLY_TIMEOUT)
         if not line:
             raise ConnectionError("server closed the connection")
         if line[3:4] != b"-":
@@ -262,7 +264,7 @@ def measure(top: Path, control: str, is_postfix: bool) -> dict[tuple[int, int], 
                 subprocess.run(source_command() + [
                     "-s", str(sessions), "-m", str(MESSAGES), "-l", str(size),
                     "-M", HELO, "-f", SENDER, "-t", RECIPIENT, f"127.0.0.1:{port}"],
-                    check=True, stdout=subprocess.DEVNULL)
+                    check=True, stdout=subprocess.DEVNULL, timeout=RUN_TIMEOUT)
                 rate = MESSAGES / (time.perf_counter() - t0)
                 rss, pss = sampler.stop()
                 drain(top / "queue")
