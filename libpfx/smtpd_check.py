@@ -790,11 +790,11 @@ class SmtpdCheck:
         acl.recursion = 0
         acl.warn_if_reject = 0
         acl.defer_if_reject.active = False
-        try:
-            return self.generic_checks(state, self.lists[pname], reply_name, reply_class,
-                                       def_acl) if self.lists[pname] else CHECK_DUNNO
-        except _Abort as abort:
-            return abort.status
+        restrictions = self.lists[pname]
+        if not restrictions:
+            return CHECK_DUNNO
+        return self._guarded(state, lambda: self.generic_checks(
+            state, restrictions, reply_name, reply_class, def_acl))
 
     def _reply(self, state: SmtpdState, status: int) -> str | None:
         return acl_state(state).error_text if status == CHECK_REJECT else None
@@ -854,10 +854,17 @@ class SmtpdCheck:
             state.sender = saved
 
     def _guarded(self, state: SmtpdState, fn: Callable[[], int]) -> int:
+        """fn()'s status; an ended check gives its reply's status, and an
+        unexpected failure a logged "Server configuration error", so that
+        a session never ends with a traceback."""
         try:
             return fn()
         except _Abort as abort:
             return abort.status
+        except Exception as err:
+            msg.warn(f"access check failed: {type(err).__name__}: {err}")
+            return self.reject(state, MAIL_ERROR_SOFTWARE, 451, "4.3.5",
+                               "Server configuration error")
 
     def check_rcpt(self, state: SmtpdState, recipient: str | None) -> str | None:
         """The delayed client, HELO and sender checks, the relay and recipient
@@ -884,12 +891,9 @@ class SmtpdCheck:
                 lists.reverse()
             status = CHECK_DUNNO
             for n, restrictions in enumerate(lists):
-                try:
-                    status = (self.generic_checks(state, restrictions, recipient,
-                                                  NAME_RECIPIENT, CHECK_RECIP_ACL)
-                              if restrictions else CHECK_DUNNO)
-                except _Abort as abort:
-                    status = abort.status
+                status = (self._guarded(state, lambda: self.generic_checks(
+                    state, restrictions, recipient, NAME_RECIPIENT, CHECK_RECIP_ACL))
+                    if restrictions else CHECK_DUNNO)
                 if (restrictions is relay and self.compat_relay_restrictions
                         and status == CHECK_DUNNO):
                     msg.info('using backwards-compatible default setting '

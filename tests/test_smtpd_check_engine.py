@@ -143,3 +143,14 @@ def test_helo_literal_checks(tmp_path):
     assert check.check_helo(state, "[300.1.1.1]") == (
         "501 5.5.2 <[300.1.1.1]>: Helo command rejected: invalid ip address")
     assert NAME_HELO in check.check_helo(state, "no_fqdn")
+
+
+def test_unexpected_failure_is_a_reply(tmp_path, capsys):
+    """A restriction that fails unexpectedly (here one put in the table
+    that raises) gives a reply and a warning, never a traceback."""
+    check, config = checker(tmp_path, smtpd_client_restrictions="permit_mynetworks")
+    state = client(config)
+    check.restrictions["permit_mynetworks"] = (
+        lambda chk, st, arg: int("not a number"), False)
+    assert check.check_client(state) == "451 4.3.5 Server configuration error"
+    assert "warning: access check failed: ValueError:" in capsys.readouterr().err
