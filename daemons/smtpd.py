@@ -128,7 +128,10 @@ from libpfx.resolve_local import LocalDomains
 from libpfx.rewrite_valid import valid_hostname, valid_mailhost_literal
 from libpfx.smtpd_chat import ChatEOF, ChatTimeout, SmtpdChat, escape
 from libpfx.smtpd_state import PEER_OK, SmtpdState
-from libpfx import dns, rewrite_clnt, smtpd_check, smtpd_peer, smtpd_xclient
+from libpfx import dns, rewrite_clnt, smtpd_check, smtpd_check_dns, smtpd_peer, smtpd_xclient
+from libpfx.cleanup_state import unescape
+from libpfx.dsn_util import dsn_valid
+from libpfx.expand import Expander, MacroError
 
 REASON_TIMEOUT = "timeout"
 REASON_LOST_CONNECTION = "lost connection"
@@ -291,6 +294,10 @@ class Settings:
         self.rewrite_clients = RewriteClients(config)
         self.delay_open = get_bool("smtpd_delay_open_until_valid_rcpt")
         self.soft_bounce = get_bool("soft_bounce")
+        self.reject_footer = get("smtpd_reject_footer")
+        maps = get("smtpd_reject_footer_maps")
+        self.reject_footer_maps = Maps("smtpd_reject_footer_maps", maps) if maps.strip() else None
+        self.expand_filter = frozenset(unescape(get("smtpd_expansion_filter")))
         self.port_logging = get_bool("smtpd_client_port_logging")
         mode = get("smtpd_forbid_bare_newline")
         if mode.lower() not in BARE_LF_MODES:
@@ -511,8 +518,12 @@ class Session:
         """One reply, after the tarpit delay once there were too many errors;
         421 and 521 end the session after they are sent."""
         s = self.s
-        if s.soft_bounce and text[:1] == "5":
-            text = "4" + text[1:4] + ("4" if text[4:5] == "5" else text[4:5]) + text[5:]
+        if text[:1] in "45" and (s.reject_footer or s.reject_footer_maps is not None):
+            text = self.add_footer(text)
+        if s.soft_bounce and "5" in text[:5]:
+            text = "\r\n".join("4" + line[1:4] + ("4" if line[4:5] == "5" else line[4:5])
+                               + line[5:] if line[:1] == "5" else line
+                               for line in text.split("\r\n"))
         if self.state.error_count >= s.soft_error_limit and s.error_sleep > 0:
             self.chat.flush()
             time.sleep(s.error_sleep)
@@ -522,6 +533,55 @@ class Session:
             self.chat.reply(text)
         if text.startswith(("421", "521")):
             self.hangup = True
+
+    def add_footer(self, text: str) -> str:
+        """smtpd_reject_footer(_maps) after a 4xx or 5xx reply, as
+        Postfix's smtp_reply_footer(): "\\n" in the template starts a new
+        line with the reply's codes, "\\c" at its start continues the last
+        line; $name values are those of smtpd_expansion_filter."""
+        s = self.s
+        footer = None
+        if s.reject_footer_maps is not None:
+            try:
+                footer = s.reject_footer_maps.find(text)
+            except DictRetry:
+                footer = None
+        footer = footer or s.reject_footer
+        if not footer:
+            return text
+        last = text.rsplit("\r\n", 1)[-1]
+        code = last[:3]
+        dsn = last[4:4 + dsn_valid(last[4:])]
+        expander = Expander(self.footer_lookup)
+        pieces = footer.split("\\n")
+        out = [text]
+        added = False
+        for i, piece in enumerate(pieces):
+            if i == 0 and piece.startswith("\\c"):
+                piece = piece[2:]
+            else:
+                more = "-" if i + 1 < len(pieces) else " "
+                out.append("\r\n" + code + more + (dsn + " " if dsn else ""))
+                added = True
+            try:
+                out.append(expander.expand(piece))
+            except MacroError as err:
+                msg.warn(str(err))
+                return text
+        result = "".join(out)
+        if added:
+            at = len(text) - len(last) + 3
+            result = result[:at] + "-" + result[at + 1:]
+        return result
+
+    def footer_lookup(self, name: str) -> str | None:
+        value = smtpd_check_dns.smtpd_expand_lookup(self.s, self.state, name)
+        if value is None:
+            return None
+        allowed = self.s.expand_filter
+        data = value.encode("utf-8", "surrogateescape")
+        return bytes(b if chr(b) in allowed else 0x5F for b in data) \
+            .decode("utf-8", "replace").replace("$", "$$")
 
     def check_reply(self, text: str | None) -> bool:
         """Send an access-check rejection; True when there was one."""

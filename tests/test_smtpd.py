@@ -294,6 +294,8 @@ LIMITS = {
 def limited(tmp_path_factory: pytest.TempPathFactory):
     system = MailSystem(tmp_path_factory.mktemp("smtpd-limits"), LIMITS, smtpd=True,
                         smtpd_chroot=True)
+    (system.etc / "footer").write_text("/^502 5.5.1 VRFY/ Ask the postmaster\\nabout it\n")
+    system.configure({**LIMITS, "smtpd_reject_footer_maps": f"regexp:{system.etc}/footer"})
     system.start()
     try:
         yield system
@@ -308,7 +310,9 @@ LIMITED_DIALOGUES = {
     "ehlo discards": (["EHLO x"], ["250-pfx.example", "250-PIPELINING", "250-ETRN",
                                    "250-ENHANCEDSTATUSCODES", "250-8BITMIME", "250-DSN",
                                    "250 SMTPUTF8"]),
-    "vrfy disabled": (["VRFY root"], ["502 5.5.1 VRFY command is disabled"]),
+    "vrfy disabled": (["VRFY root"], ["502-5.5.1 VRFY command is disabled",
+                                      "502-5.5.1 Ask the postmaster",
+                                      "502 5.5.1 about it"]),
     "noop command": (["XYZZY plugh"], ["250 2.0.0 Ok"]),
     "size at mail": (["HELO x", "MAIL FROM:<a@example.com> SIZE=2001",
                       "MAIL FROM:<a@example.com> SIZE=2000"],
