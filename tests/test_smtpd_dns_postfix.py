@@ -180,7 +180,10 @@ def test_dns_cases_same_as_postfix(tmp_path):
                 theirs = _Dialogues(postfix.ports["smtpd"])
                 differences = []
                 for case_id, kwargs, _, _ in DNS_CASES:
-                    ours_reply, their_reply = rcpt(system, **kwargs), rcpt(theirs, **kwargs)
+                    try:
+                        ours_reply, their_reply = rcpt(system, **kwargs), rcpt(theirs, **kwargs)
+                    except OSError as err:
+                        raise AssertionError(f"{case_id}: {err}") from err
                     if ours_reply != their_reply:
                         differences.append(f"{case_id}: pfx {ours_reply!r}, "
                                            f"Postfix {their_reply!r}")
