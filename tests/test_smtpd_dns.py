@@ -12,13 +12,14 @@ Postfix logs one, the warning.
 from __future__ import annotations
 
 import re
+import socket
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
 from tests.dnsserver import DnsServer
-from tests.mailsystem import MailSystem
+from tests.mailsystem import MailSystem, SmtpClient
 
 ZONE = {
     # DNS lists
@@ -422,9 +423,6 @@ def test_chrooted_smtpd_asks_dns(tmp_path):
     """A chrooted smtpd has every record type it needs loaded before the
     chroot: client name (PTR, A), DNS list (A, TXT), unknown sender domain
     (MX, A, AAAA)."""
-    import socket
-
-    from tests.mailsystem import SmtpClient
     with DnsServer(ZONE) as server:
         server.add_ptr("127.0.0.2", "mx1.example.com")
         config = {
