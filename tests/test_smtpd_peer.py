@@ -151,3 +151,15 @@ def test_received_header_names_verified_client(instance):
     instance.wait_log(r"status=sent", start=start)
     text = instance.mailbox("root").read_text()
     assert "Received: from client.example (mx1.example.com [127.0.0.2])" in text
+
+
+def test_received_header_of_forged_client(instance):
+    """The verified name only: a forged client is "unknown" there."""
+    start = len(instance.log())
+    replies = session(instance, "127.0.0.3", [
+        "HELO liar.example", "MAIL FROM:<sender@example.com>",
+        "RCPT TO:<postmaster@pfx.example>", "DATA", "Subject: forged\r\n\r\nbody\r\n.", "QUIT"])
+    assert any(r.startswith("250 2.0.0 Ok: queued as") for r in replies)
+    instance.wait_log(r"status=sent", start=start)
+    text = instance.mailbox("root").read_text()
+    assert "Received: from liar.example (unknown [127.0.0.3])" in text
