@@ -112,8 +112,7 @@ def test_smtplib_smtputf8(ms: MailSystem) -> None:
         client.ehlo()
         assert client.has_extn("smtputf8")
         assert client.send_message(msg, mail_options=["SMTPUTF8"]) == {}
-    ms.wait_for(lambda: "smtplib utf8".encode() in ms.mailbox("root").read_bytes(), 30,
-                "the SMTPUTF8 message")
+    delivered(ms, "smtplib utf8")
     raw = ms.mailbox("root").read_bytes()
     part = raw[raw.rindex(b"From: " + sender.encode()):]
     assert "Subject: smtplib utf8 \u00fcber".encode() in part

@@ -503,7 +503,10 @@ class Servers:
     def session_log(self, side: str, start: int) -> list[str]:
         """The smtpd and cleanup lines of the session whose log starts at
         offset start, once its "disconnect from" line is there."""
-        text = wait_log(self.logs[side], "disconnect from", start=start)
+        try:
+            text = wait_log(self.logs[side], "disconnect from", timeout=30, start=start)
+        except AssertionError as err:
+            raise AssertionError(f"{side}: {err}") from None
         return [re.sub(r"\]:\d+", "]:PORT", line.replace(self.tops[side], "TOP"))
                 for line in smtpd_log_lines(text, start)
                 # Logged when a process starts, and processes come and go
