@@ -259,10 +259,16 @@ def split_records(buf: bytearray) -> tuple[list[tuple[str, bytes]], int]:
     pos, end = 0, len(buf)
     while pos < end:
         start = pos
-        head = record.header_at(buf, pos, end)
-        if head is None:
-            return out, start
-        rtype, pos, length = head
+        if pos + 1 < end and buf[pos + 1] < 0x80:
+            # Most records (text lines) are shorter than 128 bytes: a
+            # one-byte length.
+            rtype, length = chr(buf[pos]), buf[pos + 1]
+            pos += 2
+        else:
+            head = record.header_at(buf, pos, end)
+            if head is None:
+                return out, start
+            rtype, pos, length = head
         if length > record.MAX_LENGTH:
             raise record.RecordError(f"record length {length} exceeds limit {record.MAX_LENGTH}")
         if pos + length > end:
@@ -311,7 +317,7 @@ def read_records(stream: attr.AttrStream, state: Any) -> bool:
                          "discarding this message")
                 state.errs |= CLEANUP_STAT_BAD
             elif state.out_ok():
-                state.record(rtype, data)
+                state.action(rtype, data)
             if rtype == record.END:
                 return True
 

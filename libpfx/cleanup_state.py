@@ -243,6 +243,7 @@ class CleanupState:
         self.warn_seen = False
         self.end_seen = False
         self.mime: MimeState | None = None
+        self.file_size = 0                      # appended so far (a tell() per line costs a syscall)
         self.action = self._envelope_start
 
     # Flags and status.
@@ -277,21 +278,28 @@ class CleanupState:
 
     def out(self, rtype: str, data: bytes) -> None:
         """Write one record, splitting long text into L records."""
-        if not self.out_ok():
-            return
+        if self.out_ok():
+            self._write(rtype, data)
+
+    def _write(self, rtype: str, data: bytes) -> None:
+        """out() once the caller knows that output is wanted.  Every body
+        line comes through here: the file object is used directly, and
+        only this method appends to the file."""
+        fp = self.qf.fp
         try:
-            if rtype in (record.NORM, record.CONT) and len(data) > self.s.line_limit:
+            if len(data) > self.s.line_limit and rtype in (record.NORM, record.CONT):
                 limit, view, start = self.s.line_limit, memoryview(data), 0
                 while len(data) - start > limit:
-                    self.qf.write_record(record.CONT, bytes(view[start:start + limit]))
+                    self.file_size += fp.write(
+                        record.encode(record.CONT, bytes(view[start:start + limit])))
                     start += limit
                 data = bytes(view[start:])
-            self.qf.write_record(rtype, data)
+            self.file_size += fp.write(record.encode(rtype, data))
         except OSError as err:
             msg.warn(f"{self.queue_id}: write queue file: {err.strerror}")
             self.errs |= CLEANUP_STAT_WRITE
             return
-        if self.s.message_limit and self.qf.tell() > self.s.message_limit:
+        if self.s.message_limit and self.file_size > self.s.message_limit:
             msg.warn(f"{self.queue_id}: queue file size limit exceeded")
             self.errs |= CLEANUP_STAT_SIZE
 
@@ -925,7 +933,7 @@ class CleanupState:
                 if result != line:
                     self.out(rtype, _bytes(result))
                     return
-        self.out(rtype, data)
+        self._write(rtype, data)
 
     # Extracted segment.
 
