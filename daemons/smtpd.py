@@ -130,7 +130,10 @@ from libpfx.smtpd_chat import ChatEOF, ChatTimeout, SmtpdChat, escape
 from libpfx.smtpd_state import PEER_OK, SmtpdState
 from libpfx import dns, rewrite_clnt, smtpd_check, smtpd_check_dns, smtpd_peer, smtpd_xclient
 from libpfx.cleanup_state import unescape
-from libpfx.dsn_util import dsn_valid
+from libpfx.bounce_notify import line_wrap
+from libpfx.dsn_util import (ERROR_BOUNCE, ERROR_DATA, ERROR_POLICY, ERROR_PROTOCOL,
+                             ERROR_RESOURCE, ERROR_SOFTWARE, dsn_valid, error_mask)
+from libpfx.post_mail import post_mail
 from libpfx.expand import Expander, MacroError
 
 REASON_TIMEOUT = "timeout"
@@ -161,6 +164,12 @@ BARE_LF_WANT_STD_EOD = 1
 BARE_LF_REPLY_REJECT = 2
 BARE_LF_MODES = {"normalize": BARE_LF_WANT_STD_EOD, "yes": BARE_LF_WANT_STD_EOD,
                  "reject": BARE_LF_WANT_STD_EOD | BARE_LF_REPLY_REJECT, "no": 0}
+
+# Lines of session transcript kept at most between two flushes.
+HISTORY_CAP = 10000
+# Width and indent of the transcript lines in a postmaster notice.
+NOTICE_WIDTH = 78
+NOTICE_INDENT = 4
 
 # RFC 3461 parameters.
 DSN_NOTIFY = {"NEVER": 1, "SUCCESS": 2, "FAILURE": 4, "DELAY": 8}
@@ -294,6 +303,16 @@ class Settings:
         self.rewrite_clients = RewriteClients(config)
         self.delay_open = get_bool("smtpd_delay_open_until_valid_rcpt")
         self.soft_bounce = get_bool("soft_bounce")
+        try:
+            self.notify_mask = error_mask(get("notify_classes"))
+        except ValueError as err:
+            msg.fatal(str(err))
+        # The transcript is kept only for notices, and within bounds.
+        self.history_cap = HISTORY_CAP if self.notify_mask else 0
+        self.error_rcpt = get("error_notice_recipient")
+        self.bounce_rcpt = get("bounce_notice_recipient")
+        self.double_bounce = f"{get('double_bounce_sender')}@{self.myhostname}"
+        self.hfrom_std = get("header_from_format").lower() == "standard"
         self.reject_footer = get("smtpd_reject_footer")
         maps = get("smtpd_reject_footer_maps")
         self.reject_footer_maps = Maps("smtpd_reject_footer_maps", maps) if maps.strip() else None
@@ -466,6 +485,8 @@ class Session:
         self.success: dict[str, int] = {}
         self.total: dict[str, int] = {}
         self.reason: str | None = None
+        self.error_mask = 0                  # notify_classes bits of this session's errors
+        self.cmd_error = 0                   # the class of the current command's error
         self.hangup = False
         self.junk_cmds = 0
         self.access_denied: str | None = None
@@ -584,11 +605,55 @@ class Session:
             .decode("utf-8", "replace").replace("$", "$$")
 
     def check_reply(self, text: str | None) -> bool:
-        """Send an access-check rejection; True when there was one."""
+        """Send an access-check rejection; True when there was one.  Its
+        class for notify_classes follows smtpd_check's texts: a table
+        that failed is a resource problem, a configuration error a
+        software one, anything else policy."""
         if text is None:
             return False
+        if text.startswith("451 4.3.0 "):
+            self.cmd_error |= ERROR_RESOURCE
+        elif text.startswith("451 4.3.5 "):
+            self.cmd_error |= ERROR_SOFTWARE
+        else:
+            self.cmd_error |= ERROR_POLICY
         self.reply(text)
         return True
+
+    def chat_reset(self, threshold: int) -> None:
+        """Past threshold transcript lines: report the errors that
+        notify_classes asks for to the postmaster, and start a new
+        transcript (Postfix's chat_reset)."""
+        history = self.chat.history
+        if len(history) > threshold:
+            if not self.stand_alone and self.error_mask & self.s.notify_mask:
+                self.notify()
+            self.error_mask = 0
+            history.clear()
+
+    def notify(self) -> None:
+        """The transcript to the postmaster (Postfix's smtpd_chat_notify)."""
+        s, state = self.s, self.state
+        recipient = s.bounce_rcpt if self.error_mask & ERROR_BOUNCE else s.error_rcpt
+        if s.hfrom_std:
+            lines = ["From: Mail Delivery System <MAILER-DAEMON>",
+                     f"To: Postmaster <{s.error_rcpt}>"]
+        else:
+            lines = ["From: MAILER-DAEMON (Mail Delivery System)",
+                     f"To: {s.error_rcpt} (Postmaster)"]
+        lines += [f"Subject: {s.mail_name} SMTP server: errors from {state.namaddr}", "",
+                  "Transcript of session follows.", ""]
+        for entry in self.chat.history:
+            lines += [" " + line for line in line_wrap(msg.printable(entry), NOTICE_WIDTH,
+                                                       NOTICE_INDENT)]
+        lines.append("")
+        if self.reason:
+            lines.append(f"Session aborted, reason: {self.reason}")
+        lines += ["", "For other details, see the local mail logfile"]
+        try:
+            post_mail(s.myhostname, s.mail_name, s.double_bounce, recipient, lines)
+        except CleanupError as err:
+            msg.warn(f"postmaster notify: {err}")
 
     # The session.
 
@@ -598,9 +663,9 @@ class Session:
             try:
                 self.greet()
                 while not self.hangup:
-                    self.chat.reset_history(s.history_threshold)
                     if state.error_count >= s.hard_error_limit:
                         self.reason = REASON_ERROR_LIMIT
+                        self.error_mask |= ERROR_PROTOCOL
                         self.reply(f"421 4.7.0 {s.myhostname} Error: too many errors")
                         break
                     if not self.one_command():
@@ -618,6 +683,7 @@ class Session:
                 self.reason = REASON_LOST_CONNECTION
             self.log_abnormal_end()
         finally:
+            self.chat_reset(0)
             self.mail_reset()
 
     def log_abnormal_end(self) -> None:
@@ -696,6 +762,7 @@ class Session:
         if not s.delay_reject and not self.stand_alone:
             denied = CHECK.check_client(state)
             if denied is not None:
+                self.error_mask |= ERROR_POLICY
                 self.access_denied = denied
                 state.error_count += 1
                 return denied
@@ -720,6 +787,7 @@ class Session:
             line = raw.decode("utf-8")
         except UnicodeDecodeError:
             if s.smtputf8_enable:
+                self.error_mask |= ERROR_PROTOCOL
                 self.reply("500 5.5.2 Error: bad UTF-8 syntax")
                 state.error_count += 1
                 return True
@@ -727,6 +795,7 @@ class Session:
         self.chat.query_logged(line)
         argv = smtpd_token(line.partition("\0")[0])     # a C string ends at NUL
         if not argv:
+            self.error_mask |= ERROR_PROTOCOL
             self.reply("500 5.5.2 Error: bad syntax")
             state.error_count += 1
             return True
@@ -757,6 +826,7 @@ class Session:
             return True
         if handler is None:
             self.count(name, False)
+            self.error_mask |= ERROR_PROTOCOL
             self.reply("500 5.5.2 Error: command not recognized")
             state.error_count += 1
             return True
@@ -767,6 +837,7 @@ class Session:
             self.count(name, False)
             self.reply("554 5.5.0 Error: SMTP protocol synchronization")
             return False
+        self.cmd_error = 0
         try:
             ok = handler(argv)
         except (ChatTimeout, ChatEOF):
@@ -775,7 +846,10 @@ class Session:
         self.count(name, bool(ok))
         if ok is None:                      # XCLIENT: a new session
             return not self.hangup
+        self.error_mask |= self.cmd_error
         if not ok:
+            if not self.cmd_error:
+                self.error_mask |= ERROR_PROTOCOL
             state.error_count += 1
         if name in self.LIMITED:
             self.junk_cmds += 1
@@ -784,6 +858,7 @@ class Session:
         return name != "QUIT"
 
     def reject_bare_lf(self) -> None:
+        self.error_mask |= ERROR_PROTOCOL
         CHECK.log_whatsup(self.state, "reject", "bare <LF> received")
         self.reply(f"{self.s.bare_lf_code} 5.5.2 {self.s.myhostname} Error: bare <LF> received")
 
@@ -798,6 +873,7 @@ class Session:
         if not self.s.delay_reject and not self.stand_alone \
                 and self.check_reply(CHECK.check_helo(self.state, helo)):
             return False
+        self.chat_reset(self.s.history_threshold)
         self.mail_reset()
         self.state.helo_name = msg.printable(helo).translate(NEUTER)
         return True
@@ -913,6 +989,7 @@ class Session:
     def mail_cmd(self, argv: list[tuple[str, int]]) -> bool:
         s, state = self.s, self.state
         if s.helo_required and state.helo_name is None:
+            self.cmd_error = ERROR_POLICY
             self.reply("503 5.5.1 Error: send HELO/EHLO first")
             return False
         if self.in_transaction():
@@ -994,6 +1071,7 @@ class Session:
         context = "local" if self.stand_alone \
             else s.rewrite_clients.context(state, self.real_addr)
         if context is None:
+            self.cmd_error = ERROR_RESOURCE
             self.mail_reset()
             CHECK.log_whatsup(state, "reject", "451 4.3.0 Temporary lookup error")
             self.reply("451 4.3.0 Temporary lookup error")
@@ -1061,6 +1139,8 @@ class Session:
         if s.rcpt_limit and state.rcpt_count >= s.rcpt_limit:
             self.reply("452 4.5.3 Error: too many recipients")
             self.rcpt_overshoot += 1
+            if self.rcpt_overshoot > s.rcpt_overshoot:
+                self.cmd_error = ERROR_POLICY
             return self.rcpt_overshoot <= s.rcpt_overshoot
         if s.strict_smtputf8 and not self.smtputf8 and not rcpt.isascii():
             self.reply("553 5.6.7 Must declare SMTPUTF8 to send unicode address")
@@ -1259,12 +1339,10 @@ class Session:
         """End of message: the end-of-data check, the rest of the queue
         file, cleanup's verdict and the reply."""
         state = self.state
-        if self.err == CLEANUP_STAT_OK and not self.bare_lf_seen and not self.stand_alone:
-            err = CHECK.check_eod(state)
-            if err is not None:
-                self.reply(err)
-                self.mail_reset()
-                return False
+        if self.err == CLEANUP_STAT_OK and not self.bare_lf_seen and not self.stand_alone \
+                and self.check_reply(CHECK.check_eod(state)):
+            self.mail_reset()
+            return False
         why = ""
         if self.bare_lf_seen and self.err == CLEANUP_STAT_OK:
             self.err = CLEANUP_STAT_BAD         # nothing goes into the queue
@@ -1298,13 +1376,25 @@ class Session:
         else:
             self.reply(self.failure_reply(why))
         ok = self.err == CLEANUP_STAT_OK
-        self.chat.reset_history(self.s.history_threshold)
+        self.chat_reset(self.s.history_threshold)
         self.mail_reset()
         return ok
 
     def failure_reply(self, why: str) -> str:
+        """The reply when cleanup did not take the message, and its class
+        for notify_classes."""
         err = self.err
+        self.cmd_error = ERROR_SOFTWARE
+        for bit, error_class in ((CLEANUP_STAT_DEFER, ERROR_POLICY), (CLEANUP_STAT_BAD, ERROR_SOFTWARE),
+                                 (CLEANUP_STAT_SIZE, ERROR_BOUNCE),
+                                 (CLEANUP_STAT_HOPS, ERROR_BOUNCE),
+                                 (CLEANUP_STAT_CONT, ERROR_POLICY),
+                                 (CLEANUP_STAT_WRITE, ERROR_RESOURCE)):
+            if err & bit:
+                self.cmd_error = error_class
+                break
         if why and why[:1] in "45" and why[1:3].isdigit() and why[3:4] in ("", " ", "-"):
+            self.cmd_error = ERROR_POLICY
             return msg.printable(why)
         for bit in (CLEANUP_STAT_DEFER, CLEANUP_STAT_BAD, CLEANUP_STAT_SIZE,
                     CLEANUP_STAT_HOPS, CLEANUP_STAT_CONT, CLEANUP_STAT_WRITE):
@@ -1415,7 +1505,7 @@ class Session:
         if len(argv) != 1:
             self.reply("501 5.5.4 Syntax: RSET")
             return False
-        self.chat.reset_history(self.s.history_threshold)
+        self.chat_reset(self.s.history_threshold)
         self.mail_reset()
         self.reply("250 2.0.0 Ok")
         return True
@@ -1427,6 +1517,7 @@ class Session:
     def vrfy_cmd(self, argv: list[tuple[str, int]]) -> bool:
         s, state = self.s, self.state
         if s.disable_vrfy:
+            self.cmd_error = ERROR_POLICY
             self.reply("502 5.5.1 VRFY command is disabled")
             return False
         words = [w for w, _ in argv]
@@ -1455,6 +1546,7 @@ class Session:
     def etrn_cmd(self, argv: list[tuple[str, int]]) -> bool:
         s, state = self.s, self.state
         if s.helo_required and state.helo_name is None:
+            self.cmd_error = ERROR_POLICY
             self.reply("503 Error: send HELO/EHLO first")
             return False
         if self.in_transaction():
@@ -1513,6 +1605,7 @@ class Session:
 
     def xclient_greeting(self, state: SmtpdState) -> str:
         """The greeting after XCLIENT: the session starts over."""
+        self.chat_reset(0)
         self.mail_reset()
         self.xclient_restart = True
         return self.greeting()
@@ -1540,6 +1633,7 @@ class Session:
     def local_data_error(self) -> bool:
         """A table failed: Postfix's "Server local data error" ends the session."""
         state = self.state
+        self.cmd_error = ERROR_DATA
         msg.info(f"{state.queue_id or 'NOQUEUE'}: reject: {state.where} from {state.namaddr}: "
                  f"421 4.3.0 {self.s.myhostname} Server local data error")
         self.reply(f"421 4.3.0 {self.s.myhostname} Server local data error")
@@ -1588,7 +1682,7 @@ def smtpd_service(conn: socket.socket, ctx: server.Context) -> None:
     assert SETTINGS is not None
     conn.setblocking(False)
     fd = conn.fileno()
-    serve(SETTINGS, SmtpdChat(fd, fd, SETTINGS.timeout, max(SETTINGS.history_threshold, 1)),
+    serve(SETTINGS, SmtpdChat(fd, fd, SETTINGS.timeout, SETTINGS.history_cap),
           client_endpoint(conn))
 
 
@@ -1598,7 +1692,7 @@ def stand_alone(config: Any, open_queue: OpenQueue, rfd: int = 0, wfd: int = 1) 
     global CHECK
     settings = Settings(config)
     CHECK = smtpd_check.SmtpdCheck(config)
-    serve(settings, SmtpdChat(rfd, wfd, settings.timeout, max(settings.history_threshold, 1)),
+    serve(settings, SmtpdChat(rfd, wfd, settings.timeout, settings.history_cap),
           None, open_queue)
 
 

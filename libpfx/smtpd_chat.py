@@ -46,7 +46,7 @@ class SmtpdChat:
     keeps a client that does not read from holding the server past its
     timeout."""
 
-    def __init__(self, rfd: int, wfd: int, timeout: float, history_limit: int = 100) -> None:
+    def __init__(self, rfd: int, wfd: int, timeout: float, history_limit: int = 0) -> None:
         self.fd = rfd
         self.wfd = wfd
         self.timeout = timeout
@@ -57,7 +57,7 @@ class SmtpdChat:
         self.inbuf = bytearray()
         self.pos = 0                         # start of unread input in inbuf
         self.out: list[bytes] = []
-        self.history: list[str] = []
+        self.history: list[str] = []          # the transcript, when history_limit > 0
         self.history_limit = history_limit
         self.last_io = time.monotonic()
         self.detect_bare_lf = False          # tell lines that end in LF without CR
@@ -187,8 +187,3 @@ class SmtpdChat:
         except OSError:
             raise ChatEOF() from None
         self.last_io = time.monotonic()
-
-    def reset_history(self, threshold: int) -> None:
-        """Forget the transcript once it is larger than threshold lines."""
-        if len(self.history) > threshold:
-            self.history.clear()

@@ -286,6 +286,7 @@ LIMITS = {
     "defer_transports": "local",
     "local_recipient_maps": "",
     "smtpd_forbid_bare_newline": "reject",
+    "notify_classes": "protocol",
     "smtpd_forbid_bare_newline_exclusions": "",
 }
 
@@ -408,3 +409,20 @@ def test_client_that_never_reads(limited: MailSystem) -> None:
         client.send(b"HELO x\r\n" + b"NOOP\r\n" * 400000, eol=b"")
         limited.wait_log(r"timeout after NOOP from localhost\[127\.0\.0\.1\]$", start=start,
                          timeout=20)
+
+
+def test_postmaster_notice(limited: MailSystem) -> None:
+    """notify_classes = protocol: a session with a protocol error sends
+    its transcript to the postmaster at its end."""
+    start = len(limited.log())
+    assert limited.dialogue(["HELO client", "BOGUS command", "QUIT"])[1:] == [
+        "250 pfx.example", "500 5.5.2 Error: command not recognized", "221 2.0.0 Bye"]
+    found = limited.wait_log(r"(\w+): from=<double-bounce@pfx\.example>", start=start)
+    text = postcat(limited, found.group(1))
+    assert "recipient: postmaster@pfx.example" in text
+    body = text.split("*** MESSAGE CONTENTS", 1)[1]
+    assert "Subject: Postfix SMTP server: errors from localhost[127.0.0.1]\n" in body
+    assert ("Transcript of session follows.\n\n Out: 220 pfx.example ESMTP Postfix\n"
+            " In:  HELO client\n Out: 250 pfx.example\n In:  BOGUS command\n"
+            " Out: 500 5.5.2 Error: command not recognized\n In:  QUIT\n"
+            " Out: 221 2.0.0 Bye\n\n\nFor other details, see the local mail logfile\n") in body
