@@ -204,3 +204,41 @@ def test_swaks_relay_denied(ms: MailSystem, tmp_path: Path) -> None:
         other.teardown()
     assert "<** 454 4.7.1 <someone@elsewhere.example>: Relay access denied" \
         in transcript(result), result.stdout
+
+
+@pytest.fixture(scope="module")
+def ms_nopipe(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MailSystem]:
+    """An smtpd that does not announce PIPELINING."""
+    system = MailSystem(tmp_path_factory.mktemp("clients-nopipe"), MAIN_CF, smtpd=True,
+                        smtpd_args="-o smtpd_discard_ehlo_keywords=pipelining")
+    try:
+        system.start()
+        yield system
+    finally:
+        system.teardown()
+
+
+def test_smtplib_without_pipelining(ms_nopipe: MailSystem) -> None:
+    """smtplib does not need PIPELINING: the message arrives all the same."""
+    with ms_nopipe.smtp() as client:
+        client.ehlo()
+        assert not client.has_extn("pipelining")
+        assert client.has_extn("size")
+        assert client.sendmail("sender@example.org", ["root@pfx.example"],
+                               b"Subject: smtplib nopipe\r\n\r\nx\r\n") == {}
+    delivered(ms_nopipe, "smtplib nopipe")
+    ms_nopipe.wait_log(r"discarding EHLO keywords: PIPELINING")
+
+
+@needs_swaks
+def test_swaks_pipeline_not_announced(ms_nopipe: MailSystem) -> None:
+    """swaks --pipeline pipelines only where the server announces it: here
+    it sends one command at a time, and the message arrives."""
+    start = len(ms_nopipe.log())
+    result = swaks(ms_nopipe, "--to", "root@pfx.example", "--pipeline",
+                   "--header", "Subject: swaks nopipe")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "<-  250-PIPELINING" not in transcript(result)
+    delivered(ms_nopipe, "swaks nopipe")
+    log = ms_nopipe.log()[start:]
+    assert "improper command pipelining" not in log, log
