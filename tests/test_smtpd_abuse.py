@@ -128,12 +128,26 @@ def zombies(ms: MailSystem) -> list[int]:
     return found
 
 
+def open_sessions(ms: MailSystem) -> list[str]:
+    """Server-side TCP connections of smtpd's port that are still open
+    (established, or closed by the client but not yet by smtpd)."""
+    found = []
+    with open("/proc/net/tcp") as fp:
+        for line in fp.readlines()[1:]:
+            local, _, state = line.split()[1:4]
+            if int(local.split(":")[1], 16) == ms.smtp_port and state in ("01", "08"):
+                found.append(line.strip())
+    return found
+
+
 def assert_healthy(ms: MailSystem, limit: int = 100) -> None:
-    """No zombies stay behind, no more smtpd processes than the process
-    limit, and a new client is served at once."""
-    deadline = time.monotonic() + 5
-    while zombies(ms) and time.monotonic() < deadline:
+    """No session is left open on the server side and no zombie behind,
+    no more smtpd processes than the process limit, and a new client is
+    served at once."""
+    deadline = time.monotonic() + 10
+    while (zombies(ms) or open_sessions(ms)) and time.monotonic() < deadline:
         time.sleep(0.05)
+    assert not open_sessions(ms)
     assert not zombies(ms)
     assert len(smtpd_pids(ms)) <= limit
     assert ms.dialogue(["QUIT"], timeout=10)[-1].startswith("221 ")
