@@ -322,3 +322,64 @@ def test_discard_action_drops_the_message(strict_ms):
         time.sleep(0.05)
     assert not strict_ms.mailbox("root").exists() or b"body" not in strict_ms.mailbox(
         "root").read_bytes()
+
+
+@pytest.fixture(scope="module")
+def classes_ms(tmp_path_factory) -> Iterator[MailSystem]:
+    """Example 11-2's restriction classes, with a per-user table, a DNS
+    list and the HELO walk-through's table."""
+    top = tmp_path_factory.mktemp("classes")
+    zone = {"ora.example": [("MX", (10, "mail.ora.example"))],
+            "mail.ora.example": [("A", "192.0.2.25")],
+            "66.2.0.192.nospam.example.com": [("A", "127.0.0.2")]}
+    with DnsServer(zone) as server:
+        ms = instance(top, {
+            "smtpd_restriction_classes": "spamlover, spamhater",
+            "spamhater": ("reject_invalid_hostname, reject_non_fqdn_hostname, "
+                          "reject_unknown_sender_domain, reject_rbl_client nospam.example.com"),
+            "spamlover": "permit",
+            "smtpd_helo_restrictions": ("check_helo_access texthash:{etc}/helo_access "
+                                        "reject_invalid_hostname"),
+            "smtpd_recipient_restrictions": ("permit_mynetworks reject_unauth_destination "
+                                             "check_recipient_access texthash:{etc}/per_user_ube"),
+            "smtpd_relay_restrictions": "",
+        }, {"per_user_ube": "abelard@pfx.example spamhater\nheloise@pfx.example spamlover\n"
+                            "nobody@pfx.example undefined_class\n",
+            "helo_access": "greatdeals.example.com REJECT\noreillynet.com OK\n"},
+            resolv_conf=server.resolv_conf(top / "resolv.conf"),
+            aliases="abelard: root\nheloise: root\nnobody: root\n")
+        try:
+            yield ms
+        finally:
+            ms.teardown()
+
+
+@pytest.mark.parametrize("kwargs,reply", [
+    (dict(helo="dirty", rcpts=("abelard@pfx.example",)),
+     "504 5.5.2 <dirty>: Helo command rejected: need fully-qualified hostname"),
+    (dict(rcpts=("abelard@pfx.example",)), ACCEPTED),
+    (dict(helo="dirty", rcpts=("heloise@pfx.example",)), ACCEPTED),
+    (dict(sender="someone@nowhere.example", rcpts=("abelard@pfx.example",)),
+     "450 4.1.8 <someone@nowhere.example>: Sender address rejected: Domain not found"),
+    (dict(addr="192.0.2.66", rcpts=("abelard@pfx.example",)),
+     "554 5.7.1 Service unavailable; Client host [192.0.2.66] blocked using "
+     "nospam.example.com"),
+    (dict(addr="192.0.2.66", rcpts=("heloise@pfx.example",)), ACCEPTED),
+    (dict(rcpts=("nobody@pfx.example",)), "451 4.3.5 Server configuration error"),
+])
+def test_restriction_classes(classes_ms, kwargs, reply):
+    """Example 11-2: spamhater for one user, spamlover for another."""
+    assert transaction(classes_ms, **kwargs)[-1] == reply
+
+
+@pytest.mark.parametrize("helo,reply", [
+    ("example", ACCEPTED),      # a valid name: only reject_non_fqdn_hostname refuses it
+    ("greatdeals.example.com", "554 5.7.1 <greatdeals.example.com>: Helo command rejected: "
+                               "Access denied"),
+    ("oreillynet.com", ACCEPTED),
+    ("mail.ora.com", ACCEPTED),
+    ("bad_name!", "501 5.5.2 <bad_name!>: Helo command rejected: Invalid name"),
+])
+def test_helo_walk_through(classes_ms, helo, reply):
+    """The HELO walk-through: the table first, then reject_invalid_hostname."""
+    assert transaction(classes_ms, helo=helo)[-1] == reply
