@@ -23,12 +23,13 @@ otherwise.
 from __future__ import annotations
 
 import socket
-from typing import Any, Callable
+from typing import Callable
 
 from libpfx import msg
 from libpfx.match_list import HostAddrList, parent_style
 from libpfx.rewrite_valid import VALID_HOSTNAME_LEN, valid_hostname, valid_mailhost_addr
-from libpfx.smtpd_state import PEER_OK, PEER_PERM, PEER_TEMP
+from libpfx.config import Config
+from libpfx.smtpd_state import PEER_OK, PEER_PERM, PEER_TEMP, SmtpdState
 
 XCLIENT_CMD = "XCLIENT"
 XFORWARD_CMD = "XFORWARD"
@@ -62,12 +63,12 @@ class LocalDataError(Exception):
 class _Lists:
     """The two authorization lists of one configuration."""
 
-    def __init__(self, config: Any) -> None:
+    def __init__(self, config: Config) -> None:
         self.config = config
         self.xclient = self._list(config, "smtpd_authorized_xclient_hosts")
         self.xforward = self._list(config, "smtpd_authorized_xforward_hosts")
-        self.utf8 = _get_bool(config, "smtputf8_enable")
-        self.port_logging = _get_bool(config, "smtpd_client_port_logging")
+        self.utf8 = config.get_bool("smtputf8_enable")
+        self.port_logging = config.get_bool("smtpd_client_port_logging")
         protocols = config.get("inet_protocols").lower()
         self.families = ({socket.AF_INET, socket.AF_INET6} if "all" in protocols
                          else {f for word, f in (("ipv4", socket.AF_INET),
@@ -75,30 +76,23 @@ class _Lists:
                                if word in protocols})
 
     @staticmethod
-    def _list(config: Any, pname: str) -> HostAddrList | None:
+    def _list(config: Config, pname: str) -> HostAddrList | None:
         patterns = config.get(pname)
         if not patterns.strip():
             return None
         return HostAddrList(pname, patterns, parent_style(config, pname))
 
 
-def _get_bool(config: Any, name: str) -> bool:
-    try:
-        return bool(config.get_bool(name))
-    except Exception:        # an odd value is Postfix's "no" for these
-        return False
-
-
 _lists: _Lists | None = None
 
 
-def configure(config: Any) -> None:
+def configure(config: Config) -> None:
     """Open the authorization lists (before chroot, in smtpd's pre_init)."""
     global _lists
     _lists = _Lists(config)
 
 
-def _config_lists(config: Any) -> _Lists:
+def _config_lists(config: Config) -> _Lists:
     if _lists is None or _lists.config is not config:
         configure(config)
     assert _lists is not None
@@ -110,7 +104,7 @@ class _Session:
     Postfix, XFORWARD permission is decided once for the real client;
     XCLIENT permission again for each client that XCLIENT installs."""
 
-    state: Any = None
+    state: SmtpdState = None
     xclient = False
     xclient_error = False
     xforward = False
@@ -120,7 +114,7 @@ class _Session:
 _session = _Session()
 
 
-def _match(hosts: HostAddrList | None, state: Any) -> tuple[bool, bool]:
+def _match(hosts: HostAddrList | None, state: SmtpdState) -> tuple[bool, bool]:
     """(allowed, table error) for the session's client."""
     if hosts is None:
         return False, False
@@ -128,7 +122,7 @@ def _match(hosts: HostAddrList | None, state: Any) -> tuple[bool, bool]:
     return allowed, bool(hosts.error) and not allowed
 
 
-def _session_for(state: Any) -> _Session:
+def _session_for(state: SmtpdState) -> _Session:
     """The permissions, decided when this session is first seen here."""
     if _session.state is not state:
         lists = _config_lists(state.config)
@@ -138,7 +132,7 @@ def _session_for(state: Any) -> _Session:
     return _session
 
 
-def ehlo_keywords(state: Any) -> list[str]:
+def ehlo_keywords(state: SmtpdState) -> list[str]:
     """The XCLIENT and XFORWARD lines of the EHLO reply for this client."""
     session = _session_for(state)
     words = []
@@ -154,7 +148,7 @@ def ehlo_keywords(state: Any) -> list[str]:
     return words
 
 
-def _precheck(state: Any, argv: list[str], cmd: str, allowed: bool, error: bool) -> str | None:
+def _precheck(state: SmtpdState, argv: list[str], cmd: str, allowed: bool, error: bool) -> str | None:
     """The reply that refuses the command, or None."""
     if state.sender is not None:
         return _IN_TRANSACTION
@@ -182,20 +176,21 @@ def _split(word: str) -> tuple[str, str] | str:
     return name, _printable(decoded if decoded is not None else data)
 
 
+_HEX = frozenset(b"0123456789abcdefABCDEF")
+
+
 def _xtext_decode(data: bytes) -> bytes | None:
+    """RFC 3461 xtext ("+XX" for a byte), or None when data is not xtext."""
     if b"+" not in data:
         return data
     out = bytearray()
     i = 0
     while i < len(data):
-        if data[i] == 0x2b:             # "+XX"
-            try:
-                hexpair = data[i + 1:i + 3].decode("ascii")
-                if len(hexpair) != 2 or not all(c in "0123456789abcdefABCDEF" for c in hexpair):
-                    return None
-            except UnicodeDecodeError:
+        if data[i] == 0x2b:
+            pair = data[i + 1:i + 3]
+            if len(pair) != 2 or not _HEX.issuperset(pair):
                 return None
-            out.append(int(hexpair, 16))
+            out.append(int(pair, 16))
             i += 3
         else:
             out.append(data[i])
@@ -204,18 +199,19 @@ def _xtext_decode(data: bytes) -> bytes | None:
 
 
 def _printable(data: bytes) -> str:
-    """The value with control characters, and non-ASCII bytes unless they
-    form UTF-8 with smtputf8_enable, replaced by '?'."""
+    """The value with each control character, and each byte that is not
+    part of a UTF-8 character (any non-ASCII byte without
+    smtputf8_enable), replaced by '?', as Postfix's printable()."""
     if data.isascii():
         text = data.decode("ascii")
     elif _lists is not None and _lists.utf8:
         text = data.decode("utf-8", "surrogateescape")
     else:
         text = "".join(chr(b) if b < 0x80 else "?" for b in data)
-    if text.isprintable() and text.isascii():
+    if text.isascii() and text.isprintable():
         return text
-    return "".join(c if (c.isprintable() and not 0xd800 <= ord(c) <= 0xdfff) else "?"
-                   for c in text)
+    return "".join(c if " " <= c <= "~" or (c > "\x7f" and not "\ud800" <= c <= "\udfff")
+                   else "?" for c in text)
 
 
 def _port_ok(value: str) -> bool:
@@ -254,8 +250,8 @@ def _namaddr(name: str, addr: str, port: str) -> str:
 _PEER_CODES = {UNAVAILABLE.lower(): PEER_PERM, TEMPUNAVAIL.lower(): PEER_TEMP}
 
 
-def xclient_cmd(state: Any, argv: list[str],
-                greeting: Callable[[Any], str] | None = None) -> str:
+def xclient_cmd(state: SmtpdState, argv: list[str],
+                greeting: Callable[[SmtpdState], str] | None = None) -> str:
     """XCLIENT attribute=value...: the reply.  On success the session
     starts over for the client described, and the reply is the new
     greeting: greeting(state) when given (smtpd's, with the connect-time
@@ -354,7 +350,7 @@ def xclient_cmd(state: Any, argv: list[str],
 _XFORWARD_NAMES = frozenset(XFORWARD_ATTRS)
 
 
-def xforward_cmd(state: Any, argv: list[str]) -> str:
+def xforward_cmd(state: SmtpdState, argv: list[str]) -> str:
     """XFORWARD attribute=value...: the reply.  The attributes last until
     the end of the mail transaction.  Raises LocalDataError when the
     authorization table failed."""
@@ -423,12 +419,12 @@ def xforward_cmd(state: Any, argv: list[str]) -> str:
     return "250 2.0.0 Ok"
 
 
-def _forwarded(state: Any) -> set[str]:
+def _forwarded(state: SmtpdState) -> set[str]:
     """The attributes that XFORWARD commands forwarded successfully."""
     return set(state.xforward.get("flags", "").split())
 
 
-def cleanup_attrs(state: Any, rewrite_context: str = "remote") -> dict[str, str]:
+def cleanup_attrs(state: SmtpdState, rewrite_context: str = "remote") -> dict[str, str]:
     """The attributes that describe the message's origin in the queue
     file, in the order Postfix's smtpd writes them, with XFORWARD's
     values where it gave any: log_ident and rewrite_context go before the
@@ -463,7 +459,7 @@ def cleanup_attrs(state: Any, rewrite_context: str = "remote") -> dict[str, str]
     return attrs
 
 
-def client_log_suffix(state: Any) -> str:
+def client_log_suffix(state: SmtpdState) -> str:
     """What follows "ID: client=name[addr]" (after any sasl_* fields) in
     the log: the forwarded queue ID and client, as Postfix shows them."""
     fwd = state.xforward

@@ -386,6 +386,10 @@ CASES: list[tuple[str, str, list[Step]]] = [
     ("xclient_tempunavail", "plain", ["XCLIENT NAME=[TEMPUNAVAIL] ADDR=192.0.2.7", "QUIT"]),
     ("xclient_xtext", "plain", ["XCLIENT HELO=a+20b+3Cc+3E NAME=x+2Eexample ADDR=10.0.0.1",
                                 "QUIT"]),
+    # Control characters and bytes that are not UTF-8 become "?".
+    ("xclient_control_chars", "plain", ["XCLIENT HELO=a+01b+C3+A9c+FFd+7Fe ADDR=10.0.0.1",
+                                        "MAIL FROM:<s@example.org>",
+                                        "RCPT TO:<x@elsewhere.example>", "QUIT"]),
     ("xclient_bad_xtext", "plain", ["XCLIENT HELO=a+2 ADDR=10.0.0.1", "QUIT"]),
     ("xclient_in_transaction", "plain", ["EHLO c.example", "MAIL FROM:<s@example.org>",
                                          "XCLIENT NAME=a.example", "QUIT"]),
