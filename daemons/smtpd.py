@@ -511,7 +511,6 @@ class Session:
         if getattr(self, "cleanup", None) is not None:
             self.cleanup.close()
         self.cleanup: Submission | None = None
-        self.first_rcpt: str | None = None
         self.rcpt_overshoot = 0
         self.smtputf8 = False
         self.encoding: str | None = None
@@ -1145,14 +1144,13 @@ class Session:
         if s.strict_smtputf8 and not self.smtputf8 and not rcpt.isascii():
             self.reply("553 5.6.7 Must declare SMTPUTF8 to send unicode address")
             return False
-        state.recipient = rcpt
         if not self.stand_alone and self.check_reply(CHECK.check_rcpt(state, rcpt)):
             return False
         if self.cleanup is None and not self.open_stream():
             return False
         state.rcpt_count += 1
-        if self.first_rcpt is None:
-            self.first_rcpt = rcpt
+        if state.recipient is None:         # the first one, for logs and Received:
+            state.recipient = rcpt
         if orcpt is None:
             word = argv[2][0]
             orcpt = ("rfc822", word[1:-1] if len(word) >= 2 and word[0] == "<"
@@ -1249,9 +1247,9 @@ class Session:
                  f"({state.name} [{state.rfc_addr}])"]
         queue_id = f" id {state.queue_id}" if self.cleanup is not None else ""
         date = mail_date(self.arrival)
-        if state.rcpt_count == 1 and self.first_rcpt is not None:
+        if state.rcpt_count == 1 and state.recipient is not None:
             lines.append(f"\tby {s.myhostname} ({s.mail_name}) with {proto}{auth}{queue_id}")
-            lines.append(f"\tfor <{tok822.quote_822_local(self.first_rcpt)}>; {date}")
+            lines.append(f"\tfor <{tok822.quote_822_local(state.recipient)}>; {date}")
         else:
             lines.append(f"\tby {s.myhostname} ({s.mail_name}) with {proto}{auth}{queue_id};")
             lines.append(f"\t{date}")
