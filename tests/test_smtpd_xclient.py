@@ -244,3 +244,32 @@ def test_xforward_lasts_one_transaction(ms: MailSystem) -> None:
     envelope = postcat(ms, qid, "-e")
     assert f"named_attribute: log_ident={qid}\n" in envelope, envelope
     assert "named_attribute: log_client_name=localhost\n" in envelope, envelope
+
+
+@pytest.fixture(scope="module")
+def ms_badtable(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MailSystem]:
+    top = tmp_path_factory.mktemp("xclient-badtable")
+    system = MailSystem(top, {"smtpd_authorized_xclient_hosts": f"hash:{top}/etc/missing"},
+                        smtpd=True)
+    try:
+        system.start()
+        yield system
+    finally:
+        system.teardown()
+
+
+@pytest.mark.parametrize("command", ["EHLO c.example", "XCLIENT NAME=a.example"])
+def test_authorization_table_failure(ms_badtable: MailSystem, command: str) -> None:
+    """A table in smtpd_authorized_xclient_hosts that cannot be searched:
+    the session ends with 421, as Postfix's "Server local data error"."""
+    start = len(ms_badtable.log())
+    steps = ["HELO c.example", command] if command.startswith("XCLIENT") else [command]
+    got = talk(ms_badtable, steps)
+    assert got[-1] == "421 4.3.0 pfx.example Server local data error"
+    verb = command.split()[0]
+    what = ("EHLO feature XCLIENT should be announced to" if verb == "EHLO"
+            else "command XCLIENT should be allowed from")
+    ms_badtable.wait_log(rf"warning: don't know if {what} localhost\[127\.0\.0\.1\]$",
+                         start=start)
+    ms_badtable.wait_log(rf"NOQUEUE: reject: {verb} from localhost\[127\.0\.0\.1\]: "
+                         r"421 4\.3\.0 pfx\.example Server local data error$", start=start)
