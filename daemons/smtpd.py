@@ -34,6 +34,14 @@ DESCRIPTION
     headers that PREPEND actions gave; FILTER, REDIRECT, HOLD and DISCARD
     actions reach the queue file as Postfix's smtpd writes them.
 
+    With "sendmail -bs" the same session runs on standard input and
+    output, as the invoking user: no access checks, and each message
+    goes through postdrop(1).
+
+    A session whose errors are of a class in notify_classes ends with
+    its transcript mailed to the postmaster ("Postfix SMTP server: errors
+    from name[addr]").
+
 STANDARDS
     RFC 5321 (SMTP), RFC 1652 (8bit-MIME), RFC 1870 (message size
     declaration), RFC 2034 (enhanced status codes), RFC 2920
@@ -70,7 +78,27 @@ CONFIGURATION PARAMETERS
            NOOP, VRFY, ETRN, RSET and HELO/EHLO commands past this count
            as errors.
     smtpd_history_flush_threshold (100)
-           The size of the session transcript kept.
+           Transcript lines after which it is flushed (and reported) at
+           the next HELO, EHLO, RSET or end of message.
+    notify_classes (resource, software), error_notice_recipient,
+    bounce_notice_recipient (postmaster), double_bounce_sender
+           Which errors the postmaster hears of, and from whom.
+    smtpd_reject_footer, smtpd_reject_footer_maps,
+    smtpd_expansion_filter
+           Text appended to 4xx and 5xx replies.
+    soft_bounce (no)
+           Every 5xx reply becomes 4xx.
+    smtpd_client_port_logging (no)
+           Log the client as name[addr]:port.
+    smtpd_forbid_bare_newline (no), smtpd_forbid_bare_newline_exclusions
+    ($mynetworks), smtpd_forbid_bare_newline_reject_code (550)
+           Require CRLF.CRLF at the end of DATA ("normalize"), and also
+           refuse lines that end in a bare LF ("reject").
+    smtpd_delay_open_until_valid_rcpt (yes)
+           Open the queue file at the first accepted recipient rather
+           than at MAIL FROM.
+    local_header_rewrite_clients (permit_inet_interfaces)
+           Clients whose message headers are rewritten as local mail.
     smtpd_helo_required (no), strict_rfc821_envelopes (no),
     disable_vrfy_command (no), smtputf8_enable (yes)
            Protocol strictness.
@@ -96,7 +124,7 @@ CONFIGURATION PARAMETERS
 
 SEE ALSO
     cleanup(8), trivial-rewrite(8), flush(8), verify(8), master(8),
-    postconf(5), access(5)
+    sendmail(1), postdrop(1), postconf(5), access(5)
 """
 
 from __future__ import annotations
