@@ -287,6 +287,7 @@ LIMITS = {
     "local_recipient_maps": "",
     "smtpd_forbid_bare_newline": "reject",
     "notify_classes": "protocol",
+    "fast_flush_domains": "example.com",
     "smtpd_forbid_bare_newline_exclusions": "",
 }
 
@@ -311,6 +312,9 @@ LIMITED_DIALOGUES = {
     "ehlo discards": (["EHLO x"], ["250-pfx.example", "250-PIPELINING", "250-ETRN",
                                    "250-ENHANCEDSTATUSCODES", "250-8BITMIME", "250-DSN",
                                    "250 SMTPUTF8"]),
+    "etrn": (["HELO x", "ETRN example.com", "ETRN other.example"],
+             ["250 pfx.example", "250 Queuing started",
+              "459 <other.example>: service unavailable"]),
     "vrfy disabled": (["VRFY root"], ["502-5.5.1 VRFY command is disabled",
                                       "502-5.5.1 Ask the postmaster",
                                       "502 5.5.1 about it"]),
