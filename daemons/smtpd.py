@@ -522,6 +522,7 @@ class Session:
         self.ehlo_maps_error = False         # smtpd_discard_ehlo_keyword_address_maps failed
         self.bare_lf_mask = 0
         self.xclient_restart = False          # XCLIENT started the session over
+        self.cleanup: Submission | None = None
         self.handlers: dict[str, Callable[[list[tuple[str, int]]], bool | None]] = {
             "HELO": self.helo_cmd, "EHLO": self.ehlo_cmd, "MAIL": self.mail_cmd,
             "RCPT": self.rcpt_cmd, "DATA": self.data_cmd, "BDAT": self.bdat_cmd,
@@ -536,9 +537,9 @@ class Session:
 
     def mail_reset(self) -> None:
         """Forget the transaction (Postfix's mail_reset and rcpt_reset)."""
-        if getattr(self, "cleanup", None) is not None:
+        if self.cleanup is not None:
             self.cleanup.close()
-        self.cleanup: Submission | None = None
+        self.cleanup = None
         self.rcpt_overshoot = 0
         self.smtputf8 = False
         self.encoding: str | None = None
@@ -552,7 +553,6 @@ class Session:
         self.bdat_active = False
         self.bdat_error = False
         self.bdat_partial = b""
-        self.bdat_prev_cont = False
         self.state.reset_transaction()
         self.state.xforward = {}
         self.state.sasl_sender = None
@@ -891,9 +891,10 @@ class Session:
 
     # HELO, EHLO.
 
-    def set_helo(self, argv: list[tuple[str, int]]) -> str:
-        helo = " ".join(word for word, _ in argv[1:])
-        return helo
+    @staticmethod
+    def helo_arg(argv: list[tuple[str, int]]) -> str:
+        """The HELO/EHLO argument, its words put together again."""
+        return " ".join(word for word, _ in argv[1:])
 
     def helo_common(self, helo: str) -> bool:
         """The HELO/EHLO check; False after a rejection."""
@@ -909,7 +910,7 @@ class Session:
         if len(argv) < 2:
             self.reply("501 Syntax: HELO hostname")
             return False
-        if not self.helo_common(self.set_helo(argv)):
+        if not self.helo_common(self.helo_arg(argv)):
             return False
         if self.state.protocol not in ("ESMTP", "SMTP"):
             self.state.protocol = "SMTP"
@@ -921,7 +922,7 @@ class Session:
         if len(argv) < 2:
             self.reply("501 Syntax: EHLO hostname")
             return False
-        if not self.helo_common(self.set_helo(argv)):
+        if not self.helo_common(self.helo_arg(argv)):
             return False
         state.protocol = "ESMTP"
         mask = self.ehlo_discard_mask
@@ -1478,13 +1479,12 @@ class Session:
         if not self.bdat_active:
             self.pre_message()
             self.bdat_partial = b""
-            self.bdat_prev_cont = False
             self.bdat_active = True
         state.where = AFTER_BDAT
         self.chat.read_exact(size, self.bdat_data)
         if last:
             if self.bdat_partial:
-                self.bdat_line(self.bdat_partial, True)
+                self.content_record(record.NORM, self.bdat_partial)
                 self.bdat_partial = b""
             state.where = AFTER_EOM
             return self.post_message(bdat=True)
@@ -1512,18 +1512,14 @@ class Session:
                     line = line[:-1]
                 else:
                     line = line.rstrip(b"\r")
-                self.bdat_line(line, True)
+                self.content_record(record.NORM, line)
                 start = end + 1
             elif len(buf) - start > limit:
-                self.bdat_line(buf[start:start + limit], False)
+                self.content_record(record.CONT, buf[start:start + limit])
                 start += limit
             else:
                 break
         self.bdat_partial = buf[start:]
-
-    def bdat_line(self, line: bytes, complete: bool) -> None:
-        self.content_record(record.NORM if complete else record.CONT, line)
-        self.bdat_prev_cont = not complete
 
     # The other commands.
 
