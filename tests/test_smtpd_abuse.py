@@ -80,6 +80,32 @@ def reply_lines(data: bytes) -> list[str]:
     return data.decode("utf-8", "replace").split("\r\n")[:-1]
 
 
+class Reader(threading.Thread):
+    """Reads everything the server sends until it closes, while the test
+    goes on sending (a server that answers pipelined commands may stop
+    reading until its replies are taken)."""
+
+    def __init__(self, sock: socket.socket, timeout: float = 60) -> None:
+        super().__init__(daemon=True)
+        self.sock = sock
+        self.timeout = timeout
+        self.data = b""
+        self.error: BaseException | None = None
+        self.start()
+
+    def run(self) -> None:
+        try:
+            self.data = read_until_close(self.sock, self.timeout)
+        except BaseException as err:      # noqa: BLE001 - handed to the test
+            self.error = err
+
+    def result(self) -> bytes:
+        self.join(self.timeout + 30)
+        if self.error is not None:
+            raise self.error
+        return self.data
+
+
 class QueueWatch:
     """Which queue files appear while a test runs."""
 
@@ -217,21 +243,15 @@ def test_ten_thousand_recipients(ms: MailSystem) -> None:
     watch = QueueWatch(ms)
     sock = connect(ms)
     sock.recv(1000)
-    received = bytearray()
-
-    def reader() -> None:
-        received.extend(read_until_close(sock, timeout=60))
-    thread = threading.Thread(target=reader)
-    thread.start()
+    reader = Reader(sock)
     commands = [b"EHLO client.example", b"MAIL FROM:<alice@example.org>"]
     commands += [b"RCPT TO:<r%d@pfx.example>" % n for n in range(10000)]
     try:
         sock.sendall(b"\r\n".join(commands) + b"\r\nDATA\r\n")
     except (BrokenPipeError, ConnectionResetError):
         pass
-    thread.join(90)
+    lines = reply_lines(reader.result())
     sock.close()
-    lines = reply_lines(bytes(received))
     ok = [line for line in lines if line == "250 2.1.5 Ok"]
     too_many = [line for line in lines if line == "452 4.5.3 Error: too many recipients"]
     assert len(ok) == 1000
@@ -247,21 +267,64 @@ def test_recipient_limit_then_data(ms: MailSystem) -> None:
     watch = QueueWatch(ms)
     sock = connect(ms)
     sock.recv(1000)
-    received = bytearray()
-    thread = threading.Thread(target=lambda: received.extend(read_until_close(sock, 60)))
-    thread.start()
+    reader = Reader(sock)
     commands = [b"EHLO client.example", b"MAIL FROM:<alice@example.org>"]
     commands += [b"RCPT TO:<r%d@pfx.example>" % n for n in range(1500)]
     sock.sendall(b"\r\n".join(commands) + b"\r\nDATA\r\n")
     time.sleep(0.2)
     sock.sendall(b"Subject: many\r\n\r\nhello\r\n.\r\nQUIT\r\n")
-    thread.join(60)
+    acked = set(QUEUED.findall(reader.result().decode()))
     sock.close()
-    acked = set(QUEUED.findall(received.decode()))
     assert len(acked) == 1
     watch.expect(acked)
     qpath = queue.QueueLayout(str(ms.queue), ()).path("incoming", acked.pop())
     assert len(queue.read_envelope(qpath).recipients) == 1000
+
+
+def send_and_read(ms: MailSystem, head: bytes, bulk: int = 0, tail: bytes = b"QUIT\r\n",
+                  line: bytes = b"z" * 998 + b"\r\n") -> list[str]:
+    """Send head, then bulk bytes of lines (a multiple of the line's
+    length), then tail, while a thread reads every reply until the
+    server closes."""
+    assert bulk % len(line) == 0
+    sock = connect(ms)
+    reader = Reader(sock)
+    try:
+        sock.sendall(head)
+        for _ in range(bulk // len(line)):
+            sock.sendall(line)
+        sock.sendall(tail)
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    lines = reply_lines(reader.result())
+    sock.close()
+    return lines
+
+
+def test_oversized_and_malformed_sizes(ms: MailSystem) -> None:
+    """Sizes from the client are checked before anything is allocated or
+    queued: absurd SIZE= and BDAT counts, a chunk or a message over
+    message_size_limit (10,240,000 bytes) whose bytes are read and thrown
+    away."""
+    watch = QueueWatch(ms)
+    envelope = b"EHLO client.example\r\nMAIL FROM:<alice@example.org>\r\n" \
+               b"RCPT TO:<bob@pfx.example>\r\n"
+    assert send_and_read(ms, b"MAIL FROM:<a@example.org> SIZE=99999999999999999999999\r\n"
+                             b"MAIL FROM:<a@example.org> SIZE=-1\r\n")[1:] == [
+        "552 5.3.4 Message size exceeds file system imposed limit",
+        "501 5.5.4 Bad message size syntax", "221 2.0.0 Bye"]
+    lines = send_and_read(ms, envelope + b"BDAT 99999999999999999999 LAST\r\n"
+                                          b"BDAT -5\r\n")
+    assert lines[-3:] == ["250 2.1.0 Ok", "250 2.1.5 Ok", "521 5.5.4 Syntax: BDAT count [LAST]"]
+    chunk = 184 * 65536                     # whole lines of the bulk below
+    lines = send_and_read(ms, envelope + b"BDAT %d LAST\r\n" % chunk, chunk,
+                          line=b"y" * 65535 + b"\n")
+    assert lines[-2:] == ["552 5.3.4 Chunk exceeds message size limit", "221 2.0.0 Bye"]
+    lines = send_and_read(ms, envelope + b"DATA\r\n", 11_000_000, b".\r\nQUIT\r\n")
+    assert lines[-3:] == ["354 End data with <CR><LF>.<CR><LF>",
+                          "552 5.3.4 Error: message file too big", "221 2.0.0 Bye"]
+    watch.expect(set())
+    assert_healthy(ms)
 
 
 # Clients that stall or hang up.
