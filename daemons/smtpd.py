@@ -94,6 +94,9 @@ CONFIGURATION PARAMETERS
     ($mynetworks), smtpd_forbid_bare_newline_reject_code (550)
            Require CRLF.CRLF at the end of DATA ("normalize"), and also
            refuse lines that end in a bare LF ("reject").
+    smtpd_authorized_verp_clients ($authorized_verp_clients),
+    default_verp_delimiters (+=), verp_delimiter_filter (-=+)
+           Clients that may ask for XVERP, and its delimiters.
     smtpd_delay_open_until_valid_rcpt (yes)
            Open the queue file at the first accepted recipient rather
            than at MAIL FROM.
@@ -198,6 +201,8 @@ HISTORY_CAP = 10000
 # Width and indent of the transcript lines in a postmaster notice.
 NOTICE_WIDTH = 78
 NOTICE_INDENT = 4
+
+VERP_CMD = "XVERP"
 
 # RFC 3461 parameters.
 DSN_NOTIFY = {"NEVER": 1, "SUCCESS": 2, "FAILURE": 4, "DELAY": 8}
@@ -330,6 +335,11 @@ class Settings:
         self.cleanup_flags = flags | CLEANUP_FLAG_SMTP_REPLY
         self.rewrite_clients = RewriteClients(config)
         self.delay_open = get_bool("smtpd_delay_open_until_valid_rcpt")
+        self.verp_clients = HostAddrList(
+            "smtpd_authorized_verp_clients", get("smtpd_authorized_verp_clients"),
+            parent_style(config, "smtpd_authorized_verp_clients"))
+        self.verp_delims = get("default_verp_delimiters")
+        self.verp_filter = get("verp_delimiter_filter")
         self.soft_bounce = get_bool("soft_bounce")
         try:
             self.notify_mask = error_mask(get("notify_classes"))
@@ -522,6 +532,7 @@ class Session:
         self.ehlo_maps_error = False         # smtpd_discard_ehlo_keyword_address_maps failed
         self.bare_lf_mask = 0
         self.xclient_restart = False          # XCLIENT started the session over
+        self.verp_allowed = self.verp_error = False     # smtpd_authorized_verp_clients
         self.cleanup: Submission | None = None
         self.handlers: dict[str, Callable[[list[tuple[str, int]]], bool | None]] = {
             "HELO": self.helo_cmd, "EHLO": self.ehlo_cmd, "MAIL": self.mail_cmd,
@@ -545,6 +556,7 @@ class Session:
         self.encoding: str | None = None
         self.dsn_envid: str | None = None
         self.dsn_ret = 0
+        self.verp: str | None = None
         self.act_size = 0
         self.err = CLEANUP_STAT_OK
         self.bare_lf_seen = False            # in the content, with "reject"
@@ -776,6 +788,8 @@ class Session:
         self.chat.detect_bare_lf = bool(self.bare_lf_mask)
         self.access_denied = None
         self.ehlo_maps_error = False
+        self.verp_allowed = s.verp_clients.match(state.name, state.addr)
+        self.verp_error = s.verp_clients.error
         words = s.ehlo_discard_words
         if s.ehlo_discard_maps is not None:
             try:
@@ -940,6 +954,13 @@ class Session:
             lines.append("VRFY")
         if not mask & EHLO_ETRN:
             lines.append("ETRN")
+        if not mask & EHLO_VERP:
+            if self.verp_allowed:
+                lines.append(VERP_CMD)
+            elif self.verp_error:
+                msg.warn(f"don't know if EHLO feature {VERP_CMD} should be announced "
+                         f"to {state.namaddr}")
+                return self.local_data_error()
         try:
             keywords = [] if self.stand_alone else smtpd_xclient.ehlo_keywords(state)
         except smtpd_xclient.LocalDataError:
@@ -1039,6 +1060,7 @@ class Session:
             self.reply("501 5.1.7 Bad sender address syntax")
             return False
         encoding = None
+        verp: str | None = None
         dsn_ret = 0
         dsn_envid = None
         for word, _ in argv[3:]:
@@ -1058,6 +1080,14 @@ class Session:
                 state.msg_size = int(digits)    # kept after a rejection, as Postfix
             elif utf8_ok and upper == "SMTPUTF8":
                 pass
+            elif self.verp_allowed and upper.startswith(VERP_CMD) \
+                    and upper[len(VERP_CMD):len(VERP_CMD) + 1] in ("", "="):
+                verp = word[len(VERP_CMD) + 1:] if "=" in word else s.verp_delims
+                if "=" in word and (len(verp) != 2
+                                    or not all(c in s.verp_filter for c in verp)):
+                    self.reply(f"501 5.5.4 Error: {VERP_CMD} needs two characters from "
+                               f"{s.verp_filter}")
+                    return False
             elif upper.startswith("AUTH="):             # RFC 4954, kept for the log
                 if state.sasl_sender is not None:
                     self.reply("503 5.5.4 Error: multiple AUTH= options")
@@ -1089,6 +1119,9 @@ class Session:
         state.sender = None
         if self.check_reply(err):
             return False
+        if verp is not None and not sender:
+            self.reply(f"503 5.5.4 Error: {VERP_CMD} requires non-null sender")
+            return False
         if not s.delay_reject and not self.stand_alone:
             err = CHECK.check_mail(state, sender)
             if err is not None:
@@ -1115,6 +1148,7 @@ class Session:
         self.encoding = encoding
         self.dsn_ret = dsn_ret
         self.dsn_envid = dsn_envid
+        self.verp = verp
         if not s.delay_open:
             self.open_stream()
         self.reply("250 2.1.0 Ok")
@@ -1220,6 +1254,8 @@ class Session:
             recs = [(record.FROM, state.sender or "")]
             if self.encoding:
                 recs.append((record.ATTR, f"encoding={self.encoding}"))
+            if self.verp:
+                recs.append((record.VERP, self.verp))
             self.send_records(b"".join(record.encode(t, v.encode("utf-8", "surrogateescape"))
                                        for t, v in recs))
             msg.info(f"{state.queue_id}: client={state.namaddr}")
@@ -1258,6 +1294,8 @@ class Session:
             recs.append((record.ATTR, f"helo_name={state.helo_name}"))
         recs += [(record.ATTR, f"protocol_name={state.protocol}"),
                  (record.ATTR, f"client_address_type={self.family}")]
+        if self.verp:
+            recs.append((record.VERP, self.verp))
         self.send_records(b"".join(record.encode(t, v.encode("utf-8", "surrogateescape"))
                                    for t, v in recs))
         extra = "".join(f", {name}={value}" for name, value in sasl)
