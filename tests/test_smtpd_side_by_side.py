@@ -401,6 +401,14 @@ CASES: list[tuple[str, str, list[Step]]] = [
     ("xclient_tempunavail", "plain", ["XCLIENT NAME=[TEMPUNAVAIL] ADDR=192.0.2.7", "QUIT"]),
     ("xclient_xtext", "plain", ["XCLIENT HELO=a+20b+3Cc+3E NAME=x+2Eexample ADDR=10.0.0.1",
                                 "QUIT"]),
+    # Words as smtpd's tokenizer cuts them: quotes, angle brackets, empty names.
+    ("xclient_odd_words", "plain", ["EHLO c.example", 'XCLIENT "NAME=a.example"',
+                                    "XCLIENT NAME=<a.example>", 'XCLIENT NAME="a b"',
+                                    "XCLIENT =x", "XCLIENT NAME==x", "XCLIENT  NAME=a.example",
+                                    "xclient name=lower.example", "QUIT"]),
+    ("xforward_odd_words", "xclient", ["EHLO c.example", 'XFORWARD "NAME=a.example"',
+                                       "XFORWARD HELO=<h>", 'XFORWARD HELO="a b"',
+                                       "XFORWARD =x", "xforward ident=lower", "QUIT"]),
     # Control characters and bytes that are not UTF-8 become "?".
     ("xclient_control_chars", "plain", ["XCLIENT HELO=a+01b+C3+A9c+FFd+7Fe ADDR=10.0.0.1",
                                         "MAIL FROM:<s@example.org>",
