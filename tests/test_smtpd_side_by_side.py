@@ -118,6 +118,8 @@ PROFILES: dict[str, dict[str, str]] = {
                "smtpd_end_of_data_restrictions": "check_policy_service POLICY"},
     "strict": {"strict_rfc821_envelopes": "yes"},
     "discard": {"smtpd_discard_ehlo_keywords": "pipelining, dsn, xclient, etrn"},
+    "discardmap": {"smtpd_discard_ehlo_keyword_address_maps":
+                   "inline:{{10.5.5.5 = pipelining, size, xclient}, {127.0.0.1 = etrn}}"},
     "silent": {"smtpd_discard_ehlo_keywords": "silent-discard, size, vrfy"},
     "errors": {"smtpd_soft_error_limit": "1", "smtpd_hard_error_limit": "3",
                "smtpd_error_sleep_time": "0", "smtpd_junk_command_limit": "3"},
@@ -270,6 +272,8 @@ CASES: list[tuple[str, str, list[Step]]] = [
                                       "ETRN pfx.example", "QUIT"]),
     # EHLO keywords left out, with and without logging it.
     ("ehlo_discard", "discard", ["EHLO c.example", "ETRN pfx.example", "QUIT"]),
+    ("ehlo_discard_map", "discardmap", ["EHLO c.example", "XCLIENT ADDR=10.5.5.5",
+                                        "EHLO c.example", "QUIT"]),
     ("ehlo_silent_discard", "silent", ["EHLO c.example", "VRFY root", "QUIT"]),
     # Error limits, junk commands, timeouts, lost connections, non-SMTP.
     ("too_many_errors", "errors", ["FOO", "BAR", "BAZ", "NOOP"]),
