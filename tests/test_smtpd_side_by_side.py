@@ -3,7 +3,9 @@ and one private Postfix with the same main.cf, each with one smtpd per
 configuration profile (master.cf -o overrides), run the same raw SMTP
 dialogues; the reply lines (queue IDs aside) and the smtpd and cleanup
 log lines of each session (times, process IDs and queue IDs aside) must
-be the same.  A message's queue file is compared with postcat -e.
+be the same.  A message's queue file is compared with postcat -e, swaks's
+transcripts line by line, and the requests that check_policy_service
+sends to a policy server attribute by attribute.
 
 Where pfx still differs in a part that is not XCLIENT/XFORWARD, the case
 is marked xfail with the difference (KNOWN_DIFFERENCES below)."""
@@ -21,8 +23,8 @@ from typing import Iterator
 import pytest
 
 from conftest import needs_postfix
-from policy_server import PolicyServer
 from mailsystem import MailSystem, stock_master_cf
+from policy_server import PolicyServer
 from smtp_dialogue import (PostfixSmtpd, Raw, Step, free_ports, message_id_of, normalized,
                            postcat_normalized, run_dialogue, smtpd_log_lines, smtpd_services,
                            wait_log)
