@@ -40,7 +40,7 @@ DESCRIPTION
     for now, 2 undeliverable, 3 probe sent; times in seconds since the
     epoch), under the address with ":" changed to "_", so that "postmap
     -q" shows them.  The table is opened before privileges are dropped,
-    and created as mail_owner.  With an empty address_verify_map the
+    and belongs to mail_owner.  With an empty address_verify_map the
     cache lives in memory only, and the process never retires.  Every
     address_verify_cache_cleanup_interval the expired entries are
     removed, and "cache NAME full cleanup: retained=N dropped=N entries"
@@ -383,30 +383,32 @@ def verify_service(stream: Any, ctx: Any) -> None:
 
 
 def _open_cache(config: Any) -> Any:
-    """The address_verify_map table, opened (and created) as mail_owner."""
+    """The address_verify_map table, opened (and created) before the
+    privileges go, and owned by mail_owner, who writes it afterwards."""
     spec = config.get("address_verify_map")
     if not spec:
         return MemoryCache()
     from libpfx.maps import DUP_REPLACE, LOCK, DictError, open_dict
-    saved = os.geteuid(), os.getegid()
-    if saved[0] == 0:
+    old_mask = os.umask(0o022)
+    try:
+        cache = open_dict(spec, DUP_REPLACE | LOCK, write=True)
+    except DictError as err:
+        msg.fatal(f"open {spec}: {err}")
+    finally:
+        os.umask(old_mask)
+    path = getattr(cache, "path", None)
+    if os.geteuid() == 0 and path:
         import pwd
         try:
             pw = pwd.getpwnam(config.get("mail_owner"))
         except KeyError:
             msg.fatal(f"unknown mail_owner user name: {config.get('mail_owner')}")
-        os.setegid(pw.pw_gid)
-        os.seteuid(pw.pw_uid)
-    old_mask = os.umask(0o022)
-    try:
-        return open_dict(spec, DUP_REPLACE | LOCK, write=True)
-    except DictError as err:
-        msg.fatal(f"open {spec}: {err}")
-    finally:
-        os.umask(old_mask)
-        if saved[0] == 0:
-            os.seteuid(0)
-            os.setegid(saved[1])
+        try:
+            if os.stat(path).st_uid != pw.pw_uid:
+                os.chown(path, pw.pw_uid, pw.pw_gid)
+        except OSError as err:
+            msg.warn(f"{path}: {err.strerror}")
+    return cache
 
 
 def pre_init(ctx: Any) -> None:
