@@ -214,16 +214,18 @@ def _peer_log(text: str) -> list[str]:
 
 @needs_postfix
 @pytest.mark.skipif(not _can_unshare(), reason="needs root and mount namespaces")
-def test_peer_names_same_as_postfix(tmp_path):
+@pytest.mark.parametrize("lookup", ["yes", "no"])
+def test_peer_names_same_as_postfix(tmp_path, lookup):
     """Connections from 127.0.0.x: the same replies, the same "connect
-    from" lines and warnings."""
+    from" lines and warnings, with smtpd_peername_lookup on and off."""
+    config = dict(PEER_CONFIG, smtpd_peername_lookup=lookup)
     server = _port53_server(start_peer_dns)
     try:
         resolv_conf = _resolv_conf(tmp_path / "resolv.conf", server)
-        system = MailSystem(tmp_path, PEER_CONFIG, smtpd=True, resolv_conf=resolv_conf)
+        system = MailSystem(tmp_path, config, smtpd=True, resolv_conf=resolv_conf)
         system.start()
         try:
-            with _NamespacedPostfix(system, PEER_CONFIG, resolv_conf) as postfix:
+            with _NamespacedPostfix(system, config, resolv_conf) as postfix:
                 port = postfix.ports["smtpd"]
                 for source, *_ in PEER_CASES:
                     assert peer_session(system, source, PEER_RCPT) == \
