@@ -51,7 +51,10 @@ FILES = {
         "10.0.0.14 restrict_class\n"
         "10.0.0.15 reject_unknown_client_hostname\n"
         "10.0.0.16 HOLD on hold by client rule\n"
-        "10.0.0.17 DISCARD thrown away\n"),
+        "10.0.0.17 DISCARD thrown away\n"
+        "spam.example REJECT Spam domain\n"
+        "10.0.1 REJECT Spam net\n"
+        "10.0.2.0/24 REJECT not a table key\n"),
     "helo_access": (
         "bad.helo.example REJECT Bad HELO\n"
         "ok.helo.example OK\n"),
@@ -506,6 +509,10 @@ CASES: list[tuple[str, str, list[Step]]] = [
     # Restrictions: the client is posed with XCLIENT.
     *[(f"client_access_{n}", "access", pose(f"10.0.0.{n}") + send())
       for n in range(1, 18)],
+    ("client_access_parent_domain", "access", pose("10.0.0.99", "mail.spam.example") + send()),
+    ("client_access_domain", "access", pose("10.0.0.98", "spam.example") + send()),
+    ("client_access_net", "access", pose("10.0.1.7") + send()),
+    ("client_access_cidr_key", "access", pose("10.0.2.7") + send()),
     ("client_access_relay", "access", pose("10.0.0.9")
      + send(rcpt="x@elsewhere.example")),
     ("client_access_relay_ok", "access", pose("10.0.0.9")
