@@ -50,6 +50,7 @@ class Settings:
     default_filter_nexthop: str
     myhostname: str
     disable_verp_bounces: bool
+    vrfy_pend_limit: int
 
     @classmethod
     def from_config(cls, config: "Config") -> "Settings":
@@ -67,7 +68,8 @@ class Settings:
                    config.get("recipient_delimiter"),
                    config.get("default_filter_nexthop"),
                    config.get("myhostname"),
-                   config.get_bool("disable_verp_bounces"))
+                   config.get_bool("disable_verp_bounces"),
+                   config.get_int("address_verify_pending_request_limit"))
 
 
 def _int(text: str | None) -> int:
@@ -141,6 +143,7 @@ class ActiveQueue:
         self.sched = sched
         self.watch_leftovers = watch_leftovers
         self.messages: dict[str, Message] = {}
+        self.vrfy_pending = 0           # address verification probes among them
 
     def __len__(self) -> int:
         return len(self.messages)
@@ -228,6 +231,8 @@ class ActiveQueue:
                 msg.warn(f"{queue_id}: chmod {path}: {err.strerror}")
         message = Message(self, queue_id, path, env, scan_flags)
         self.messages[queue_id] = message
+        if message.trace_flags & FLAG_MTA_VRFY:
+            self.vrfy_pending += 1
         msg.info(f"{queue_id}: from=<{message.sender}>, "
                  f"size={env.content_length or env.data_size}, "
                  f"nrcpt={env.rcpt_count} (queue {ACTIVE})")
@@ -291,6 +296,10 @@ class ActiveQueue:
             return MAIL_SERVICE_RETRY, "4.3.0 address resolver failure", address, 0
         if reply.flags & RESOLVE_FLAG_ERROR:
             return MAIL_SERVICE_ERROR, "5.1.3 bad address syntax", reply.recipient, 0
+        # Safety: excess address verification probes wait, as in Postfix.
+        if message.trace_flags & FLAG_MTA_VRFY and self.vrfy_pending > s.vrfy_pend_limit:
+            return (MAIL_SERVICE_RETRY, "4.3.2 Too many address verification requests",
+                    reply.recipient, 0)
         return reply.transport, reply.nexthop, reply.recipient, reply.flags
 
     def assign(self, message: Message) -> None:
@@ -357,6 +366,8 @@ class ActiveQueue:
 
     def done(self, message: Message) -> None:
         del self.messages[message.queue_id]
+        if message.trace_flags & FLAG_MTA_VRFY:
+            self.vrfy_pending -= 1
         qid, env, s = message.queue_id, message.env, self.settings
         notify = (ACTIVE, qid, message.sender, env.encoding, env.smtputf8,
                   env.dsn_envid, env.dsn_ret)
