@@ -62,7 +62,10 @@ FILES = {
         "spam@example.com REJECT\n"
         "example.net 550 5.7.1 No thanks\n"
         "defer@example.com DEFER_IF_PERMIT Sender later\n"
-        "hold@example.com HOLD\n"),
+        "hold@example.com HOLD\n"
+        "baduser@ REJECT Bad user part\n"
+        "parent.example 550 5.7.1 Parent domain\n"
+        "ext@example.org REJECT Extension stripped\n"),
     "header_checks": (
         "/^Subject: reject me/ REJECT No thanks\n"
         "/^Subject: hold me/ HOLD held by header\n"
@@ -75,6 +78,7 @@ FILES = {
 
 # main.cf for both servers (ETC: the configuration directory).
 SETTINGS = {
+    "recipient_delimiter": "+",
     # Nothing is delivered: accepted mail waits in the deferred queue.
     "defer_transports": "local, discard",
     "smtpd_restriction_classes": "restrict_class",
@@ -524,6 +528,14 @@ CASES: list[tuple[str, str, list[Step]]] = [
                                  "MAIL FROM:<defer@example.com>", "RCPT TO:<root@pfx.example>",
                                  "RSET", "MAIL FROM:<nodomain>", "RCPT TO:<root@pfx.example>",
                                  "QUIT"]),
+    ("sender_access_forms", "access", ["EHLO c.example",
+                                       *[step for sender in (
+                                           "baduser@anywhere.example", "x@sub.parent.example",
+                                           "x@parent.example", "ext+tag@example.org",
+                                           "BadUser@Example.COM")
+                                         for step in (f"MAIL FROM:<{sender}>",
+                                                      "RCPT TO:<root@pfx.example>", "RSET")],
+                                       "QUIT"]),
     ("sender_access_hold", "access", send(sender="hold@example.com")),
     ("rcpt_access", "access", ["EHLO c.example", "MAIL FROM:<s@example.org>",
                                "RCPT TO:<blocked@pfx.example>", "RCPT TO:<later@pfx.example>",
