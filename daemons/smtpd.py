@@ -506,8 +506,8 @@ class Session:
     LIMITED = frozenset(("HELO", "EHLO", "RSET", "NOOP", "VRFY", "ETRN"))
     LAST = frozenset(("HELO", "EHLO", "DATA", "NOOP", "VRFY"))
 
-    def __init__(self, s: Settings, chat: SmtpdChat, state: SmtpdState, server_addr: str,
-                 server_port: str, family: int, open_queue: OpenQueue | None = None) -> None:
+    def __init__(self, s: Settings, chat: SmtpdChat, state: SmtpdState, family: int,
+                 open_queue: OpenQueue | None = None) -> None:
         self.s = s
         self.state = state
         self.chat = chat
@@ -517,8 +517,6 @@ class Session:
         self.stand_alone = open_queue is not None
         self.real_addr = state.addr
         self.open_queue: OpenQueue = open_queue or open_cleanup
-        self.server_addr = server_addr
-        self.server_port = server_port
         self.family = family
         self.success: dict[str, int] = {}
         self.total: dict[str, int] = {}
@@ -557,7 +555,6 @@ class Session:
         self.dsn_envid: str | None = None
         self.dsn_ret = 0
         self.verp: str | None = None
-        self.act_size = 0
         self.err = CLEANUP_STAT_OK
         self.bare_lf_seen = False            # in the content, with "reject"
         self.arrival = 0.0
@@ -730,10 +727,11 @@ class Session:
         if not self.reason:
             return
         if state.where == AFTER_DATA:
-            msg.info(f"{self.reason} after DATA ({self.act_size} bytes)"
+            msg.info(f"{self.reason} after DATA ({state.act_size} bytes)"
                      f" from {state.namaddr}")
         elif state.where == AFTER_BDAT:
-            msg.info(f"{self.reason} after BDAT ({self.act_size + len(self.bdat_partial)} bytes)"
+            size = state.act_size + len(self.bdat_partial)
+            msg.info(f"{self.reason} after BDAT ({size} bytes)"
                      f" from {state.namaddr}")
         elif state.where != AFTER_EOM or self.reason != REASON_LOST_CONNECTION:
             msg.info(f"{self.reason} after {state.where} from {state.namaddr}")
@@ -1288,8 +1286,8 @@ class Session:
                  (record.ATTR, f"reverse_client_name={state.reverse_name}"),
                  (record.ATTR, f"client_address={state.addr}"),
                  (record.ATTR, f"client_port={state.port}"),
-                 (record.ATTR, f"server_address={self.server_addr}"),
-                 (record.ATTR, f"server_port={self.server_port}")]
+                 (record.ATTR, f"server_address={state.dest_addr}"),
+                 (record.ATTR, f"server_port={state.dest_port}")]
         if state.helo_name:
             recs.append((record.ATTR, f"helo_name={state.helo_name}"))
         recs += [(record.ATTR, f"protocol_name={state.protocol}"),
@@ -1337,11 +1335,11 @@ class Session:
         if self.err != CLEANUP_STAT_OK:
             return
         limit = self.s.message_limit
-        if limit > 0 and limit - self.act_size < len(data) + 2:
+        if limit > 0 and limit - self.state.act_size < len(data) + 2:
             self.err = CLEANUP_STAT_SIZE
             msg.warn(f"{self.state.queue_id or 'NOQUEUE'}: queue file size limit exceeded")
             return
-        self.act_size += len(data) + 2
+        self.state.act_size += len(data) + 2
         self.send_records(record.encode(rtype, data))
 
     def data_cmd(self, argv: list[tuple[str, int]]) -> bool:
@@ -1433,7 +1431,7 @@ class Session:
             state.error_count = 0
             self.junk_cmds = 0
             if bdat:
-                self.reply(f"250 2.0.0 Ok: {self.act_size} bytes queued as {queue_id}")
+                self.reply(f"250 2.0.0 Ok: {self.state.act_size} bytes queued as {queue_id}")
             else:
                 self.reply(f"250 2.0.0 Ok: queued as {queue_id}")
         elif self.bare_lf_seen:
@@ -1510,7 +1508,7 @@ class Session:
             err = None if self.stand_alone else CHECK.check_data(state)
             if err is not None:
                 return self.skip_bdat(size, last, err)
-        if s.message_limit > 0 and self.act_size > s.message_limit - size:
+        if s.message_limit > 0 and self.state.act_size > s.message_limit - size:
             msg.warn(f"{state.queue_id or 'NOQUEUE'}: BDAT request from {state.namaddr} "
                      f"exceeds message size limit")
             return self.skip_bdat(size, last, "552 5.3.4 Chunk exceeds message size limit")
@@ -1598,7 +1596,8 @@ class Session:
             self.mail_reset()
             self.reply("553 5.6.7 Must declare SMTPUTF8 to send unicode address")
             return False
-        if not self.stand_alone and self.check_reply(CHECK.check_rcptmap(state, addr)):
+        # Postfix 3.7 applies the whole RCPT TO restriction list.
+        if not self.stand_alone and self.check_reply(CHECK.check_rcpt(state, addr)):
             return False
         self.reply(f"252 2.0.0 {word}")
         return True
@@ -1732,8 +1731,9 @@ def serve(s: Settings, chat: SmtpdChat, endpoint: tuple[str, str, str, str, int]
                            peer.reverse_name, peer.reverse_name_status)
         if s.port_logging:
             state.namaddr += f":{state.port}"
+    state.dest_addr, state.dest_port = endpoint[2], endpoint[3]
     msg.info(f"connect from {state.namaddr}")
-    session = Session(s, chat, state, endpoint[2], endpoint[3], endpoint[4], open_queue)
+    session = Session(s, chat, state, endpoint[4], open_queue)
     session.run()
     msg.info(f"disconnect from {state.namaddr}{session.stats()}")
 

@@ -32,6 +32,8 @@ class SmtpdState:
         self.reverse_name_status = reverse_name_status
         self.namaddr = ""
         self.rfc_addr = ""
+        self.dest_addr = ""                  # the server's address and port, as the
+        self.dest_port = ""                  # client reached it (or XCLIENT DESTADDR)
         self.set_peer(addr, port, name, name_status, reverse_name, reverse_name_status)
         self.helo_name: str | None = None
         self.protocol = "SMTP"
@@ -68,6 +70,7 @@ class SmtpdState:
         self.recipient: str | None = None
         self.rcpt_count = 0
         self.msg_size = 0
+        self.act_size = 0                    # message bytes received so far
         self.saved_filter: str | None = None
         self.saved_redirect: str | None = None
         self.saved_flags = 0
