@@ -105,8 +105,6 @@ PROBE_TTL = 1000            # seconds before an unanswered probe may be resent
 CLEANUP_BATCH = 500         # cache entries examined per round of the event loop
 LAST_CLEANUP_KEY = "_LAST_CACHE_CLEANUP_COMPLETED_"
 IN_PROGRESS = "Address verification in progress"
-VERIFY_BASE = 31
-SAFE_CHARS = "0123456789BCDFGHJKLMNPQRSTVWXYZbcdfghjklmnpqrstvwxyz"
 
 DEL_RCPT_STAT_OK = 0
 DEL_RCPT_STAT_DEFER = 1
@@ -149,17 +147,9 @@ class Verify:
         self.neg_try = config.get_time("address_verify_negative_refresh_time")
         self.neg_cache = config.get_bool("address_verify_negative_cache")
         self.cleanup_interval = config.get_time("address_verify_cache_cleanup_interval")
-        self.sender_ttl = config.get_time("address_verify_sender_ttl")
-        self.sender = config.get("address_verify_sender")
         self.cleanup_keys: list[str] | None = None
         self.retained = self.dropped = 0
         self.next_cleanup = 0.0
-        if self.sender.startswith("@"):
-            msg.fatal(f'parameter address_verify_sender: value "{self.sender}" '
-                      "must not start with '@'")
-        if self.sender.endswith("@"):
-            msg.fatal(f'parameter address_verify_sender: value "{self.sender}" '
-                      "must not end with '@'")
 
     # Cache entries.
 
@@ -238,21 +228,6 @@ class Verify:
 
     # Probes.
 
-    def probe_sender(self) -> str:
-        """address_verify_sender with its time stamp, in canonical form."""
-        sender = self.sender
-        if not sender or sender == "<>":
-            return ""
-        if self.sender_ttl > 0:
-            local, at, domain = sender.partition("@")
-            epoch, stamp = int(time.time()) // self.sender_ttl, ""
-            while epoch:
-                epoch, digit = divmod(epoch, VERIFY_BASE)
-                stamp = SAFE_CHARS[digit] + stamp
-            sender = local + stamp + at + domain
-        from libpfx import rewrite_clnt
-        return rewrite_clnt.rewrite("local", sender)
-
     def cleanup_flags(self) -> int:
         from libpfx import cleanup_clnt
         flags = cleanup_clnt.CLEANUP_FLAG_MASK_INTERNAL
@@ -268,7 +243,8 @@ class Verify:
         from libpfx.cleanup_clnt import CleanupClient, CleanupError
         from libpfx.deliver_request import FLAG_MTA_VRFY
         from libpfx.mail_date import mail_date
-        sender = self.probe_sender()
+        from libpfx.verify_clnt import make_verify_sender_addr
+        sender = make_verify_sender_addr(self.config)
         try:
             client = CleanupClient.open("public/cleanup", self.cleanup_flags())
         except CleanupError as err:

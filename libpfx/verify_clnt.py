@@ -12,6 +12,12 @@ left.  When the service itself fails, the status is VRFY_STAT_FAIL (-1):
 smtpd then answers "address verification problem".  update() records a
 probe's result (bounce_clnt calls it for the delivery agents).
 
+make_verify_sender_addr() is the sender of probes, and
+valid_verify_sender_addr() tells smtpd whether an address is (a recent
+time-stamped form of) that sender, so that mail to or from it is not
+rejected: the sender of one system's probes is then never negatively
+cached by the other, as in Postfix.
+
 The service is "private/" + address_verify_service_name, relative to the
 queue directory where daemons run; init(config) reads that name (without
 it, "verify").  As Postfix's verify_clnt, one connection is kept open and
@@ -29,7 +35,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from libpfx import attr, msg
+from libpfx import attr, msg, rewrite_clnt
 
 REQ_QUERY = "query"
 REQ_UPDATE = "update"
@@ -50,6 +56,11 @@ IPC_IDLE = 5.0          # a connection unused this long is re-made (ipc_idle)
 IPC_TTL = 1000.0        # a connection older than this is re-made (ipc_ttl)
 RETRY_DELAY = 1.0
 RETRY_LIMIT = 30        # attempts before a request is a service failure
+
+# The time stamp in address_verify_sender's localpart: seconds since the
+# epoch divided by address_verify_sender_ttl, in Postfix's base 31.
+VERIFY_BASE = 31
+SAFE_CHARS = "0123456789BCDFGHJKLMNPQRSTVWXYZbcdfghjklmnpqrstvwxyz"
 
 
 class _Client:
@@ -122,3 +133,62 @@ def update(address: str, status: int, text: str) -> int:
     if reply is None:
         return VRFY_STAT_FAIL
     return int(reply["status"])
+
+
+def _bare_sender(config: Any) -> str:
+    sender = config.get("address_verify_sender")
+    if sender.startswith("@"):
+        msg.fatal(f'parameter address_verify_sender: value "{sender}" must not start with \'@\'')
+    if sender.endswith("@"):
+        msg.fatal(f'parameter address_verify_sender: value "{sender}" must not end with \'@\'')
+    return "" if sender == "<>" else sender
+
+
+def _stamp(epoch: int) -> str:
+    out = ""
+    while epoch:
+        epoch, digit = divmod(epoch, VERIFY_BASE)
+        out = SAFE_CHARS[digit] + out
+    return out
+
+
+def make_verify_sender_addr(config: Any, now: float | None = None) -> str:
+    """The sender of a probe: address_verify_sender (empty for <>), with
+    the time stamp when address_verify_sender_ttl is set, in canonical form."""
+    sender = _bare_sender(config)
+    if not sender:
+        return ""
+    ttl = config.get_time("address_verify_sender_ttl")
+    if ttl > 0:
+        local, at, domain = sender.partition("@")
+        sender = local + _stamp(int(time.time() if now is None else now) // ttl) + at + domain
+    return rewrite_clnt.rewrite("local", sender)
+
+
+def valid_verify_sender_addr(config: Any, address: str, now: float | None = None) -> str | None:
+    """The time-independent verify sender when address is this system's
+    probe sender (its time stamp within one period of now), else None."""
+    sender = _bare_sender(config)
+    if not sender:
+        return "" if not address else None
+    base = rewrite_clnt.rewrite("local", sender)
+    at = base.find("@")
+    base_len = at if at >= 0 else len(base)
+    if address[:base_len].lower() != base[:base_len].lower():
+        return None
+    their_at = address.find("@", base_len)
+    if their_at < 0 and at >= 0:
+        return None
+    if their_at >= 0 and (at < 0 or address[their_at:].lower() != base[at:].lower()):
+        return None
+    stamp = address[base_len:their_at if their_at >= 0 else len(address)]
+    ttl = config.get_time("address_verify_sender_ttl")
+    if ttl <= 0:
+        return base if not stamp else None
+    if not stamp or any(c not in SAFE_CHARS for c in stamp):
+        return None
+    epoch = 0
+    for c in stamp:
+        epoch = epoch * VERIFY_BASE + SAFE_CHARS.index(c)
+    mine = int(time.time() if now is None else now) // ttl
+    return base if mine - 1 <= epoch <= mine + 1 else None

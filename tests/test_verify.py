@@ -232,3 +232,32 @@ def test_no_negative_cache(tmp_path: Path, monkeypatch) -> None:
     finally:
         verify_clnt._client.close()
         ms.teardown()
+
+
+def test_probe_sender_recognized(short: MailSystem, monkeypatch) -> None:
+    """smtpd lets mail to or from this system's own probe sender through."""
+    from libpfx import rewrite_clnt
+    from libpfx.config import Config
+    monkeypatch.chdir(short.queue)
+    rewrite_clnt.configure(path="private/rewrite")
+    config = Config.load(str(short.etc))
+    now = time.time()
+    stamp = base31(int(now) // 3600)
+    valid = verify_clnt.valid_verify_sender_addr
+    assert verify_clnt.make_verify_sender_addr(config, now) == f"probe{stamp}@pfx.example"
+    assert valid(config, f"probe{stamp}@pfx.example", now) == "probe@pfx.example"
+    assert valid(config, f"PROBE{stamp}@PFX.example", now) == "probe@pfx.example"
+    assert valid(config, f"probe{base31(int(now) // 3600 - 1)}@pfx.example", now) \
+        == "probe@pfx.example"
+    assert valid(config, f"probe{base31(int(now) // 3600 - 2)}@pfx.example", now) is None
+    for other in ("probe@pfx.example", f"probe{stamp}@other.example", f"probe{stamp}",
+                  f"probe{stamp}x!@pfx.example", "someone@pfx.example", ""):
+        assert valid(config, other, now) is None, other
+    plain = Config.load(str(short.etc), overrides={"address_verify_sender_ttl": "0"})
+    assert verify_clnt.make_verify_sender_addr(plain) == "probe@pfx.example"
+    assert valid(plain, "probe@pfx.example") == "probe@pfx.example"
+    assert valid(plain, "probe1@pfx.example") is None
+    null = Config.load(str(short.etc), overrides={"address_verify_sender": "<>"})
+    assert verify_clnt.make_verify_sender_addr(null) == ""
+    assert valid(null, "") == ""
+    assert valid(null, "probe@pfx.example") is None
