@@ -106,6 +106,11 @@ class _Client:
 _client = _Client()
 
 
+def disconnect() -> None:
+    """Close the connection (a program that changes directory or instance)."""
+    _client.close()
+
+
 def init(config: Any) -> None:
     """Use the service that address_verify_service_name names."""
     name = config.get("address_verify_service_name")

@@ -42,7 +42,7 @@ def ms(tmp_path_factory) -> Iterator[MailSystem]:
 def in_queue(ms: MailSystem, monkeypatch) -> MailSystem:
     """verify_clnt talks to private/verify from the queue directory, as daemons do."""
     monkeypatch.chdir(ms.queue)
-    verify_clnt._client.close()
+    verify_clnt.disconnect()
     return ms
 
 
@@ -153,7 +153,7 @@ def short(tmp_path_factory) -> Iterator[MailSystem]:
         try:
             assert verify_clnt.update("primer@elsewhere.example", 0, "primed") == 0
         finally:
-            verify_clnt._client.close()
+            verify_clnt.disconnect()
             os.chdir(cwd)
         yield system
     finally:
@@ -179,7 +179,7 @@ def base31(number: int) -> str:
 def test_refresh_and_expiry(short: MailSystem, monkeypatch) -> None:
     ms = short
     monkeypatch.chdir(ms.queue)
-    verify_clnt._client.close()
+    verify_clnt.disconnect()
     now = int(time.time())
     put_entry(ms, "fresh@pfx.example", f"2:0:{now - 5}:was bad")
     put_entry(ms, "gone@pfx.example", f"2:0:{now - 50}:was bad")
@@ -219,7 +219,7 @@ def test_no_negative_cache(tmp_path: Path, monkeypatch) -> None:
     ms = start(tmp_path, address_verify_negative_cache="no", address_verify_map="")
     try:
         monkeypatch.chdir(ms.queue)
-        verify_clnt._client.close()
+        verify_clnt.disconnect()
         assert verify_clnt.query("nosuch@pfx.example") == (3, IN_PROGRESS)
         ms.wait_log(r"to=<nosuch@pfx\.example>, relay=local, .*"
                     r'status=undeliverable-but-not-cached \(unknown user: "nosuch"\)')
@@ -230,7 +230,7 @@ def test_no_negative_cache(tmp_path: Path, monkeypatch) -> None:
         assert verify_clnt.query("root@pfx.example") == (0, "delivers to mailbox")
         assert not (ms.data / "verify_cache.db").exists()
     finally:
-        verify_clnt._client.close()
+        verify_clnt.disconnect()
         ms.teardown()
 
 
