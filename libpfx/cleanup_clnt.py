@@ -133,6 +133,12 @@ class CleanupClient:
         if len(self._out) >= FRAME_BYTES:
             self._flush()
 
+    def flush(self) -> None:
+        """Send the records queued so far (smtpd, before it waits for
+        more of the message, so that cleanup works meanwhile)."""
+        if self._out:
+            self._flush()
+
     def _flush(self) -> None:
         view = memoryview(self._out)
         try:
