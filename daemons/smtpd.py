@@ -380,6 +380,7 @@ class Submission(Protocol):
     queue_id: str
 
     def records(self, raw: bytes) -> None: ...
+    def flush(self) -> None: ...
     def finish(self) -> tuple[int, str]: ...
     def close(self) -> None: ...
 
@@ -1227,6 +1228,14 @@ class Session:
         self.reply("250 2.1.5 Ok")
         return True
 
+    def flush_records(self) -> None:
+        if self.cleanup is not None and self.err == CLEANUP_STAT_OK:
+            try:
+                self.cleanup.flush()
+            except CleanupError as err:
+                msg.warn(f"{self.state.queue_id}: cleanup: {err}")
+                self.err = CLEANUP_STAT_WRITE
+
     def send_records(self, data: bytes) -> bool:
         """Pass records to cleanup; a broken cleanup connection marks the
         message as not written."""
@@ -1361,7 +1370,13 @@ class Session:
         self.pre_message()
         self.reply("354 End data with <CR><LF>.<CR><LF>")
         state.where = AFTER_DATA
-        self.receive_data()
+        # As Postfix streams the content, cleanup gets what has arrived
+        # whenever smtpd waits for more.
+        self.chat.on_wait = self.flush_records
+        try:
+            self.receive_data()
+        finally:
+            self.chat.on_wait = None
         state.where = AFTER_EOM
         return self.post_message(bdat=False)
 
@@ -1517,7 +1532,11 @@ class Session:
             self.bdat_partial = b""
             self.bdat_active = True
         state.where = AFTER_BDAT
-        self.chat.read_exact(size, self.bdat_data)
+        self.chat.on_wait = self.flush_records
+        try:
+            self.chat.read_exact(size, self.bdat_data)
+        finally:
+            self.chat.on_wait = None
         if last:
             if self.bdat_partial:
                 self.content_record(record.NORM, self.bdat_partial)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import select
 import time
+from typing import Callable
 
 RECV_SIZE = 65536
 CRLF = b"\r\n"
@@ -62,6 +63,7 @@ class SmtpdChat:
         self.last_io = time.monotonic()
         self.detect_bare_lf = False          # tell lines that end in LF without CR
         self.got_bare_lf = False             # the last line did (when detecting)
+        self.on_wait: Callable[[], None] | None = None     # called before each wait for input
 
     # Input.
 
@@ -89,6 +91,8 @@ class SmtpdChat:
         since the client may be waiting for them before it says more."""
         if self.out:
             self.flush()
+        if self.on_wait is not None:
+            self.on_wait()
         if self.pos:
             del self.inbuf[:self.pos]
             self.pos = 0

@@ -640,6 +640,13 @@ class Postdrop:
         """Already encoded records (smtpd's stand-alone mode)."""
         self.write(raw)
 
+    def flush(self) -> None:
+        """Pass on what was written so far."""
+        try:
+            self.out.flush()
+        except OSError as err:
+            msg.fatal(f"{self.who}: error writing queue file: {err.strerror}")
+
     def close(self) -> None:
         """Give up on the message: postdrop removes the unfinished file."""
         try:
