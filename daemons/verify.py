@@ -350,12 +350,15 @@ def verify_service(stream: Any, ctx: Any) -> None:
             and isinstance(request.get("reason"), str):
         stream.send(status=_service.update(address, request["recipient_status"],
                                            request["reason"]))
-    elif kind in ("query", "update"):
-        msg.warn(f"malformed {kind} request")
+    elif kind == "query":
+        msg.warn("malformed query request")
         stream.send(status=VRFY_STAT_BAD, recipient_status=DEL_RCPT_STAT_TODO, reason="")
     else:
-        msg.warn(f'unrecognized request: "{msg.printable(str(kind))[:100]}", ignored')
-        stream.send(status=VRFY_STAT_BAD, recipient_status=DEL_RCPT_STAT_TODO, reason="")
+        if kind == "update":
+            msg.warn("malformed update request")
+        else:
+            msg.warn(f'unrecognized request: "{msg.printable(str(kind))[:100]}", ignored')
+        stream.send(status=VRFY_STAT_BAD)
 
 
 def _open_cache(config: Any) -> Any:

@@ -261,3 +261,20 @@ def test_probe_sender_recognized(short: MailSystem, monkeypatch) -> None:
     assert verify_clnt.make_verify_sender_addr(null) == ""
     assert valid(null, "") == ""
     assert valid(null, "probe@pfx.example") is None
+
+
+def test_bad_requests_are_refused(in_queue: MailSystem) -> None:
+    from libpfx import attr
+    ms = in_queue
+    with attr.connect("private/verify", 10) as stream:
+        stream.send(request="frobnicate", address="a@b.example")
+        assert stream.recv({"status": int}) == {"status": verify_clnt.VRFY_STAT_BAD}
+        stream.send(request="update", address="a@b.example")
+        assert stream.recv({"status": int}) == {"status": verify_clnt.VRFY_STAT_BAD}
+        stream.send(request="query", address=7)
+        assert stream.recv({"status": int, "recipient_status": int, "reason": str})["status"] \
+            == verify_clnt.VRFY_STAT_BAD
+    ms.wait_log(r'warning: unrecognized request: "frobnicate", ignored')
+    ms.wait_log(r"warning: malformed update request")
+    # The service is still there.
+    assert verify_clnt.query("root@pfx.example")[0] in (0, 3)
