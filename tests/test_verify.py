@@ -31,7 +31,10 @@ def start(top: Path, **params: str) -> MailSystem:
 @pytest.fixture(scope="module")
 def ms(tmp_path_factory) -> Iterator[MailSystem]:
     system = start(tmp_path_factory.mktemp("verify"),
-                   smtpd_recipient_restrictions="reject_unverified_recipient")
+                   smtpd_recipient_restrictions="reject_unverified_recipient",
+                   smtpd_sender_restrictions="check_sender_access inline:{ "
+                   "badsender@pfx.example=reject_unverified_sender, "
+                   "root@pfx.example=reject_unverified_sender }")
     try:
         yield system
     finally:
@@ -95,6 +98,21 @@ def test_reject_unverified_recipient_as_postfix(ms: MailSystem) -> None:
     assert not ms.mailbox("root").exists()
     ms.wait_for(lambda: not ms.queue_files("active") and not ms.queue_files("deferred")
                 and not ms.queue_files("incoming"), what="an empty queue")
+
+
+def test_reject_unverified_sender_as_postfix(ms: MailSystem) -> None:
+    def reply(sender: str) -> str:
+        replies = ms.dialogue(["EHLO client.example", f"MAIL FROM:<{sender}>",
+                               "RCPT TO:<root@pfx.example>", "QUIT"], timeout=60)
+        return [line for line in replies if not line.startswith("250-")][-2]
+    assert reply("badsender@pfx.example") == (
+        '450 4.1.7 <badsender@pfx.example>: Sender address rejected: unverified address: '
+        'unknown user: "badsender"')
+    assert reply("root@pfx.example") == "250 2.1.5 Ok"
+    ms.wait_log(r"NOQUEUE: reject: RCPT from unknown\[127\.0\.0\.1\]: 450 4\.1\.7 "
+                r"<badsender@pfx\.example>: Sender address rejected: unverified address: "
+                r'unknown user: "badsender"; from=<badsender@pfx\.example> '
+                r"to=<root@pfx\.example> proto=ESMTP helo=<client\.example>")
 
 
 def test_cache_entries_in_postfix_format(ms: MailSystem) -> None:
