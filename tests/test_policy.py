@@ -153,7 +153,7 @@ def test_timeout_gives_default_action(capfd) -> None:
         elapsed = time.monotonic() - start
         assert len(server.requests) == 2
     # Two tries of 1 second and a retry delay of 1 second.
-    assert 2.9 < elapsed < 6
+    assert 2.9 < elapsed < 15
     endpoint = server.endpoint.removeprefix("inet:")
     assert warnings(capfd.readouterr().err) == [
         f"problem talking to server {endpoint}: Connection timed out"] * 2

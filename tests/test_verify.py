@@ -62,7 +62,7 @@ def cache_entry(ms: MailSystem, address: str) -> str:
 
 def wait_entry(ms: MailSystem, address: str, prefix: str) -> str:
     return ms.wait_for(lambda: (lambda e: e if e.startswith(prefix) else None)(
-        cache_entry(ms, address)), what=f"cache entry {prefix}... for {address}")
+        cache_entry(ms, address)), 30, what=f"cache entry {prefix}... for {address}")
 
 
 def test_reject_unverified_recipient_as_postfix(ms: MailSystem) -> None:
@@ -209,7 +209,7 @@ def test_refresh_and_expiry(short: MailSystem, monkeypatch) -> None:
     # probe's sender carries the time stamp of address_verify_sender_ttl.
     assert verify_clnt.query("gone@pfx.example") == (2, "was bad")
     stamp = base31(int(time.time()) // 3600)
-    ms.wait_log(rf"from=<probe{stamp}@pfx\.example>, size=\d+, nrcpt=1", start=start)
+    ms.wait_log(rf"from=<probe{stamp}@pfx\.example>, size=\d+, nrcpt=1", timeout=30, start=start)
     assert ms.log()[start:].count("nrcpt=1 (queue active)") == 1
     wait_entry(ms, "gone@pfx.example", "2:0:")
     assert verify_clnt.query("gone@pfx.example") == (2, 'unknown user: "gone"')
@@ -224,7 +224,7 @@ def test_cache_cleanup_drops_expired_entries(short: MailSystem, monkeypatch) -> 
     start = len(ms.log())
     put_entry(ms, "old@elsewhere.example", f"1:0:{int(time.time()) - 500}:try later")
     ms.wait_log(r"postfix/verify\[\d+\]: cache btree:\S+/verify_cache full cleanup: "
-                r"retained=\d+ dropped=[1-9]\d* entries", timeout=15, start=start)
+                r"retained=\d+ dropped=[1-9]\d* entries", timeout=30, start=start)
     ms.wait_for(lambda: cache_entry(ms, "old@elsewhere.example") == "",
                 what="the expired entry gone")
     # postmap -q folds keys to lower case; -s shows the cleanup's time stamp.
