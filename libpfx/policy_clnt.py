@@ -61,6 +61,7 @@ class PolicyClient:
     """One policy server, its settings and its connection."""
 
     def __init__(self, config: Any, server: str) -> None:
+        self.config = config
         self.server = server
         self.settings: dict[str, Any] = {}
         for name in _TIME_SETTINGS:
@@ -239,8 +240,10 @@ class PolicyClient:
 
     def request(self, attrs: list[tuple[str, str]]) -> str | None:
         """Ask the server; its action, or None after try_limit failures."""
-        query = b"".join(f"{name}={value}\n".encode("utf-8", "surrogateescape")
-                         for name, value in attrs) + b"\n"
+        # A line break in a value (an XCLIENT name, say) must not make a
+        # second attribute or end the request early.
+        query = b"".join(f"{name}={value.replace(chr(10), '?')}\n".encode(
+            "utf-8", "surrogateescape") for name, value in attrs) + b"\n"
         try_limit = self.settings["try_limit"]
         count = 0
         while True:
@@ -276,7 +279,7 @@ def register(config: Any, server: str) -> PolicyClient:
     the restriction lists, so that mistakes are fatal at start-up."""
     key = (id(config), server)
     client = _clients.get(key)
-    if client is None:
+    if client is None or client.config is not config:
         client = _clients[key] = PolicyClient(config, server)
     return client
 

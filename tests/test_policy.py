@@ -254,3 +254,14 @@ def test_no_leaked_sockets() -> None:
     policy_clnt.register(cfg, server.endpoint).close()
     time.sleep(0.1)
     assert len(os.listdir("/proc/self/fd")) <= before + 1
+
+
+def test_line_breaks_in_values_cannot_forge_attributes() -> None:
+    with PolicyServer() as server:
+        cfg = config()
+        state = rcpt_state(cfg)
+        state.helo_name = "evil\nrecipient=forged@example.net\n"
+        assert policy_clnt.check_policy(cfg, state, server.endpoint) == "DUNNO"
+        [request] = server.requests
+    assert request["recipient"] == "rcpt@example.net"
+    assert request["helo_name"] == "evil?recipient=forged@example.net?"
