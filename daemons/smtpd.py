@@ -108,6 +108,8 @@ CONFIGURATION PARAMETERS
     smtpd_discard_ehlo_keywords, smtpd_discard_ehlo_keyword_address_maps
            EHLO keywords not to announce (per client address from the
            maps); "silent-discard" keeps it out of the log.
+    smtpd_command_filter
+           A table that replaces client commands before they are parsed.
     smtpd_noop_commands, smtpd_forbidden_commands
            Commands answered with "250 Ok" and nothing else, and commands
            after which the connection is closed.
@@ -335,6 +337,9 @@ class Settings:
         self.cleanup_flags = flags | CLEANUP_FLAG_SMTP_REPLY
         self.rewrite_clients = RewriteClients(config)
         self.delay_open = get_bool("smtpd_delay_open_until_valid_rcpt")
+        command_filter = get("smtpd_command_filter")
+        self.command_filter = Maps("smtpd_command_filter", command_filter) \
+            if command_filter.strip() else None
         self.verp_clients = HostAddrList(
             "smtpd_authorized_verp_clients", get("smtpd_authorized_verp_clients"),
             parent_style(config, "smtpd_authorized_verp_clients"))
@@ -833,7 +838,19 @@ class Session:
                 return True
             line = raw.decode("utf-8", "surrogateescape")
         self.chat.query_logged(line)
-        argv = smtpd_token(line.partition("\0")[0])     # a C string ends at NUL
+        line = line.partition("\0")[0]                  # a C string ends at NUL
+        if s.command_filter is not None:
+            stripped = line.lstrip(" \t")
+            try:
+                replacement = s.command_filter.find(stripped)
+            except DictRetry:                   # Maps has logged the lookup error
+                self.local_data_error()
+                return False
+            if replacement is not None:
+                msg.info(f'{state.namaddr}: replacing command "{line[:100]}" with '
+                         f'"{replacement[:100]}"')
+                line = replacement
+        argv = smtpd_token(line)
         if not argv:
             self.error_mask |= ERROR_PROTOCOL
             self.reply("500 5.5.2 Error: bad syntax")

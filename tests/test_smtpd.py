@@ -298,7 +298,9 @@ def limited(tmp_path_factory: pytest.TempPathFactory):
     system = MailSystem(tmp_path_factory.mktemp("smtpd-limits"), LIMITS, smtpd=True,
                         smtpd_chroot=True)
     (system.etc / "footer").write_text("/^502 5.5.1 VRFY/ Ask the postmaster\\nabout it\n")
-    system.configure({**LIMITS, "smtpd_reject_footer_maps": f"regexp:{system.etc}/footer"})
+    (system.etc / "commands").write_text("/^XHELO +(.*)/ HELO $1\n")
+    system.configure({**LIMITS, "smtpd_reject_footer_maps": f"regexp:{system.etc}/footer",
+                      "smtpd_command_filter": f"regexp:{system.etc}/commands"})
     system.start()
     try:
         yield system
@@ -316,6 +318,7 @@ LIMITED_DIALOGUES = {
     "etrn": (["HELO x", "ETRN example.com", "ETRN other.example"],
              ["250 pfx.example", "250 Queuing started",
               "459 <other.example>: service unavailable"]),
+    "command filter": (["XHELO client"], ["250 pfx.example"]),
     "xverp": (["HELO x", "MAIL FROM:<> XVERP", "MAIL FROM:<a@b.example> XVERP=ab",
                "MAIL FROM:<a@b.example> XVERP=-="],
               ["250 pfx.example", "503 5.5.4 Error: XVERP requires non-null sender",
