@@ -72,10 +72,15 @@ def ms(tmp_path_factory, policy: PolicyServer) -> Iterator[MailSystem]:
         "smtpd_relay_restrictions": f"check_policy_service {policy.endpoint}, "
                                     "permit_mynetworks, reject_unauth_destination",
         "smtpd_policy_service_timeout": "1s",
+        # A unix-domain socket relative to the queue directory, where smtpd runs.
+        "smtpd_sender_restrictions": "check_policy_service unix:private/policy",
     })
     system.start()
     try:
-        yield system
+        with PolicyServer(lambda req: "REJECT sender refused over unix socket"
+                          if req["sender"] == "unix@example.org" else "DUNNO",
+                          path=system.queue / "private" / "policy"):
+            yield system
     finally:
         system.teardown()
 
@@ -136,3 +141,10 @@ def test_policy_server_timeout(ms: MailSystem) -> None:
     ms.wait_log(r"NOQUEUE: reject: RCPT from unknown\[127\.0\.0\.1\]: 451 4\.3\.5 "
                 r"<slow@elsewhere\.example>: Recipient address rejected: Server configuration "
                 r"problem; from=<sender> to=<slow@elsewhere\.example>", start=start)
+
+
+def test_policy_server_on_private_unix_socket(ms: MailSystem) -> None:
+    replies = ms.dialogue(["EHLO client.example", "MAIL FROM:<unix@example.org>",
+                           "RCPT TO:<ok@elsewhere.example>", "QUIT"])
+    assert replies[-2] == ("554 5.7.1 <unix@example.org>: Sender address rejected: "
+                           "sender refused over unix socket")
