@@ -438,3 +438,24 @@ def test_postmaster_notice(limited: MailSystem) -> None:
             " In:  HELO client\n Out: 250 pfx.example\n In:  BOGUS command\n"
             " Out: 500 5.5.2 Error: command not recognized\n In:  QUIT\n"
             " Out: 221 2.0.0 Bye\n\n\nFor other details, see the local mail logfile\n") in body
+
+
+def test_sendmail_bs_runs_the_smtpd_session(ms: MailSystem) -> None:
+    """sendmail -bs: smtpd's dialogue and log lines, the message through
+    postdrop and pickup."""
+    start = len(ms.log())
+    result = ms.command("sendmail", "-bs", input=b"EHLO x\r\nMAIL FROM:<a@example.com>\r\n"
+                        b"RCPT TO:<root@pfx.example>\r\nDATA\r\nSubject: bs\r\n\r\nx\r\n.\r\n"
+                        b"ETRN example.com\r\nQUIT\r\n")
+    assert result.returncode == 0, result.stderr
+    replies = result.stdout.decode().split("\r\n")
+    assert replies[:2] == ["220 pfx.example ESMTP Postfix", "250-pfx.example"]
+    assert replies[-4:] == [replies[-4], "458 Unable to queue messages", "221 2.0.0 Bye", ""]
+    drop_id = re.match(r"250 2\.0\.0 Ok: queued as (\w+)$", replies[-4]).group(1)
+    ms.wait_log(r"postfix/smtpd\[\d+\]: connect from localhost\[127\.0\.0\.1\]$", start=start)
+    ms.wait_log(rf"postfix/smtpd\[\d+\]: {drop_id}: client=localhost\[127\.0\.0\.1\]$",
+                start=start)
+    ms.wait_log(r'warning: do not use ETRN in "sendmail -bs" mode$', start=start)
+    ms.wait_log(r"disconnect from localhost\[127\.0\.0\.1\] ehlo=1 mail=1 rcpt=1 data=1 "
+                r"etrn=0/1 quit=1 commands=5/6$", start=start)
+    ms.wait_log(r"postfix/pickup\[\d+\]: \w+: uid=\d+ from=<a@example\.com>", start=start)
