@@ -99,20 +99,19 @@ import sys
 import time
 from typing import Any
 
-from libpfx import msg
+from libpfx import cleanup_clnt, msg, record
+from libpfx.cleanup_clnt import CleanupClient, CleanupError
+from libpfx.deliver_request import FLAG_MTA_VRFY
+from libpfx.mail_date import mail_date
+from libpfx.maps import DUP_REPLACE, LOCK, DictError, DictRetry, open_dict
+from libpfx.verify_clnt import (DEL_RCPT_STAT_BOUNCE, DEL_RCPT_STAT_DEFER, DEL_RCPT_STAT_OK,
+                                DEL_RCPT_STAT_TODO, VRFY_STAT_BAD, VRFY_STAT_OK,
+                                make_verify_sender_addr)
 
 PROBE_TTL = 1000            # seconds before an unanswered probe may be resent
 CLEANUP_BATCH = 500         # cache entries examined per round of the event loop
 LAST_CLEANUP_KEY = "_LAST_CACHE_CLEANUP_COMPLETED_"
 IN_PROGRESS = "Address verification in progress"
-
-DEL_RCPT_STAT_OK = 0
-DEL_RCPT_STAT_DEFER = 1
-DEL_RCPT_STAT_BOUNCE = 2
-DEL_RCPT_STAT_TODO = 3
-
-VRFY_STAT_OK = 0
-VRFY_STAT_BAD = -2
 
 
 class MemoryCache:
@@ -166,7 +165,6 @@ class Verify:
         return None
 
     def _lookup(self, key: str) -> str | None:
-        from libpfx.maps import DictError, DictRetry
         try:
             return self.cache.lookup(key)
         except (DictError, DictRetry) as err:
@@ -174,14 +172,12 @@ class Verify:
             return None
 
     def _store(self, key: str, status: int, probed: int, updated: int, text: str) -> None:
-        from libpfx.maps import DictError
         try:
             self.cache.update(key, f"{status}:{probed}:{updated}:{text}")
         except DictError as err:
             msg.warn(f"{self.cache.spec}: update of {key}: {err}")
 
     def _delete(self, key: str) -> None:
-        from libpfx.maps import DictError
         try:
             self.cache.delete(key)
         except DictError as err:
@@ -229,7 +225,6 @@ class Verify:
     # Probes.
 
     def cleanup_flags(self) -> int:
-        from libpfx import cleanup_clnt
         flags = cleanup_clnt.CLEANUP_FLAG_MASK_INTERNAL
         if "verify" in self.config.get_list("internal_mail_filter_classes"):
             flags |= cleanup_clnt.CLEANUP_FLAG_FILTER_ALL
@@ -239,11 +234,6 @@ class Verify:
 
     def send_probe(self, address: str) -> None:
         """Post a probe for address through cleanup."""
-        from libpfx import record
-        from libpfx.cleanup_clnt import CleanupClient, CleanupError
-        from libpfx.deliver_request import FLAG_MTA_VRFY
-        from libpfx.mail_date import mail_date
-        from libpfx.verify_clnt import make_verify_sender_addr
         sender = make_verify_sender_addr(self.config)
         try:
             client = CleanupClient.open("public/cleanup", self.cleanup_flags())
@@ -293,7 +283,6 @@ class Verify:
     def cleanup_step(self) -> float | None:
         """Examine the next batch of entries; the seconds until the next
         step, or None when there is nothing to do."""
-        from libpfx.maps import DictError
         if not self.next_cleanup:
             return None
         wait = self.next_cleanup - time.monotonic()
@@ -367,7 +356,6 @@ def _open_cache(config: Any) -> Any:
     spec = config.get("address_verify_map")
     if not spec:
         return MemoryCache()
-    from libpfx.maps import DUP_REPLACE, LOCK, DictError, open_dict
     old_mask = os.umask(0o022)
     try:
         cache = open_dict(spec, DUP_REPLACE | LOCK, write=True)
