@@ -296,3 +296,31 @@ def test_bad_requests_are_refused(in_queue: MailSystem) -> None:
     ms.wait_log(r"warning: malformed update request")
     # The service is still there.
     assert verify_clnt.query("root@pfx.example")[0] in (0, 3)
+
+
+def test_pending_request_limit(tmp_path: Path, monkeypatch) -> None:
+    """Probes beyond address_verify_pending_request_limit in the active
+    queue are deferred by qmgr ("undeliverable for now")."""
+    ms = start(tmp_path, address_verify_pending_request_limit="1",
+               internal_mail_filter_classes="verify",
+               header_checks=f"regexp:{tmp_path}/hold")
+    (tmp_path / "hold").write_text("/^Received: by /  HOLD\n")
+    try:
+        monkeypatch.chdir(ms.queue)
+        verify_clnt.disconnect()
+        names = ["root", "postmaster", "nobody-a", "nobody-b"]
+        for name in names:
+            assert verify_clnt.query(f"{name}@pfx.example")[0] == 3
+        ms.wait_for(lambda: len(ms.queue_files("hold")) == len(names), 30, "probes on hold")
+        # Released to the deferred queue, then all into the active queue at once.
+        assert ms.command("postsuper", "-H", "ALL").returncode == 0
+        assert ms.command("postqueue", "-f").returncode == 0
+        ms.wait_for(lambda: all(cache_entry(ms, f"{n}@pfx.example")[:2] in ("0:", "1:", "2:")
+                                for n in names), 30, "every probe answered")
+        entries = [cache_entry(ms, f"{n}@pfx.example") for n in names]
+        assert any(e.endswith(":Too many address verification requests") for e in entries), \
+            entries
+        assert ms.log().count("Too many address verification requests") >= 1
+    finally:
+        verify_clnt.disconnect()
+        ms.teardown()
