@@ -134,6 +134,17 @@ def test_idle_connection_is_closed_after_max_idle() -> None:
         assert server.connections == 2
 
 
+def test_connection_older_than_max_ttl_is_replaced() -> None:
+    with PolicyServer() as server:
+        cfg = config()
+        endpoint = f"{{ {server.endpoint}, max_ttl=1s }}"
+        for _ in range(4):
+            policy_clnt.check_policy(cfg, rcpt_state(cfg), endpoint)
+            time.sleep(0.4)
+        # Not idle, but the first connection was more than a second old.
+        assert server.connections == 2
+
+
 def test_server_that_hung_up_between_requests_is_reconnected_quietly(capfd) -> None:
     replies = iter(["DUNNO", CLOSE, "OK"])
     with PolicyServer(lambda req: next(replies)) as server:
