@@ -296,7 +296,7 @@ def request_attributes(config: Any, state: Any, policy_context: str) -> list[tup
     """The attributes of a policy query, in Postfix 3.7's order."""
     where = "DATA" if state.where == "BDAT" else state.where
     rcpt_count = state.rcpt_count if where.upper() in ("DATA", "END-OF-MESSAGE") else 0
-    size = getattr(state, "act_size", 0) or state.msg_size or 0
+    size = state.act_size or state.msg_size or 0
     fingerprint = state.tls_ccert_fingerprint or ""
     return [
         ("request", REQUEST),
@@ -306,8 +306,8 @@ def request_attributes(config: Any, state: Any, policy_context: str) -> list[tup
         ("client_name", state.name),
         ("client_port", state.port),
         ("reverse_client_name", state.reverse_name),
-        ("server_address", getattr(state, "dest_addr", "") or ""),
-        ("server_port", getattr(state, "dest_port", "") or ""),
+        ("server_address", state.dest_addr),
+        ("server_port", state.dest_port),
         ("helo_name", state.helo_name or ""),
         ("sender", state.sender or ""),
         ("recipient", state.recipient or ""),
