@@ -17,6 +17,10 @@ from __future__ import annotations
 
 from typing import Any
 
+# At the top, not in flush_domains(): a delivery agent gets there after it
+# dropped privileges, when the modules it needs may no longer be readable.
+from libpfx.match_list import DomainList, parent_style
+
 PROTOCOL = "flush"
 SERVICE = "public/flush"
 
@@ -49,7 +53,6 @@ _domains: dict[tuple[str, bool], Any] = {}
 def flush_domains(config: Any):
     """The fast_flush_domains list, as a DomainList (built once per value:
     a deferring delivery agent asks for every deferred recipient)."""
-    from libpfx.match_list import DomainList, parent_style
     key = (config.get("fast_flush_domains"), parent_style(config, "fast_flush_domains"))
     if key not in _domains:
         _domains[key] = DomainList("fast_flush_domains", *key)
