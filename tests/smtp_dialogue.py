@@ -11,6 +11,7 @@ content).  run_dialogue() returns the banner and every reply line.
 
 from __future__ import annotations
 
+import random
 import re
 import socket
 import subprocess
@@ -77,18 +78,36 @@ class PostfixSmtpd(PrivatePostfix):
 
 
 def free_ports(count: int) -> list[int]:
-    """count different TCP ports on 127.0.0.1 that nothing listens on now
-    (held together while they are chosen, so that none comes twice)."""
-    socks = []
+    """count different TCP ports on 127.0.0.1 that nothing listens on now.
+    They are taken below the kernel's range for outgoing connections and
+    for bind(0), so that the ports other tests and clients use meanwhile
+    do not take them before the servers start."""
+    low, high = _PORT_RANGE
+    chosen: list[int] = []
+    while len(chosen) < count:
+        port = random.randint(low, high)
+        if port in chosen:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        chosen.append(port)
+    return chosen
+
+
+def _port_range() -> tuple[int, int]:
+    """Ports below the ephemeral range (ip_local_port_range)."""
     try:
-        for _ in range(count):
-            sock = socket.socket()
-            sock.bind(("127.0.0.1", 0))
-            socks.append(sock)
-        return [sock.getsockname()[1] for sock in socks]
-    finally:
-        for sock in socks:
-            sock.close()
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as fp:
+            first = int(fp.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        first = 32768
+    return (max(1024, first - 12000), first - 1)
+
+
+_PORT_RANGE = _port_range()
 
 
 def smtpd_services(ports: dict[str, int], services: dict[str, str]) -> str:
