@@ -32,6 +32,7 @@ Protocol (attribute frames):
 
 from __future__ import annotations
 
+import errno
 import time
 from typing import Any
 
@@ -98,7 +99,10 @@ class _Client:
                 self.close()
                 if reused and count == 1:
                     continue            # the service went away between requests
-                msg.warn(f"problem talking to service {self.service}: {err}")
+                # As Postfix: a first attempt that found no socket (master
+                # not yet listening) or a closed one is retried quietly.
+                if count > 1 or err.errno not in (errno.ENOENT, errno.EPIPE):
+                    msg.warn(f"problem talking to service {self.service}: {err}")
             time.sleep(RETRY_DELAY)
         return None
 
