@@ -70,6 +70,10 @@ FILES = {
         "/^Subject: reject me/ REJECT No thanks\n"
         "/^Subject: hold me/ HOLD held by header\n"
         "/^Subject: discard me/ DISCARD\n"),
+    "command_filter": (
+        "/^EHLO\\s+bad_name!$/ EHLO good.example\n"
+        "/^(RCPT\\s+TO:<[^>]*>)\\s+NOTIFY=bogus$/ $1\n"
+        "/^NOOP extra$/ FOO\n"),
     "rcpt_access": (
         "blocked@pfx.example REJECT\n"
         "later@pfx.example 451 4.3.2 Not now\n"
@@ -141,6 +145,7 @@ PROFILES: dict[str, dict[str, str]] = {
     "footer": {"smtpd_reject_footer": "\\c. See https://help.example/?ip=$client_address"
                                       "\\nContact $localpart at $domain"},
     "footer2": {"smtpd_reject_footer": "Second line for $client_name"},
+    "cmdfilter": {"smtpd_command_filter": "regexp:ETC/command_filter"},
     "silent": {"smtpd_discard_ehlo_keywords": "silent-discard, size, vrfy"},
     "errors": {"smtpd_soft_error_limit": "1", "smtpd_hard_error_limit": "3",
                "smtpd_error_sleep_time": "0", "smtpd_junk_command_limit": "3"},
@@ -311,6 +316,10 @@ CASES: list[tuple[str, str, list[Step]]] = [
     ("reject_footer_plain", "footer2", ["HELO c.example", "RCPT TO:<root@pfx.example>",
                                         "MAIL FROM:<s@example.org>",
                                         "RCPT TO:<nosuchuser@pfx.example>", "QUIT"]),
+    # smtpd_command_filter rewrites commands before smtpd reads them.
+    ("command_filter", "cmdfilter", ["EHLO bad_name!", "MAIL FROM:<s@example.org>",
+                                     "RCPT TO:<root@pfx.example> NOTIFY=bogus", "NOOP extra",
+                                     "QUIT"]),
     ("ehlo_discard_map", "discardmap", ["EHLO c.example", "XCLIENT ADDR=10.5.5.5",
                                         "EHLO c.example", "QUIT"]),
     ("ehlo_silent_discard", "silent", ["EHLO c.example", "VRFY root", "QUIT"]),
