@@ -660,14 +660,13 @@ def write_files(etc: Path) -> None:
         (etc / name).write_text(text)
 
 
-@pytest.fixture(scope="module")
-def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
-    top = tmp_path_factory.mktemp("sbs")
+def start_servers(top: Path, policy: PolicyServer) -> tuple[MailSystem, PostfixSmtpd,
+                                                               dict[str, int]]:
+    """pfx and Postfix with the profiles' smtpd services, started; both
+    stopped again when either fails to start."""
     etc = top / "etc"
     etc.mkdir()
     write_files(etc)
-    policy = PolicyServer(reply=policy_reply)
-    policy.start()
     settings, args = profile_settings(etc, policy.endpoint)
     # Every port of both servers chosen at once: none twice.
     numbers = free_ports(2 * len(PROFILES))
@@ -682,10 +681,31 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
             fp.write("".join(f"{k} = {v}\n" for k, v in theirs.items()))
         postfix.__enter__()
         ms.start()
-        yield Servers(ms, postfix, ports, policy)
-    finally:
+    except BaseException:
         postfix.__exit__(None, None, None)
         ms.teardown()
+        raise
+    return ms, postfix, ports
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
+    policy = PolicyServer(reply=policy_reply)
+    policy.start()
+    try:
+        try:
+            ms, postfix, ports = start_servers(tmp_path_factory.mktemp("sbs"), policy)
+        except AssertionError as err:
+            # Another test may have bound one of the ports meanwhile: once more.
+            if "already in use" not in str(err):
+                raise
+            ms, postfix, ports = start_servers(tmp_path_factory.mktemp("sbs"), policy)
+        try:
+            yield Servers(ms, postfix, ports, policy)
+        finally:
+            postfix.__exit__(None, None, None)
+            ms.teardown()
+    finally:
         policy.stop()
 
 
