@@ -161,7 +161,8 @@ from libpfx.resolve_local import LocalDomains
 from libpfx.rewrite_valid import valid_hostname, valid_mailhost_literal
 from libpfx.smtpd_chat import ChatEOF, ChatTimeout, SmtpdChat, escape
 from libpfx.smtpd_state import PEER_OK, SmtpdState
-from libpfx import dns, rewrite_clnt, smtpd_check, smtpd_check_dns, smtpd_peer, smtpd_xclient
+from libpfx import (dns, rewrite_clnt, smtpd_check, smtpd_check_dns, smtpd_peer, smtpd_xclient,
+                    verify_clnt)
 from libpfx.cleanup_state import unescape
 from libpfx.bounce_notify import line_wrap
 from libpfx.dsn_util import (ERROR_BOUNCE, ERROR_DATA, ERROR_POLICY, ERROR_PROTOCOL,
@@ -1138,6 +1139,12 @@ class Session:
         if verp is not None and not sender:
             self.reply(f"503 5.5.4 Error: {VERP_CMD} requires non-null sender")
             return False
+        if not self.stand_alone:
+            # Our own probes are never refused: a timeout or a block list
+            # could otherwise make two sites cache each other as bad.
+            verify_sender = verify_clnt.valid_verify_sender_addr(state.config, sender)
+            if verify_sender is not None:
+                sender = verify_sender
         if not s.delay_reject and not self.stand_alone:
             err = CHECK.check_mail(state, sender)
             if err is not None:
@@ -1223,8 +1230,12 @@ class Session:
         if s.strict_smtputf8 and not self.smtputf8 and not rcpt.isascii():
             self.reply("553 5.6.7 Must declare SMTPUTF8 to send unicode address")
             return False
-        if not self.stand_alone and self.check_reply(CHECK.check_rcpt(state, rcpt)):
-            return False
+        if not self.stand_alone:
+            verify_sender = verify_clnt.valid_verify_sender_addr(state.config, rcpt)
+            if verify_sender is not None:
+                rcpt = verify_sender
+            elif self.check_reply(CHECK.check_rcpt(state, rcpt)):
+                return False
         if self.cleanup is None and not self.open_stream():
             return False
         state.rcpt_count += 1
@@ -1284,9 +1295,7 @@ class Session:
                                        for t, v in recs))
             msg.info(f"{state.queue_id}: client={state.namaddr}")
             return True
-        attrs = smtpd_xclient.cleanup_attrs(state)
-        if "SOURCE" not in state.xforward:
-            attrs["rewrite_context"] = self.rewrite_context
+        attrs = smtpd_xclient.cleanup_attrs(state, self.rewrite_context)
         seconds = int(self.arrival)
         recs: list[tuple[str, str]] = [
             (record.TIME, "%d %d" % (seconds, int((self.arrival - seconds) * 1e6)))]

@@ -174,13 +174,25 @@ def make_verify_sender_addr(config: Any, now: float | None = None) -> str:
     return rewrite_clnt.rewrite("local", sender)
 
 
+_base_cache: dict[str, str] = {}
+
+
+def _rewritten_base(sender: str) -> str:
+    """The probe sender in canonical form, asked of trivial-rewrite once
+    per process: smtpd compares every MAIL FROM and RCPT TO with it."""
+    base = _base_cache.get(sender)
+    if base is None:
+        base = _base_cache[sender] = rewrite_clnt.rewrite("local", sender)
+    return base
+
+
 def valid_verify_sender_addr(config: Any, address: str, now: float | None = None) -> str | None:
     """The time-independent verify sender when address is this system's
     probe sender (its time stamp within one period of now), else None."""
     sender = _bare_sender(config)
     if not sender:
         return "" if not address else None
-    base = rewrite_clnt.rewrite("local", sender)
+    base = _rewritten_base(sender)
     at = base.find("@")
     base_len = at if at >= 0 else len(base)
     if address[:base_len].lower() != base[:base_len].lower():

@@ -167,10 +167,6 @@ PROFILES: dict[str, dict[str, str]] = {
 # Differences pfx still has outside XCLIENT/XFORWARD: what differs, and
 # the cases it shows in (marked xfail, strict: delete an entry once fixed).
 KNOWN_DIFFERENCES: list[tuple[str, set[str]]] = [
-    ("daemons/smtpd.py: after an XFORWARD command whose SOURCE= came before a bad attribute, "
-     "pfx writes rewrite_context=remote (it tests 'SOURCE in state.xforward'); Postfix keeps "
-     "its own context, local here (pass rewrite_context to smtpd_xclient.cleanup_attrs)",
-     {"queue_file_xforward_source_after_error"}),
     ("daemons/smtpd.py: a message over message_size_limit: Postfix's cleanup has seen its "
      "headers and logs message-id=<...>; pfx's cleanup logs nothing", {"message_oversize"}),
     ("daemons/smtpd.py: an unknown $name in smtpd_reject_footer ($localpart, $domain): "

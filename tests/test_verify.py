@@ -324,3 +324,15 @@ def test_pending_request_limit(tmp_path: Path, monkeypatch) -> None:
     finally:
         verify_clnt.disconnect()
         ms.teardown()
+
+
+def test_own_probe_sender_is_never_refused(ms: MailSystem) -> None:
+    """smtpd accepts this system's probe sender as a recipient without its
+    restrictions, and takes it as a sender as it is, as Postfix does, so
+    that two sites cannot refuse and negatively cache each other."""
+    replies = ms.dialogue(["EHLO client.example", "MAIL FROM:<double-bounce@pfx.example>",
+                           "RCPT TO:<double-bounce@pfx.example>", "RSET", "QUIT"], timeout=60)
+    finals = [line for line in replies if not line.startswith("250-")]
+    assert finals[2] == "250 2.1.0 Ok"
+    assert finals[3] == "250 2.1.5 Ok"
+    assert not re.search(r"reject: RCPT .*to=<double-bounce@pfx\.example>", ms.log())
