@@ -42,7 +42,8 @@ COMMANDS="postconf:postconf:main postmap:postmap:main postalias:postalias:main
 newaliases:postalias:newaliases_main sendmail:sendmail:main mailq:sendmail:mailq_main
 postfix:postfix:main postqueue:postqueue:main postsuper:postsuper:main
 postcat:postcat:main postdrop:postdrop:main postkick:postkick:main
-postlock:postlock:main postlog:postlog:main"
+postlock:postlock:main postlog:postlog:main smtp-source:smtp_source:main
+smtp-sink:smtp_sink:main"
 SETGID_COMMANDS="postdrop postqueue"
 
 say() { echo "install.sh: $*" >&2; }
