@@ -188,7 +188,7 @@ from typing import NoReturn
 from libpfx import msg
 from libpfx.mail_date import mail_date
 from tools.smtp_source import (Timers, atoi, host_port, msg_name, no_delay, parse_options,
-                               positive, proto_family, set_windowsize)
+                               positive, proto_family, run_events, set_windowsize)
 
 USAGE = ("usage: {0} [-468acCeEFLpPv] [-A abort_delay] [-b soft_bounce_reply]"
          " [-B hard_bounce_reply] [-d dump-template] [-D dump-template] [-f commands]"
@@ -378,18 +378,12 @@ class Sink:
 
     def run(self) -> NoReturn:
         self.accept_on()
-        sel, timers = self.sel, self.timers
-        last_sweep = time.monotonic()
-        while True:
-            for key, events in sel.select(timers.wait(1.0)):
-                key.data(events)
-            if timers.heap:
-                timers.run_due()
-            now = time.monotonic()
-            if now - last_sweep >= 1.0:
-                last_sweep = now
-                for client in list(self.clients):
-                    client.check_timeout(now)
+        run_events(self.sel, self.timers, lambda: True, self.check_timeouts)
+        sys.exit(0)             # not reached: smtp-sink stops by exiting from a handler
+
+    def check_timeouts(self, now: float) -> None:
+        for client in list(self.clients):
+            client.check_timeout(now)
 
 
 class Client:

@@ -283,6 +283,23 @@ class Timers:
             heapq.heappop(self.heap)[2]()
 
 
+def run_events(sel: selectors.BaseSelector, timers: Timers, more: Callable[[], bool],
+               sweep: Callable[[float], None]) -> None:
+    """The event loop: dispatch socket events and due timers while more()
+    holds, and once a second call sweep() with the clock to find idle
+    connections."""
+    last_sweep = time.monotonic()
+    while more():
+        for key, events in sel.select(timers.wait(1.0)):
+            key.data(events)
+        if timers.heap:
+            timers.run_due()
+        now = time.monotonic()
+        if now - last_sweep >= 1.0:
+            last_sweep = now
+            sweep(now)
+
+
 # The generator.
 
 class Job:
@@ -369,24 +386,18 @@ class Job:
             except OSError:
                 pass            # nobody watches the counter
 
+    def check_timeouts(self, now: float) -> None:
+        for session in self.sessions:
+            session.check_timeout(now)
+
     def run(self, sessions: int) -> None:
         for _ in range(sessions):
             self.session_count += 1
             self.sessions.append(Session(self))
             self.startup(self.sessions[-1])
-        sel = self.sel
-        timers = self.timers
-        last_sweep = time.monotonic()
-        while self.session_count > 0 or self.message_count > 0:
-            for key, events in sel.select(timers.wait(1.0)):
-                key.data(events)
-            if timers.heap:
-                timers.run_due()
-            now = time.monotonic()
-            if now - last_sweep >= 1.0:
-                last_sweep = now
-                for session in self.sessions:
-                    session.check_timeout(now)
+        run_events(self.sel, self.timers,
+                   lambda: self.session_count > 0 or self.message_count > 0,
+                   self.check_timeouts)
         if self.count:
             try:
                 os.write(1, b"\n")
