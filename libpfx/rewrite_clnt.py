@@ -24,6 +24,7 @@ import time
 from typing import NamedTuple
 
 from libpfx import msg
+from libpfx.clnt_stream import RETRY_DELAY, ClntStream
 
 # Reply flags, as Postfix's RESOLVE_FLAG_* and RESOLVE_CLASS_*.
 RESOLVE_FLAG_FINAL = 1 << 0     # final delivery
@@ -43,9 +44,6 @@ RULE_LOCAL = "local"
 RULE_REMOTE = "remote"
 
 CACHE_TTL = 30.0        # seconds an answer is reused for the same question
-IPC_IDLE = 5.0          # a connection unused this long is reopened (ipc_idle)
-IPC_TTL = 1000.0        # a connection older than this is reopened (ipc_ttl)
-RETRY_DELAY = 1.0       # seconds between attempts
 
 
 class Resolved(NamedTuple):
@@ -57,49 +55,7 @@ class Resolved(NamedTuple):
     recipient: str
 
 
-class _Client:
-    """One connection to the service, re-made as needed."""
-
-    def __init__(self) -> None:
-        self.path = "private/rewrite"
-        self.service = "rewrite"
-        self.timeout = 3600.0
-        self.stream = None
-        self.opened = 0.0
-        self.used = 0.0
-
-    def close(self) -> None:
-        if self.stream is not None:
-            self.stream.close()
-            self.stream = None
-
-    def call(self, request: dict[str, str], expect: dict[str, type]) -> dict:
-        from libpfx import attr
-        count = 0
-        while True:
-            count += 1
-            now = time.monotonic()
-            if self.stream is not None and (now - self.used > IPC_IDLE
-                                            or now - self.opened > IPC_TTL):
-                self.close()
-            reused = self.stream is not None
-            try:
-                if self.stream is None:
-                    self.stream = attr.connect(self.path, self.timeout)
-                    self.opened = now
-                self.stream.send(request)
-                reply = self.stream.recv(expect)
-                self.used = time.monotonic()
-                return reply
-            except attr.AttrError as err:
-                self.close()
-                if reused and count == 1:
-                    continue            # the server went away between requests
-                msg.warn(f"problem talking to service {self.service}: {err}")
-            time.sleep(RETRY_DELAY)
-
-
-_client = _Client()
+_client = ClntStream("rewrite", "private/rewrite", 3600.0)
 _last_rewrite: tuple[float, str, str, str] | None = None
 _last_resolve: tuple[float, str, str, str, Resolved] | None = None
 

@@ -36,7 +36,8 @@ import errno
 import time
 from typing import Any
 
-from libpfx import attr, msg, rewrite_clnt
+from libpfx import msg, rewrite_clnt
+from libpfx.clnt_stream import ClntStream
 
 REQ_QUERY = "query"
 REQ_UPDATE = "update"
@@ -53,9 +54,6 @@ DEL_RCPT_STAT_BOUNCE = 2
 DEL_RCPT_STAT_TODO = 3
 
 TIMEOUT = 60.0          # seconds for one request and its reply
-IPC_IDLE = 5.0          # a connection unused this long is re-made (ipc_idle)
-IPC_TTL = 1000.0        # a connection older than this is re-made (ipc_ttl)
-RETRY_DELAY = 1.0
 RETRY_LIMIT = 30        # attempts before a request is a service failure
 
 # The time stamp in address_verify_sender's localpart: seconds since the
@@ -64,50 +62,10 @@ VERIFY_BASE = 31
 SAFE_CHARS = "0123456789BCDFGHJKLMNPQRSTVWXYZbcdfghjklmnpqrstvwxyz"
 
 
-class _Client:
-    """The connection to the service."""
-
-    def __init__(self) -> None:
-        self.service = "verify"
-        self.stream: attr.AttrStream | None = None
-        self.opened = 0.0
-        self.used = 0.0
-
-    def close(self) -> None:
-        if self.stream is not None:
-            self.stream.close()
-            self.stream = None
-
-    def call(self, request: dict[str, Any], expect: dict[str, type]) -> dict | None:
-        """One request and its reply; None when the service cannot be
-        reached after RETRY_LIMIT attempts."""
-        for count in range(1, RETRY_LIMIT + 1):
-            now = time.monotonic()
-            if self.stream is not None and (now - self.used > IPC_IDLE
-                                            or now - self.opened > IPC_TTL):
-                self.close()
-            reused = self.stream is not None
-            try:
-                if self.stream is None:
-                    self.stream = attr.connect(f"private/{self.service}", TIMEOUT)
-                    self.opened = now
-                self.stream.send(request)
-                reply = self.stream.recv(expect)
-                self.used = time.monotonic()
-                return reply
-            except attr.AttrError as err:
-                self.close()
-                if reused and count == 1:
-                    continue            # the service went away between requests
-                # As Postfix: a first attempt that found no socket (master
-                # not yet listening) or a closed one is retried quietly.
-                if count > 1 or err.errno not in (errno.ENOENT, errno.EPIPE):
-                    msg.warn(f"problem talking to service {self.service}: {err}")
-            time.sleep(RETRY_DELAY)
-        return None
-
-
-_client = _Client()
+# As Postfix: a first attempt that found no socket (master not yet
+# listening) or a closed one is retried quietly.
+_client = ClntStream("verify", "private/verify", TIMEOUT, RETRY_LIMIT,
+                     (errno.ENOENT, errno.EPIPE))
 
 
 def disconnect() -> None:
@@ -121,6 +79,7 @@ def init(config: Any) -> None:
     if name != _client.service:
         _client.close()
         _client.service = name
+        _client.path = f"private/{name}"
 
 
 def query(address: str) -> tuple[int, str]:
