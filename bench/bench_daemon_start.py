@@ -20,7 +20,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from benchlib import Row, pfx, postfix
+from benchlib import Row, children, memory_kb, pfx, postfix
 
 RUNS = 20
 MASTER_CF = ("rewrite unix - - n - - trivial-rewrite -o max_use=1\n"
@@ -49,40 +49,12 @@ def write_instance(top: Path) -> Path:
     return etc
 
 
-def children(master_pid: int) -> list[int]:
-    out = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as fp:
-                    fields = fp.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == master_pid and fields[0] != "Z":
-                out.append(int(entry))
-    return out
-
-
 def title(pid: int) -> str:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as fp:
             return fp.read().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         return ""
-
-
-def memory_kb(pid: int) -> tuple[float, float]:
-    """(VmRSS, Pss) in kB."""
-    rss = pss = 0.0
-    with open(f"/proc/{pid}/status") as fp:
-        for line in fp:
-            if line.startswith("VmRSS:"):
-                rss = float(line.split()[1])
-    with open(f"/proc/{pid}/smaps_rollup") as fp:
-        for line in fp:
-            if line.startswith("Pss:"):
-                pss = float(line.split()[1])
-    return rss, pss
 
 
 def first_answer(path: str, ask: bool) -> float:

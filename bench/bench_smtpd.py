@@ -33,7 +33,7 @@ import threading
 import time
 from pathlib import Path
 
-from benchlib import Row, pfx, postfix
+from benchlib import Row, children, memory_kb, pfx, postfix
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
@@ -100,20 +100,6 @@ def write_instance(top: Path, port: int, is_postfix: bool) -> Path:
     return etc
 
 
-def children(master_pid: int) -> list[int]:
-    out = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as fp:
-                    fields = fp.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == master_pid and fields[0] != "Z":
-                out.append(int(entry))
-    return out
-
-
 def is_smtpd(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as fp:
@@ -121,23 +107,6 @@ def is_smtpd(pid: int) -> bool:
     except OSError:
         return False
     return bool(words) and os.path.basename(words[0]).startswith(b"smtpd")
-
-
-def memory_kb(pid: int) -> tuple[float, float]:
-    """(VmRSS, Pss) in kB; zeros when the process is gone."""
-    rss = pss = 0.0
-    try:
-        with open(f"/proc/{pid}/status") as fp:
-            for line in fp:
-                if line.startswith("VmRSS:"):
-                    rss = float(line.split()[1])
-        with open(f"/proc/{pid}/smaps_rollup") as fp:
-            for line in fp:
-                if line.startswith("Pss:"):
-                    pss = float(line.split()[1])
-    except OSError:
-        return 0.0, 0.0
-    return rss, pss
 
 
 class MemorySampler(threading.Thread):
@@ -153,7 +122,10 @@ class MemorySampler(threading.Thread):
         while not self.stopping.wait(0.25):
             for pid in children(self.master_pid):
                 if is_smtpd(pid):
-                    rss, pss = memory_kb(pid)
+                    try:
+                        rss, pss = memory_kb(pid)
+                    except OSError:
+                        rss = pss = 0.0     # it has just exited
                     self.rss, self.pss = max(self.rss, rss), max(self.pss, pss)
 
     def stop(self) -> tuple[float, float]:

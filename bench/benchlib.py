@@ -81,3 +81,32 @@ def make_instance(work: Path, main_cf: str = "") -> Path:
     (cdir / "main.cf").write_text(main_cf)
     (cdir / "master.cf").write_text("")
     return cdir
+
+
+def children(master_pid: int) -> list[int]:
+    """The live (not zombie) child processes of master_pid."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as fp:
+                    fields = fp.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == master_pid and fields[0] != "Z":
+                out.append(int(entry))
+    return out
+
+
+def memory_kb(pid: int) -> tuple[float, float]:
+    """(VmRSS, Pss) of a process in kB; OSError when it is gone."""
+    rss = pss = 0.0
+    with open(f"/proc/{pid}/status") as fp:
+        for line in fp:
+            if line.startswith("VmRSS:"):
+                rss = float(line.split()[1])
+    with open(f"/proc/{pid}/smaps_rollup") as fp:
+        for line in fp:
+            if line.startswith("Pss:"):
+                pss = float(line.split()[1])
+    return rss, pss
