@@ -1248,30 +1248,30 @@ def _reject_invalid_hostaddr(chk: SmtpdCheck, state: SmtpdState, addr: str) -> i
     return CHECK_DUNNO
 
 
-def _reject_invalid_helo(chk: SmtpdCheck, state: SmtpdState, arg: str | None) -> int:
+def _reject_helo(chk: SmtpdCheck, state: SmtpdState, bad: Callable[[str], bool],
+                 code_name: str, text: str) -> int:
+    """The HELO name checks: an address literal must be a valid address,
+    and a name (without its final dot) must not be bad()."""
     helo = state.helo_name
     if helo is None:
         return CHECK_DUNNO
     if helo.startswith("["):
         return _reject_invalid_hostaddr(chk, state, helo)
-    test = _strip_final_dot(helo)
-    if not valid_hostname(test) and not valid_hostaddr(test):
-        return chk.reject(state, MAIL_ERROR_POLICY, chk.codes["invalid_hostname_reject_code"],
-                          "5.5.2", f"<{helo}>: {NAME_HELO} rejected: Invalid name")
+    if bad(_strip_final_dot(helo)):
+        return chk.reject(state, MAIL_ERROR_POLICY, chk.codes[code_name], "5.5.2",
+                          f"<{helo}>: {NAME_HELO} rejected: {text}")
     return CHECK_DUNNO
+
+
+def _reject_invalid_helo(chk: SmtpdCheck, state: SmtpdState, arg: str | None) -> int:
+    return _reject_helo(chk, state,
+                        lambda name: not valid_hostname(name) and not valid_hostaddr(name),
+                        "invalid_hostname_reject_code", "Invalid name")
 
 
 def _reject_non_fqdn_helo(chk: SmtpdCheck, state: SmtpdState, arg: str | None) -> int:
-    helo = state.helo_name
-    if helo is None:
-        return CHECK_DUNNO
-    if helo.startswith("["):
-        return _reject_invalid_hostaddr(chk, state, helo)
-    test = _strip_final_dot(helo)
-    if not valid_hostname(test) or "." not in test:
-        return chk.reject(state, MAIL_ERROR_POLICY, chk.codes["non_fqdn_reject_code"], "5.5.2",
-                          f"<{helo}>: {NAME_HELO} rejected: need fully-qualified hostname")
-    return CHECK_DUNNO
+    return _reject_helo(chk, state, lambda name: not valid_hostname(name) or "." not in name,
+                        "non_fqdn_reject_code", "need fully-qualified hostname")
 
 
 def _reject_non_fqdn_address(chk: SmtpdCheck, state: SmtpdState, addr: str,
