@@ -190,6 +190,19 @@ class MailSystem:
 
     # Control.
 
+    def __enter__(self) -> "MailSystem":
+        """``with MailSystem(...) as system:`` starts the instance and tears
+        it down at the end, whatever happens."""
+        try:
+            self.start()
+        except BaseException:
+            self.teardown()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.teardown()
+
     def start(self, timeout: float = 20) -> None:
         """postfix start; returns when master runs and has logged its start."""
         open_path(self.top)
@@ -326,6 +339,15 @@ class MailSystem:
         if not base.is_dir():
             return []
         return sorted(name for _, _, files in os.walk(base) for name in files)
+
+
+def queue_id(lines: list[str]) -> str:
+    """The queue ID in smtpd's reply to the end of DATA among lines."""
+    for line in lines:
+        found = re.match(r"250 2\.0\.0 Ok: queued as (\w+)", line)
+        if found:
+            return found.group(1)
+    raise AssertionError(f"no queue ID in {lines}")
 
 
 def free_port() -> int:

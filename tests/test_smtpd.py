@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from mailsystem import MailSystem
+from mailsystem import MailSystem, queue_id
 
 MAIN_CF = {
     "smtpd_soft_error_limit": "100",        # no tarpit delays in the dialogues
@@ -144,14 +144,6 @@ def send_message(ms: MailSystem, content: bytes, rcpts: tuple[str, ...] = ("root
                 break
             lines.extend(reply)
     return lines
-
-
-def queue_id(lines: list[str]) -> str:
-    for line in lines:
-        found = re.match(r"250 2\.0\.0 Ok: queued as (\w+)", line)
-        if found:
-            return found.group(1)
-    raise AssertionError(f"no queue ID in {lines}")
 
 
 def postcat(ms: MailSystem, qid: str) -> str:

@@ -33,12 +33,8 @@ needs_swaks = pytest.mark.skipif(SWAKS is None, reason="swaks is not installed (
 
 @pytest.fixture(scope="module")
 def ms(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MailSystem]:
-    system = MailSystem(tmp_path_factory.mktemp("clients"), MAIN_CF, smtpd=True)
-    try:
-        system.start()
+    with MailSystem(tmp_path_factory.mktemp("clients"), MAIN_CF, smtpd=True) as system:
         yield system
-    finally:
-        system.teardown()
 
 
 def delivered(ms: MailSystem, tag: str, count: int = 1) -> list[email.message.Message]:
@@ -196,12 +192,8 @@ def test_swaks_rejected_recipient(ms: MailSystem) -> None:
 def test_swaks_relay_denied(ms: MailSystem, tmp_path: Path) -> None:
     """A client outside mynetworks may not relay: swaks against a second
     instance whose mynetworks leaves out the loopback network."""
-    other = MailSystem(tmp_path, {"mynetworks": "192.0.2.0/24"}, smtpd=True)
-    try:
-        other.start()
+    with MailSystem(tmp_path, {"mynetworks": "192.0.2.0/24"}, smtpd=True) as other:
         result = swaks(other, "--to", "someone@elsewhere.example")
-    finally:
-        other.teardown()
     assert "<** 454 4.7.1 <someone@elsewhere.example>: Relay access denied" \
         in transcript(result), result.stdout
 
@@ -209,13 +201,9 @@ def test_swaks_relay_denied(ms: MailSystem, tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def ms_nopipe(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MailSystem]:
     """An smtpd that does not announce PIPELINING."""
-    system = MailSystem(tmp_path_factory.mktemp("clients-nopipe"), MAIN_CF, smtpd=True,
-                        smtpd_args="-o smtpd_discard_ehlo_keywords=pipelining")
-    try:
-        system.start()
+    with MailSystem(tmp_path_factory.mktemp("clients-nopipe"), MAIN_CF, smtpd=True,
+                    smtpd_args="-o smtpd_discard_ehlo_keywords=pipelining") as system:
         yield system
-    finally:
-        system.teardown()
 
 
 def test_smtplib_without_pipelining(ms_nopipe: MailSystem) -> None:

@@ -10,7 +10,7 @@ from typing import Iterator
 
 import pytest
 
-from mailsystem import MailSystem
+from mailsystem import MailSystem, queue_id
 from smtp_dialogue import Raw
 
 MAIN_CF = {
@@ -28,23 +28,15 @@ MESSAGE = Raw(b"Subject: xclient\r\n\r\nbody\r\n.\r\n")
 
 @pytest.fixture(scope="module")
 def ms(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MailSystem]:
-    system = MailSystem(tmp_path_factory.mktemp("xclient"), MAIN_CF, smtpd=True)
-    try:
-        system.start()
+    with MailSystem(tmp_path_factory.mktemp("xclient"), MAIN_CF, smtpd=True) as system:
         yield system
-    finally:
-        system.teardown()
 
 
 @pytest.fixture(scope="module")
 def ms_noauth(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MailSystem]:
-    system = MailSystem(tmp_path_factory.mktemp("xclient-noauth"),
-                        {"smtpd_authorized_xclient_hosts": "192.0.2.1"}, smtpd=True)
-    try:
-        system.start()
+    with MailSystem(tmp_path_factory.mktemp("xclient-noauth"),
+                    {"smtpd_authorized_xclient_hosts": "192.0.2.1"}, smtpd=True) as system:
         yield system
-    finally:
-        system.teardown()
 
 
 def talk(ms: MailSystem, steps: list) -> list[str]:
@@ -69,14 +61,6 @@ def without_ehlo(lines: list[str]) -> list[str]:
     XFORWARD left out."""
     return [line for line in lines if not re.match(r"250[- ][A-Z0-9]+( |$)", line)
             or re.match(r"250-(XCLIENT|XFORWARD) ", line)]
-
-
-def queue_id(lines: list[str]) -> str:
-    for line in lines:
-        m = re.match(r"250 2\.0\.0 Ok: queued as (\w+)", line)
-        if m:
-            return m.group(1)
-    raise AssertionError(f"no queue ID in {lines}")
 
 
 def postcat(ms: MailSystem, qid: str, *options: str) -> str:
@@ -249,13 +233,9 @@ def test_xforward_lasts_one_transaction(ms: MailSystem) -> None:
 @pytest.fixture(scope="module")
 def ms_badtable(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MailSystem]:
     top = tmp_path_factory.mktemp("xclient-badtable")
-    system = MailSystem(top, {"smtpd_authorized_xclient_hosts": f"hash:{top}/etc/missing"},
-                        smtpd=True)
-    try:
-        system.start()
+    with MailSystem(top, {"smtpd_authorized_xclient_hosts": f"hash:{top}/etc/missing"},
+                    smtpd=True) as system:
         yield system
-    finally:
-        system.teardown()
 
 
 @pytest.mark.parametrize("command", ["EHLO c.example", "XCLIENT NAME=a.example"])
