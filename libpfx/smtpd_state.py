@@ -24,17 +24,9 @@ class SmtpdState:
                  name: str = "unknown", name_status: int = PEER_PERM,
                  reverse_name: str = "unknown", reverse_name_status: int = PEER_PERM) -> None:
         self.config = config
-        self.addr = addr
-        self.port = port
-        self.name = name
-        self.name_status = name_status
-        self.reverse_name = reverse_name
-        self.reverse_name_status = reverse_name_status
-        self.namaddr = ""
-        self.rfc_addr = ""
+        self.set_peer(addr, port, name, name_status, reverse_name, reverse_name_status)
         self.dest_addr = ""                  # the server's address and port, as the
         self.dest_port = ""                  # client reached it (or XCLIENT DESTADDR)
-        self.set_peer(addr, port, name, name_status, reverse_name, reverse_name_status)
         self.helo_name: str | None = None
         self.protocol = "SMTP"
         self.where = "CONNECT"
