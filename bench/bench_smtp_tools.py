@@ -82,6 +82,15 @@ def best(source: str, sink: str, sessions: int, length: int) -> tuple[float, flo
     return (max(r[0] for r in runs), min(r[1] for r in runs), min(r[2] for r in runs))
 
 
+def tool_rows(tool: str, what: str, ours: tuple[float, float, float],
+              theirs: tuple[float, float, float] | None, cpu: int) -> list[Row]:
+    """The rate row and the CPU row of tool, whose CPU time is ours[cpu]."""
+    role = tool.removeprefix("smtp-")
+    return [Row(f"{tool} {what}", ours[0], theirs and theirs[0], "msg/s", higher_is_better=True),
+            Row(f"{tool} {what}, {role} CPU per 1,000 messages", ours[cpu],
+                theirs and theirs[cpu], "ms")]
+
+
 def run(work: Path) -> list[Row]:
     their_source = postfix_tool("smtp-source")
     their_sink = postfix_tool("smtp-sink")
@@ -94,15 +103,9 @@ def run(work: Path) -> list[Row]:
             peer = their_sink or our_sink
             ours = best(our_source, peer, sessions, length)
             theirs = best(their_source, peer, sessions, length) if both else None
-            rows.append(Row(f"smtp-source {what}", ours[0], theirs and theirs[0],
-                            "msg/s", higher_is_better=True))
-            rows.append(Row(f"smtp-source {what}, source CPU per 1,000 messages", ours[1],
-                            theirs and theirs[1], "ms"))
+            rows += tool_rows("smtp-source", what, ours, theirs, 1)
             peer = their_source or our_source
             ours = best(peer, our_sink, sessions, length)
             theirs = best(peer, their_sink, sessions, length) if both else None
-            rows.append(Row(f"smtp-sink {what}", ours[0], theirs and theirs[0],
-                            "msg/s", higher_is_better=True))
-            rows.append(Row(f"smtp-sink {what}, sink CPU per 1,000 messages", ours[2],
-                            theirs and theirs[2], "ms"))
+            rows += tool_rows("smtp-sink", what, ours, theirs, 2)
     return rows
