@@ -25,6 +25,7 @@ with no match, so that the caller can defer instead of deciding.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 
 from libpfx import msg
@@ -159,9 +160,15 @@ class HostAddrList(DomainList):
                 or set(pattern) <= _V4_CHARS
                 or not set(pattern) <= _V6_CHARS | frozenset("[]/")):
             return False
-        return ipaddress.ip_address(addr) in _network(pattern)
+        return _address(addr) in _network(pattern)
 
 
+# Parsed once per process: smtpd matches the same client address against
+# the same few networks in several lists for every command.
+_address = functools.lru_cache(maxsize=64)(ipaddress.ip_address)
+
+
+@functools.lru_cache(maxsize=256)
 def _network(pattern: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
     """The network of an ``addr``, ``[addr]``, ``net/mask`` or ``[net]/mask``
     pattern; ValueError with Postfix's complaint when it is not one."""
