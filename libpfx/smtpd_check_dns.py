@@ -339,7 +339,10 @@ def smtpd_expand_lookup(settings: _Settings, state: SmtpdState, name: str) -> st
         return fixed[name]()
     for prefix, addr in (("sender", state.sender), ("recipient", state.recipient)):
         if name.startswith(prefix):
-            return _expand_addr(addr, name[len(prefix):])
+            value = _expand_addr(addr, name[len(prefix):])
+            if value is not None:
+                return value
+    msg.warn(f'unknown macro name "{name}" in expansion request')
     return None
 
 

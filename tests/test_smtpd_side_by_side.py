@@ -169,9 +169,6 @@ PROFILES: dict[str, dict[str, str]] = {
 KNOWN_DIFFERENCES: list[tuple[str, set[str]]] = [
     ("daemons/smtpd.py: a message over message_size_limit: Postfix's cleanup has seen its "
      "headers and logs message-id=<...>; pfx's cleanup logs nothing", {"message_oversize"}),
-    ("daemons/smtpd.py: an unknown $name in smtpd_reject_footer ($localpart, $domain): "
-     "Postfix logs warning: unknown macro name \"localpart\" in expansion request for "
-     "each reply, pfx nothing", {"reject_footer"}),
 ]
 KNOWN = {case: "; ".join(reason for reason, cases in KNOWN_DIFFERENCES if case in cases)
          for _, cases in KNOWN_DIFFERENCES for case in cases}
