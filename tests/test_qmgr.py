@@ -243,10 +243,10 @@ def test_incomplete_file_is_skipped_and_corrupt_file_saved(mail_system: MailSyst
     layout = QueueLayout(str(ms.queue))
     qf = layout.create("incoming")
     qf.write(b"this is no queue file")
-    qf.finish()
-    if os.geteuid() == 0:
+    if os.geteuid() == 0:       # before it is complete: a running qmgr may take it at once
         pw = pwd.getpwnam(ms.mail_owner)
         os.chown(qf.path, pw.pw_uid, pw.pw_gid)
+    qf.finish()
     good = queue_file(ms, "incoming", ["y@remote.example"])
     trigger(ms)
     ms.wait_log(rf"{good}: removed")
