@@ -193,17 +193,23 @@ def test_dns_cases_same_as_postfix(tmp_path):
                     return (check_logs(system, postfix.log, tmp_path),
                             check_logs(system, system.log, tmp_path))
 
-                try:
-                    system.wait_for(lambda: len(set(map(len, both()))) == 1,
-                                    what="all log lines")
-                except AssertionError:
-                    pass        # the comparison below shows what is missing
-                their_log, our_log = both()
-                assert our_log == their_log
+                assert_same_logs(system, both)
         finally:
             system.teardown()
     finally:
         server.stop()
+
+
+def assert_same_logs(system: MailSystem,
+                     both: Callable[[], tuple[list[str], list[str]]]) -> None:
+    """Wait until Postfix's and pfx's selected log lines are as many, then
+    compare them (a timeout leaves the comparison to show what is missing)."""
+    try:
+        system.wait_for(lambda: len(set(map(len, both()))) == 1, what="all log lines")
+    except AssertionError:
+        pass
+    their_log, our_log = both()
+    assert our_log == their_log
 
 
 def _peer_log(text: str) -> list[str]:
@@ -234,13 +240,7 @@ def test_peer_names_same_as_postfix(tmp_path, lookup):
                 def both() -> tuple[list[str], list[str]]:
                     return _peer_log(postfix.log()), _peer_log(system.log())
 
-                try:
-                    system.wait_for(lambda: len(set(map(len, both()))) == 1,
-                                    what="all log lines")
-                except AssertionError:
-                    pass        # the comparison below shows what is missing
-                their_log, our_log = both()
-                assert our_log == their_log
+                assert_same_logs(system, both)
         finally:
             system.teardown()
     finally:
